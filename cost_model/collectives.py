@@ -1,0 +1,71 @@
+"""Alpha-beta costs of collectives over mesh axes.
+
+Byte conventions (per device, see ``Collective.nbytes``):
+  ALL_REDUCE      the buffer each device holds (same before and after)
+  ALL_GATHER      the gathered result each device ends with
+  REDUCE_SCATTER  the full operand each device starts with
+  ALL_TO_ALL      the buffer each device holds (same size before and after)
+  PERMUTE         the buffer each device sends (and receives)
+
+Times are ring alpha-beta over a group of n devices (the product of the sizes of
+``axes``), at the Link that ``Cluster.link_for`` picks for those axes:
+  ALL_REDUCE                  2(n-1)/n * B/bw + 2(n-1) * lat
+  ALL_GATHER, REDUCE_SCATTER   (n-1)/n * B/bw +  (n-1) * lat
+  ALL_TO_ALL                   (n-1)/n * B/bw +  (n-1) * lat
+  PERMUTE                              B/bw +          lat
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import TYPE_CHECKING, Sequence
+
+from .mesh import MeshShape
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+
+class CollectiveKind(enum.Enum):
+    ALL_REDUCE = "all-reduce"
+    ALL_GATHER = "all-gather"
+    REDUCE_SCATTER = "reduce-scatter"
+    ALL_TO_ALL = "all-to-all"
+    PERMUTE = "collective-permute"
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+    kind: CollectiveKind
+    axes: tuple[str, ...]
+    nbytes: float
+
+
+# kind -> (bandwidth factor as a function of n, number of latency steps as a function of n)
+_RING = {
+    CollectiveKind.ALL_REDUCE: (lambda n: 2 * (n - 1) / n, lambda n: 2 * (n - 1)),
+    CollectiveKind.ALL_GATHER: (lambda n: (n - 1) / n, lambda n: n - 1),
+    CollectiveKind.REDUCE_SCATTER: (lambda n: (n - 1) / n, lambda n: n - 1),
+    CollectiveKind.ALL_TO_ALL: (lambda n: (n - 1) / n, lambda n: n - 1),
+    CollectiveKind.PERMUTE: (lambda n: 1.0, lambda n: 1),
+}
+
+
+def collective_time(cluster: Cluster, mesh: MeshShape, kind: CollectiveKind | str,
+                    axes: str | Sequence[str], nbytes: float) -> float:
+    """Seconds one collective takes; ``nbytes`` follows the module's byte conventions."""
+    kind = CollectiveKind(kind)
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    if not axes:
+        return 0.0
+    link = cluster.link_for(mesh, axes)  # also checks the axis names
+    n = mesh.group_size(axes)
+    if n <= 1:
+        return 0.0
+    bw_factor, steps = _RING[kind]
+    return bw_factor(n) * float(nbytes) / link.bandwidth + steps(n) * link.latency
+
+
+def collective_cost(cluster: Cluster, mesh: MeshShape, c: Collective) -> float:
+    return collective_time(cluster, mesh, c.kind, c.axes, c.nbytes)

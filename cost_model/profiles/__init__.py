@@ -1,0 +1,1 @@
+"""Bundled cluster presets: one JSON file per preset, named by its file stem."""

@@ -1,0 +1,33 @@
+"""shardsearch: automatic parallelization of JAX training steps."""
+
+from shardsearch.api import AutoSharded, auto, plan
+from shardsearch.config import SearchConfig
+from shardsearch.errors import (
+    ClusterError,
+    MemoryBudgetError,
+    MeshError,
+    OptionError,
+    PlanError,
+    ShardsearchError,
+    TraceError,
+)
+from shardsearch.plan import Plan, Predicted, SolveStats
+
+__all__ = [
+    "AutoSharded",
+    "ClusterError",
+    "MemoryBudgetError",
+    "MeshError",
+    "OptionError",
+    "Plan",
+    "PlanError",
+    "Predicted",
+    "SearchConfig",
+    "ShardsearchError",
+    "SolveStats",
+    "TraceError",
+    "auto",
+    "plan",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,139 @@
+"""The public entry points: ``auto`` and ``plan``."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+
+from cost_model import Cluster
+from shardsearch.apply import as_auto_mesh, build_jitted, mesh_shape, place_args
+from shardsearch.config import SearchConfig
+from shardsearch.errors import PlanError
+from shardsearch.graph import OpGraph
+from shardsearch.plan import Plan
+from shardsearch.search import retrace, search
+from shardsearch.trace import abstract_args
+
+PLAN_MESH_MISMATCH = (
+    "this plan was made for mesh {planned} but is being applied on mesh {given}; "
+    "plan again for the new mesh (shardsearch.auto / shardsearch.plan)"
+)
+PLAN_PROGRAM_MISMATCH = (
+    "this plan was made for program {planned} but {name} with these arguments traces to program {given}; "
+    "the function or the argument shapes changed - plan again"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    graph: OpGraph
+    plan: Plan
+    jitted: Callable
+
+
+def _signature(args: tuple) -> tuple:
+    leaves, tree = jax.tree_util.tree_flatten(abstract_args(args))
+    return tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+
+class AutoSharded:
+    """A callable like ``jax.jit(fn)`` whose sharding shardsearch chose.
+
+    The first call for each input signature traces, searches and compiles; later
+    calls with the same signature reuse the result.
+    """
+
+    def __init__(self, fn, *, mesh, cluster=None, memory_budget=None, donate_argnums=(), config=None, plan=None):
+        self.fn = fn
+        self.mesh = as_auto_mesh(mesh)
+        self.cluster = Cluster.load(cluster)
+        self.memory_budget = self.cluster.memory_bytes if memory_budget is None else float(memory_budget)
+        self.donate_argnums = tuple(donate_argnums) if not isinstance(donate_argnums, int) else (donate_argnums,)
+        self.config = config or SearchConfig()
+        self._fixed_plan = plan
+        self._entries: dict[tuple, _Entry] = {}
+        functools.update_wrapper(self, fn)
+
+    @classmethod
+    def from_plan(cls, fn, plan: Plan, *, mesh=None, donate_argnums=()) -> "AutoSharded":
+        mesh = plan.mesh.axis_sizes if mesh is None else mesh
+        out = cls(fn, mesh=mesh, donate_argnums=donate_argnums, plan=plan)
+        given = mesh_shape(out.mesh)
+        if given != plan.mesh:
+            raise PlanError(PLAN_MESH_MISMATCH.format(planned=plan.mesh, given=given))
+        return out
+
+    def _entry(self, args: tuple) -> _Entry:
+        key = _signature(args)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._make_entry(args)
+            self._entries[key] = entry
+        return entry
+
+    def _make_entry(self, args: tuple) -> _Entry:
+        if self._fixed_plan is not None:
+            graph, phash = retrace(self.fn, args)
+            if phash != self._fixed_plan.program_hash:
+                name = getattr(self.fn, "__name__", "the function")
+                raise PlanError(
+                    PLAN_PROGRAM_MISMATCH.format(planned=self._fixed_plan.program_hash, name=name, given=phash)
+                )
+            plan = self._fixed_plan
+        else:
+            found = search(
+                self.fn,
+                args,
+                mesh=mesh_shape(self.mesh),
+                cluster=self.cluster,
+                memory_budget=self.memory_budget,
+                config=self.config,
+            )
+            graph, plan = found.graph, found.plan
+        jitted = build_jitted(
+            graph, plan, self.mesh, donate_argnums=self.donate_argnums, constrain=self.config.constrain_intermediates
+        )
+        return _Entry(graph, plan, jitted)
+
+    def __call__(self, *args):
+        entry = self._entry(args)
+        return entry.jitted(*place_args(args, entry.graph, entry.plan, self.mesh))
+
+    def lower(self, *args) -> jax.stages.Lowered:
+        """Lower for these arguments (arrays or ShapeDtypeStructs) without running."""
+        return self._entry(args).jitted.lower(*abstract_args(args))
+
+    def plan_for(self, *args) -> Plan:
+        """The plan for these arguments (arrays or ShapeDtypeStructs), without executing."""
+        return self._entry(args).plan
+
+
+def auto(
+    fn: Callable,
+    *,
+    mesh,
+    cluster: Cluster | str | None = None,
+    memory_budget: float | None = None,
+    donate_argnums: Sequence[int] | int = (),
+    **options: Any,
+) -> AutoSharded:
+    """Automatically shard ``fn`` over ``mesh``; returns a callable like ``jax.jit(fn)``.
+
+    ``mesh``: a ``jax.sharding.Mesh`` (any axis types) or a shape tuple such as ``(2, 4)``.
+    ``cluster``: the hardware to optimize for: a ``cost_model.Cluster``, a preset name
+    (``cost_model.preset_names()``) or a profile JSON path; default ``"h100-8"``.
+    ``memory_budget``: bytes per device; ``None`` means the cluster's device memory.
+    ``options``: fields of ``shardsearch.SearchConfig`` (``time_limit_s``, ``verbose``, ...).
+    """
+    config = SearchConfig.from_options(options)
+    return AutoSharded(
+        fn, mesh=mesh, cluster=cluster, memory_budget=memory_budget, donate_argnums=donate_argnums, config=config
+    )
+
+
+def plan(fn: Callable, *args, mesh, cluster=None, memory_budget=None, **options) -> Plan:
+    """Search a plan for ``fn(*args)`` without compiling or running it."""
+    return auto(fn, mesh=mesh, cluster=cluster, memory_budget=memory_budget, **options).plan_for(*args)

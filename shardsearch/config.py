@@ -1,0 +1,35 @@
+"""Search options, as a frozen dataclass; ``auto(..., **options)`` fills it by name."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shardsearch.errors import OptionError
+
+UNKNOWN_OPTION = (
+    "unknown option {name}={value!r} passed to shardsearch. Valid options: {valid}. "
+    "Check the spelling, or pass cluster/memory_budget/donate_argnums as keywords."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    time_limit_s: float = 30.0  # the ILP's wall-clock limit; the best plan found so far is used
+    num_workers: int = 8  # CP-SAT workers (results stay deterministic)
+    seed: int = 0
+    constrain_intermediates: bool = True  # pin every planned intermediate layout
+    follow_elementwise: bool = True  # merge cheap unary ops into their producer before the ILP
+    verbose: bool = False  # print progress of each stage
+
+    @classmethod
+    def from_options(cls, options: dict) -> "SearchConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        for k, v in options.items():
+            if k not in names:
+                raise OptionError(UNKNOWN_OPTION.format(name=k, value=v, valid=", ".join(sorted(names))))
+        cfg = cls(**options)
+        if cfg.time_limit_s <= 0:
+            raise OptionError(f"time_limit_s={cfg.time_limit_s} must be > 0 seconds; try time_limit_s=30")
+        if cfg.num_workers < 1:
+            raise OptionError(f"num_workers={cfg.num_workers} must be >= 1")
+        return cfg

@@ -1,0 +1,33 @@
+"""Error types. Every message names the offending input and says how to fix it."""
+
+from cost_model.errors import ClusterError, ShardsearchError
+
+__all__ = [
+    "ShardsearchError",
+    "ClusterError",
+    "MeshError",
+    "TraceError",
+    "MemoryBudgetError",
+    "OptionError",
+    "PlanError",
+]
+
+
+class MeshError(ShardsearchError):
+    """The mesh cannot be built or does not fit the devices at hand."""
+
+
+class TraceError(ShardsearchError):
+    """The function could not be traced to a jaxpr with the given arguments."""
+
+
+class MemoryBudgetError(ShardsearchError):
+    """No plan keeps per-device memory within the budget."""
+
+
+class OptionError(ShardsearchError):
+    """An unknown or invalid search option was passed."""
+
+
+class PlanError(ShardsearchError):
+    """A plan does not match the program, mesh or arguments it is used with."""

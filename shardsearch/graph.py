@@ -1,0 +1,93 @@
+"""OpGraph: the traced program as plain data (shapes, dtypes, params, edges); no jax here.
+
+Nodes are in topological order. Graph inputs and large constants are nodes too
+(with no operands) so the solver can choose their layouts like any operator's.
+``payload`` fields hold the jax objects needed to re-run the program; only
+``shardsearch.trace`` looks inside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import Any
+
+import numpy as np
+
+
+class NodeKind(enum.Enum):
+    INPUT = "input"  # a flat leaf of the function's arguments
+    CONST = "const"  # a constant captured by the program (kept replicated)
+    OP = "op"  # an operator (jaxpr equation)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(math.prod(self.shape)) * self.dtype.itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueRef:
+    """Output ``index`` of node ``node``."""
+
+    node: int
+    index: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteralValue:
+    """A scalar literal operand; it needs no edge and no layout."""
+
+    value: Any
+    info: TensorInfo
+
+
+Operand = ValueRef | LiteralValue
+
+
+@dataclasses.dataclass(frozen=True)
+class OpNode:
+    id: int
+    kind: NodeKind
+    primitive: str
+    params: dict[str, Any]
+    inputs: tuple[Operand, ...]
+    outputs: tuple[TensorInfo, ...]
+    label: str = ""  # where it came from: argument path or source line
+    payload: Any = None  # jax equation / constant value, for re-running
+
+
+@dataclasses.dataclass
+class OpGraph:
+    nodes: list[OpNode]
+    outputs: tuple[Operand, ...]  # flat outputs of the function
+    input_nodes: tuple[int, ...]  # node id of each flat argument leaf
+    in_paths: tuple[str, ...]  # pytree path of each flat argument leaf
+    out_paths: tuple[str, ...]
+    in_tree: Any  # PyTreeDef of the arguments
+    out_tree: Any  # PyTreeDef of the result
+    # flat output index -> flat argument index it is the next value of (params in, params out)
+    output_aliases: tuple[int | None, ...] = ()
+
+    def info(self, ref: Operand) -> TensorInfo:
+        if isinstance(ref, LiteralValue):
+            return ref.info
+        return self.nodes[ref.node].outputs[ref.index]
+
+    def input_info(self, i: int) -> TensorInfo:
+        return self.nodes[self.input_nodes[i]].outputs[0]
+
+    def users(self) -> dict[int, list[tuple[int, int]]]:
+        """node id -> [(consumer node id, operand position)] over all its outputs."""
+        out: dict[int, list[tuple[int, int]]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            for j, ref in enumerate(n.inputs):
+                if isinstance(ref, ValueRef):
+                    out[ref.node].append((n.id, j))
+        return out

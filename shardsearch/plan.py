@@ -1,0 +1,155 @@
+"""Plan: what the search decided, as plain data a person can read.
+
+A plan holds the layout of every argument and result (PartitionSpec pytrees), the
+layout of every planned intermediate (for ``with_sharding_constraint``), what the
+cost model predicted, and how the solver did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from cost_model import MeshShape, Spec
+from shardsearch.graph import NodeKind, OpGraph, ValueRef
+from shardsearch.solve.build import CostTables
+from shardsearch.solve.evaluate import evaluate
+from shardsearch.solve.problem import Problem, Solution
+from shardsearch.strategies import Strategy
+
+
+@dataclasses.dataclass(frozen=True)
+class Predicted:
+    """What the cost model expects one step to cost on the target cluster (per device)."""
+
+    compute_s: float
+    comm_s: float  # collectives inside operators + resharding between them
+    total_s: float
+    peak_bytes: float  # resident arguments per device (activations are not yet counted)
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveStats:
+    num_nodes: int  # nodes of the traced graph
+    num_variables: int  # ILP variables after reduction
+    num_constraints: int
+    reduced_nodes: int  # ILP nodes after follow-merging and elimination
+    solve_s: float
+    status: str
+    objective: float  # seconds
+    bound: float  # seconds
+    search_s: float = 0.0  # trace + strategies + costs + solve, end to end
+
+
+@dataclasses.dataclass(frozen=True)
+class FallbackOp:
+    """An operator with no strategy rule, kept replicated (correct, maybe wasteful)."""
+
+    node: int
+    primitive: str
+    shapes: tuple[tuple[int, ...], ...]
+    label: str
+
+
+def to_partition_spec(spec: Spec) -> PartitionSpec:
+    entries = [None if not d else (d[0] if len(d) == 1 else tuple(d)) for d in spec]
+    while entries and entries[-1] is None:  # P('data', None) == P('data') to XLA
+        entries.pop()
+    return PartitionSpec(*entries)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mesh: MeshShape
+    cluster: str
+    in_specs: Any  # pytree of PartitionSpec matching the arguments
+    out_specs: Any  # pytree of PartitionSpec matching the result
+    flat_in_specs: tuple[Spec, ...]
+    flat_out_specs: tuple[Spec, ...]
+    in_paths: tuple[str, ...]
+    out_paths: tuple[str, ...]
+    node_out_specs: dict[int, tuple[Spec, ...]]  # planned layout of each operator's outputs
+    node_strategy: dict[int, str]  # readable strategy name per operator
+    node_primitive: dict[int, str]
+    predicted: Predicted
+    stats: SolveStats
+    fallback: tuple[FallbackOp, ...]
+    program_hash: str
+
+    def summary(self) -> str:
+        from shardsearch.report import summarize
+
+        return summarize(self)
+
+    def apply(self, fn: Callable, *, mesh=None, donate_argnums=()):
+        """``fn`` compiled with this plan, without searching again (see ``shardsearch.auto``)."""
+        from shardsearch.api import AutoSharded
+
+        return AutoSharded.from_plan(fn, self, mesh=mesh, donate_argnums=donate_argnums)
+
+
+def assemble_plan(
+    graph: OpGraph,
+    strategies: list[list[Strategy]],
+    fallback: frozenset[int],
+    problem: Problem,
+    costs: CostTables,
+    solution: Solution,
+    *,
+    mesh: MeshShape,
+    cluster: str,
+    program_hash: str,
+    search_s: float,
+) -> Plan:
+    import jax
+
+    choice = solution.choice
+    chosen = [strategies[i][int(c)] for i, c in enumerate(choice)]
+    flat_in = tuple(chosen[n].out_specs[0] for n in graph.input_nodes)
+    flat_out = []
+    for ref, arg in zip(graph.outputs, graph.output_aliases):
+        if arg is not None:  # returned in the layout its argument comes in
+            flat_out.append(flat_in[arg])
+        elif isinstance(ref, ValueRef):
+            flat_out.append(chosen[ref.node].out_specs[ref.index])
+        else:
+            flat_out.append(((),) * len(ref.info.shape))
+    ops = [n for n in graph.nodes if n.kind is NodeKind.OP]
+    breakdown = evaluate(problem, choice)
+    compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice)))
+    memory = float(sum(problem.node_memory[i][c] for i, c in enumerate(choice)))
+    return Plan(
+        mesh=mesh,
+        cluster=cluster,
+        in_specs=jax.tree_util.tree_unflatten(graph.in_tree, [to_partition_spec(s) for s in flat_in]),
+        out_specs=jax.tree_util.tree_unflatten(graph.out_tree, [to_partition_spec(s) for s in flat_out]),
+        flat_in_specs=flat_in,
+        flat_out_specs=tuple(flat_out),
+        in_paths=graph.in_paths,
+        out_paths=graph.out_paths,
+        node_out_specs={n.id: chosen[n.id].out_specs for n in ops},
+        node_strategy={n.id: chosen[n.id].name for n in ops},
+        node_primitive={n.id: n.primitive for n in ops},
+        predicted=Predicted(compute, breakdown.total - compute, breakdown.total, memory),
+        stats=SolveStats(
+            num_nodes=len(graph.nodes),
+            num_variables=solution.num_variables,
+            num_constraints=solution.num_constraints,
+            reduced_nodes=solution.reduced_nodes,
+            solve_s=solution.solve_s,
+            status=solution.status,
+            objective=solution.objective,
+            bound=solution.bound,
+            search_s=search_s,
+        ),
+        fallback=tuple(
+            FallbackOp(i, graph.nodes[i].primitive, tuple(o.shape for o in graph.nodes[i].outputs), graph.nodes[i].label)
+            for i in sorted(fallback)
+        ),
+        program_hash=program_hash,
+    )
+
+

@@ -1,0 +1,73 @@
+"""The whole search, stage by stage: trace -> strategies -> costs -> problem -> solve -> plan."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from cost_model import Cluster, MeshShape
+from shardsearch.config import SearchConfig
+from shardsearch.graph import OpGraph
+from shardsearch.plan import Plan, assemble_plan
+from shardsearch.solve import solve
+from shardsearch.solve.build import build_problem
+from shardsearch.strategies.per_node import graph_strategies
+from shardsearch.trace import program_hash, trace
+
+
+@dataclasses.dataclass(frozen=True)
+class Searched:
+    graph: OpGraph
+    plan: Plan
+
+
+def _logger(verbose: bool) -> Callable[[str], None] | None:
+    if not verbose:
+        return None
+    return lambda msg: print(f"[shardsearch] {msg}", file=sys.stderr, flush=True)
+
+
+def search(
+    fn: Callable,
+    args: Sequence[Any],
+    *,
+    mesh: MeshShape,
+    cluster: Cluster,
+    memory_budget: float | None,
+    config: SearchConfig,
+) -> Searched:
+    log = _logger(config.verbose)
+    t0 = time.perf_counter()
+    graph = trace(fn, args)
+    strategies = graph_strategies(graph, mesh)
+    if log:
+        n = sum(len(s) for s in strategies.per_node)
+        log(f"traced {len(graph.nodes)} nodes, {n} strategies in {time.perf_counter() - t0:.2f} s")
+    problem, costs = build_problem(
+        graph, strategies.per_node, cluster, mesh, memory_budget, follow=config.follow_elementwise
+    )
+    solution = solve(
+        problem, time_limit_s=config.time_limit_s, num_workers=config.num_workers, seed=config.seed, log=log
+    )
+    plan = assemble_plan(
+        graph,
+        strategies.per_node,
+        strategies.fallback,
+        problem,
+        costs,
+        solution,
+        mesh=mesh,
+        cluster=cluster.name,
+        program_hash=program_hash(graph),
+        search_s=time.perf_counter() - t0,
+    )
+    if log:
+        log(f"plan ready in {plan.stats.search_s:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
+    return Searched(graph, plan)
+
+
+def retrace(fn: Callable, args: Sequence[Any]) -> tuple[OpGraph, str]:
+    graph = trace(fn, args)
+    return graph, program_hash(graph)

@@ -1,0 +1,113 @@
+"""Graph + per-node strategies + cluster -> the numeric Problem (and what it means).
+
+Node cost = compute time of the strategy + time of the collectives it implies.
+Edge cost = time to reshard a producer's output into the layout its consumer needs.
+Outputs that are the next value of an argument (new params, new optimizer state)
+get an edge back to that argument's node: the step must return them in the layout
+it takes them in, and that resharding is paid every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cost_model import Cluster, MeshShape, collective_cost, compute_time, reshard_matrix
+from shardsearch.graph import NodeKind, OpGraph, ValueRef
+from shardsearch.solve.problem import Problem
+from shardsearch.strategies import Strategy
+
+
+@dataclasses.dataclass(frozen=True)
+class CostTables:
+    """Per-node compute and communication seconds, kept apart for the plan's breakdown."""
+
+    compute: list[np.ndarray]
+    comm: list[np.ndarray]
+
+
+def node_costs(strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape) -> CostTables:
+    compute, comm = [], []
+    for strats in strategies:
+        compute.append(np.array([compute_time(cluster, s.flops, s.bytes_accessed) for s in strats]))
+        comm.append(np.array([sum(collective_cost(cluster, mesh, c) for c in s.collectives) for s in strats]))
+    return CostTables(compute, comm)
+
+
+def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape) -> list[np.ndarray]:
+    """Bytes per device a node keeps resident: its argument/constant buffer (v1)."""
+    from cost_model import local_bytes
+
+    mem = []
+    for node, strats in zip(graph.nodes, strategies):
+        if node.kind is NodeKind.OP:
+            mem.append(np.zeros(len(strats)))
+            continue
+        info = node.outputs[0]
+        mem.append(np.array([local_bytes(info.shape, info.dtype.itemsize, s.out_specs[0], mesh) for s in strats]))
+    return mem
+
+
+def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None):
+    info = graph.nodes[ref.node].outputs[ref.index]
+    srcs = [s.out_specs[ref.index] for s in strategies[ref.node]]
+    if operand is None:  # tie to an argument node: its layout is its output spec
+        dsts = [s.out_specs[0] for s in strategies[dst]]
+    else:
+        dsts = [s.in_specs[operand] for s in strategies[dst]]
+    return reshard_matrix(cluster, mesh, info.shape, info.dtype.itemsize, srcs, dsts)
+
+
+def _follow_mapping(graph, strategies, node) -> tuple[int, np.ndarray] | None:
+    """A cheap elementwise op with one tensor operand simply takes its producer's layout."""
+    from shardsearch.strategies.elementwise import ELEMENTWISE
+
+    if node.kind is not NodeKind.OP or node.primitive not in ELEMENTWISE or len(node.outputs) != 1:
+        return None
+    refs = [(j, r) for j, r in enumerate(node.inputs) if isinstance(r, ValueRef)]
+    if len(refs) != 1:
+        return None
+    j, ref = refs[0]
+    if graph.info(ref).shape != node.outputs[0].shape:
+        return None
+    by_in = {s.in_specs[j]: t for t, s in enumerate(strategies[node.id])}
+    mapping = [by_in.get(s.out_specs[ref.index]) for s in strategies[ref.node]]
+    if any(m is None for m in mapping):
+        return None
+    return ref.node, np.array(mapping, dtype=np.int64)
+
+
+def build_problem(
+    graph: OpGraph,
+    strategies: list[list[Strategy]],
+    cluster: Cluster,
+    mesh: MeshShape,
+    memory_budget: float | None,
+    follow: bool = True,
+) -> tuple[Problem, CostTables]:
+    costs = node_costs(strategies, cluster, mesh)
+    edges, edge_costs = [], []
+    follows = {}
+    for node in graph.nodes:
+        mapping = _follow_mapping(graph, strategies, node) if follow else None
+        if mapping is not None:
+            follows[node.id] = mapping
+        for j, ref in enumerate(node.inputs):
+            if isinstance(ref, ValueRef):
+                edges.append((ref.node, node.id))
+                edge_costs.append(_edge(graph, strategies, cluster, mesh, ref, node.id, j))
+    for out, arg in zip(graph.outputs, graph.output_aliases):
+        if isinstance(out, ValueRef) and arg is not None:
+            edges.append((out.node, graph.input_nodes[arg]))
+            edge_costs.append(_edge(graph, strategies, cluster, mesh, out, graph.input_nodes[arg], None))
+    problem = Problem(
+        node_costs=[c + m for c, m in zip(costs.compute, costs.comm)],
+        node_memory=_node_memory(graph, strategies, mesh),
+        edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
+        edge_costs=edge_costs,
+        memory_budget=memory_budget,
+        follows=follows,
+        names=[f"{n.id}:{n.primitive}" for n in graph.nodes],
+    )
+    return problem, costs

@@ -1,0 +1,191 @@
+"""Solve a Problem: exact reduction (merge.py), then CP-SAT on what is left.
+
+Formulation (on the reduced problem; also valid on a raw one, follows included):
+  x[i, s]   boolean, exactly one per node.
+  y[e, s, t] boolean per entry of each edge matrix, with the marginal constraints
+            sum_t y[e, s, t] == x[u, s]   and   sum_s y[e, s, t] == x[v, t].
+  This is the local-polytope (Alpa) formulation rather than the smaller
+  y >= x_us + x_vt - 1 linearization: with that one the LP relaxation sets every x to
+  1/S and every y to 0, so its bound ignores resharding entirely and CP-SAT proves
+  nothing on graphs with cycles; the marginal constraints make the LP exact on trees
+  and tight in practice, and they propagate as well (x fixed => y fixed). The extra
+  variables only matter on the reduced core, which is small.
+  Objective: costs minus each vector's / matrix's minimum (that minimum is a constant),
+  scaled to integers (see _scale). Memory: sum of chosen memory <= budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from shardsearch.errors import MemoryBudgetError, ShardsearchError
+
+from .evaluate import evaluate
+from .merge import min_memory, reduce_problem
+from .problem import Problem, Solution
+
+# The whole objective's upper bound maps to 2**40 (~1.1e12) units: far below 2**53, so
+# CP-SAT's LP (doubles) and int64 sums are exact, while each term is rounded by at most
+# 0.5 unit = 4.5e-13 of the upper bound; 1e5 such terms stay under 5e-8 of it, i.e. the
+# ~1e-6 relative precision we want as long as the optimum is >= 5% of the upper bound.
+# The reported objective is re-evaluated in float64 anyway; only ties closer than
+# this may be broken the wrong way.
+_OBJECTIVE_UNITS = 2.0**40
+
+
+class SolverTimeoutError(ShardsearchError):
+    """CP-SAT found no assignment within the time limit."""
+
+
+def _size(p: Problem) -> str:
+    strategies = sum(len(c) for c in p.node_costs)
+    return f"{p.num_nodes} nodes, {len(p.edge_costs)} edges, {strategies} strategies"
+
+
+def _memory_error(budget: float, least: float) -> MemoryBudgetError:
+    return MemoryBudgetError(
+        f"no sharding plan fits memory_budget={budget:.6g} bytes per device: the smallest "
+        f"achievable memory is {least:.6g} bytes. Raise memory_budget to at least "
+        f"{math.ceil(least)} bytes or use a larger mesh.")
+
+
+class _Model:
+    """CP-SAT model of a Problem plus what is needed to read its answer back."""
+
+    def __init__(self, p: Problem):
+        self.model = m = cp_model.CpModel()
+        node_costs = [np.array(c, dtype=np.float64) for c in p.node_costs]
+        edges = []
+        for e, (u, v) in enumerate(np.asarray(p.edges, dtype=np.int64).reshape(-1, 2)):
+            mat = np.asarray(p.edge_costs[e], dtype=np.float64)
+            if u == v:  # self-edge: only the diagonal is reachable
+                node_costs[u] += np.diag(mat)
+            else:
+                edges.append((u, v, mat))
+        self.constant = sum(float(c.min()) for c in node_costs)
+        self.constant += sum(float(mat.min()) for _, _, mat in edges)
+        upper = sum(float(c.max() - c.min()) for c in node_costs)
+        upper += sum(float(mat.max() - mat.min()) for _, _, mat in edges)
+        self.scale = _OBJECTIVE_UNITS / upper if upper > 0 else 1.0
+
+        self.x = [[m.new_bool_var(f"x{i}_{s}") for s in range(len(c))]
+                  for i, c in enumerate(node_costs)]
+        terms = []
+        for xi, c in zip(self.x, node_costs):
+            m.add_exactly_one(xi)
+            terms += [(xi[s], k) for s, k in enumerate(self._ints(c - c.min())) if k]
+        for u, v, mat in edges:
+            coef = self._ints(mat - mat.min())
+            if not coef.any():
+                continue  # constant matrix: nothing to decide
+            y = [[m.new_bool_var("") for _ in range(mat.shape[1])] for _ in range(mat.shape[0])]
+            for s in range(mat.shape[0]):
+                m.add(sum(y[s]) == self.x[u][s])
+            for t in range(mat.shape[1]):
+                m.add(sum(row[t] for row in y) == self.x[v][t])
+            terms += [(y[s][t], int(coef[s, t])) for s, t in zip(*np.nonzero(coef))]
+        m.minimize(cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [k for _, k in terms]))
+
+        for v, (u, mapping) in sorted(p.follows.items()):
+            for s, t in enumerate(mapping):
+                m.add_implication(self.x[u][s], self.x[v][int(t)])
+        if p.memory_budget is not None:
+            self._add_memory(p)
+
+    def _ints(self, a: np.ndarray) -> np.ndarray:
+        return np.rint(a * self.scale).astype(np.int64)
+
+    def _add_memory(self, p: Problem) -> None:
+        mems = [np.asarray(mm, dtype=np.float64) for mm in p.node_memory]
+        floor = sum(float(mm.min()) for mm in mems)
+        slack = p.memory_budget - floor
+        spread = sum(float(mm.max() - mm.min()) for mm in mems)
+        integral = all(np.all(mm == np.round(mm)) for mm in mems) and spread < 2.0**52
+        # Bytes are integers in practice and then exact; otherwise round against us
+        # (memory up, budget down) in units small enough to keep 2**40 resolution.
+        unit = 1.0 if integral or spread == 0 else spread / _OBJECTIVE_UNITS
+        terms = []
+        for xi, mm in zip(self.x, mems):
+            coef = np.ceil((mm - mm.min()) / unit - 1e-9).astype(np.int64)
+            terms += [k * xi[s] for s, k in enumerate(coef) if k]
+        if terms:
+            self.model.add(sum(terms) <= math.floor(slack / unit + 1e-9))
+
+    def choice(self, solver: cp_model.CpSolver) -> np.ndarray:
+        return np.array([next(s for s, b in enumerate(xi) if solver.boolean_value(b))
+                         for xi in self.x], dtype=np.int64)
+
+
+def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
+          seed: int = 0, log: Callable[[str], None] | None = None,
+          reduce: bool = True, deterministic_time_s: float | None = None) -> Solution:
+    """Pick the cheapest strategy per node within the memory budget.
+
+    `time_limit_s` caps CP-SAT's wall time. The search itself is deterministic
+    (fixed seed, interleaved workers), so a run that proves optimality returns the same
+    choice every time; a run stopped by the wall clock may not. Pass
+    `deterministic_time_s` (CP-SAT's machine-independent work counter, roughly seconds)
+    to make stopped runs repeatable too. `reduce=False` skips merge.py (for testing).
+    """
+    start = time.perf_counter()
+    problem.validate()
+    say = log or (lambda _msg: None)
+    say(f"solve: {_size(problem)}")
+    budget = problem.memory_budget
+    if budget is not None:
+        least = min_memory(problem)
+        if least > budget:
+            raise _memory_error(budget, least)
+
+    red = reduce_problem(problem) if reduce else None
+    core = red.problem if red else problem
+    offset = red.cost_offset if red else 0.0
+    if red:
+        say(f"solve: reduced to {_size(core)} (+{offset:.6g} s fixed by elimination)")
+
+    if core.num_nodes == 0:
+        choice, status, bound, nvars, ncons = red.expand([]), "OPTIMAL", None, 0, 0
+    else:
+        built = _Model(core)
+        solver = cp_model.CpSolver()
+        params = solver.parameters
+        params.max_time_in_seconds = time_limit_s
+        if deterministic_time_s is not None:
+            params.max_deterministic_time = deterministic_time_s
+        params.num_workers = max(1, num_workers)
+        # interleave_search selects CP-SAT's DeterministicLoop: workers run in fixed
+        # batches and only share information at batch boundaries, so the result does
+        # not depend on thread timing (or on num_workers). Without it, parallel
+        # workers race and equal-cost optima come back in different orders.
+        params.interleave_search = True
+        params.random_seed = seed
+        code = solver.solve(built.model)
+        status = solver.status_name(code)
+        if code == cp_model.INFEASIBLE:
+            # The pre-check passed, so only rounding of fractional bytes can land here.
+            raise _memory_error(budget, min_memory(problem))
+        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            raise SolverTimeoutError(
+                f"CP-SAT found no plan for {_size(core)} within time_limit_s={time_limit_s} "
+                f"(status {status}). Raise the time limit, or loosen memory_budget.")
+        reduced_choice = built.choice(solver)
+        choice = red.expand(reduced_choice) if red else reduced_choice
+        bound = offset + built.constant + solver.best_objective_bound / built.scale
+        proto = built.model.proto
+        nvars, ncons = len(proto.variables), len(proto.constraints)
+
+    result = evaluate(problem, choice)
+    if result.violations:  # the reductions or the model have a bug: never hand it on
+        raise AssertionError(f"solver produced an invalid choice: {result.violations[:3]}")
+    objective = result.total
+    bound = objective if status == "OPTIMAL" or bound is None else min(bound, objective)
+    elapsed = time.perf_counter() - start
+    say(f"solve: {status} objective {objective:.6g} s, bound {bound:.6g} s, {elapsed:.2f} s")
+    return Solution(choice=choice, objective=objective, bound=bound, status=status,
+                    solve_s=elapsed, num_variables=nvars, num_constraints=ncons,
+                    reduced_nodes=core.num_nodes)

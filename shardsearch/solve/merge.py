@@ -1,0 +1,217 @@
+"""Exact reduction of a Problem before the ILP, and the way back.
+
+Steps, in this order (each keeps the optimum, and `Reduction.expand` maps any choice of
+the reduced problem to a full choice of the same cost):
+  1. follows: a follower is folded into its (transitive) leader: costs, memory and
+     edges re-indexed through the composed mapping.
+  2. parallel edges are summed, self-edges go onto the node's diagonal, and an edge
+     whose matrix is separable (a[s] + b[t], e.g. any edge of a 1-strategy node) is
+     moved onto its two nodes' costs.
+  3. nodes of degree 0, 1 or 2 are eliminated by dynamic programming (min over their
+     strategy, argmin recorded), repeated until nothing changes. Only nodes whose
+     memory does not depend on the strategy qualify when a budget can bind, since the
+     DP cannot see the budget.
+A budget that even the most memory-hungry assignment meets is dropped first (exact).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+
+from .problem import Problem, ProblemError
+
+
+@dataclasses.dataclass(frozen=True)
+class Reduction:
+    problem: Problem  # reduced: no follows, no self or parallel edges
+    cost_offset: float  # seconds every assignment pays on top of `problem`'s cost
+    memory_offset: float  # bytes taken out of the budget by eliminated nodes
+    kept: np.ndarray  # original index of each reduced node, ascending
+    num_original: int
+    steps: tuple  # elimination records, replayed backwards by expand()
+    followers: tuple  # (v, root, mapping root strategy -> v strategy)
+
+    def expand(self, reduced_choice) -> np.ndarray:
+        choice = np.full(self.num_original, -1, dtype=np.int64)
+        choice[self.kept] = np.asarray(reduced_choice, dtype=np.int64).reshape(-1)
+        for v, *rest in reversed(self.steps):
+            if len(rest) == 1:  # isolated: fixed strategy
+                choice[v] = rest[0]
+            elif len(rest) == 2:  # leaf: argmin given its neighbour
+                choice[v] = rest[1][choice[rest[0]]]
+            else:  # degree 2: argmin given both neighbours
+                u, w, arg = rest
+                choice[v] = arg[choice[u], choice[w]]
+        for v, root, mapping in self.followers:
+            choice[v] = mapping[choice[root]]
+        return choice
+
+
+def resolve_follows(problem: Problem) -> tuple[list[int], list[np.ndarray | None]]:
+    """Per node, its root leader and the map root strategy -> node strategy (None: itself)."""
+    n = problem.num_nodes
+    root, maps = list(range(n)), [None] * n
+    state = [0] * n  # 0 unseen, 1 on the current path, 2 resolved
+    for start in sorted(problem.follows):
+        path, v = [], start
+        while v in problem.follows and state[v] != 2:
+            if state[v] == 1:
+                cycle = " -> ".join(problem.label(p) for p in path + [v])
+                raise ProblemError(f"follows form a cycle ({cycle}); a node cannot follow itself")
+            state[v] = 1
+            path.append(v)
+            v = problem.follows[v][0]
+        for p in reversed(path):  # v is resolved; walk back down the chain
+            u, mapping = problem.follows[p]
+            mapping = np.asarray(mapping, dtype=np.int64)
+            root[p], maps[p] = root[u], (mapping if maps[u] is None else mapping[maps[u]])
+            state[p] = 2
+    return root, maps
+
+
+def min_memory(problem: Problem) -> float:
+    """The least memory any follows-respecting assignment uses: with follows folded the
+    nodes are independent in memory, so the per-root minima add up exactly."""
+    root, maps = resolve_follows(problem)
+    mem = {}
+    for v in range(problem.num_nodes):
+        m = np.asarray(problem.node_memory[v], dtype=np.float64)
+        r = root[v]
+        mem[r] = mem.get(r, 0.0) + (m if maps[v] is None else m[maps[v]])
+    return float(sum(m.min() for m in mem.values()))
+
+
+def _split(m: np.ndarray):
+    """(a, b) with m[s, t] == a[s] + b[t] (b >= 0, a >= 0 when m is), or None."""
+    t0 = int(np.argmin(m[0]))
+    a, b = m[:, t0], m[0] - m[0, t0]
+    resid = np.abs(m - a[:, None] - b[None, :]).max()
+    return (a, b) if resid <= 1e-12 * max(float(np.abs(m).max()), 1e-300) else None
+
+
+class _Graph:
+    """Mutable working copy. adj[a][b] is the (S_a, S_b) matrix; adj[b][a] its transpose view."""
+
+    def __init__(self, costs, mems):
+        self.cost, self.mem = costs, mems
+        self.adj: dict[int, dict[int, np.ndarray]] = {v: {} for v in costs}
+        self.queue: collections.deque[int] = collections.deque()
+        self.queued: set[int] = set()
+
+    def push(self, v: int) -> None:
+        if v not in self.queued and v in self.adj:
+            self.queued.add(v)
+            self.queue.append(v)
+
+    def add_edge(self, a: int, b: int, m: np.ndarray) -> None:
+        if a == b:  # self-edge: only the diagonal can be chosen
+            self.cost[a] = self.cost[a] + np.diag(m)
+            return
+        old = self.adj[a].get(b)
+        if old is not None:
+            m = old + m
+        parts = _split(m)
+        if parts is None:
+            self.adj[a][b], self.adj[b][a] = m, m.T
+        else:
+            self.cost[a] = self.cost[a] + parts[0]
+            self.cost[b] = self.cost[b] + parts[1]
+            self.adj[a].pop(b, None)
+            self.adj[b].pop(a, None)
+        self.push(a)
+        self.push(b)
+
+    def remove(self, v: int) -> list[int]:
+        nbrs = list(self.adj.pop(v))
+        for u in nbrs:
+            del self.adj[u][v]
+            self.push(u)
+        return nbrs
+
+
+def reduce_problem(problem: Problem) -> Reduction:
+    """Apply the exact reductions above; deterministic (same problem, same result)."""
+    problem.validate()
+    n = problem.num_nodes
+    root, maps = resolve_follows(problem)
+    costs, mems = {}, {}
+    for v in range(n):  # roots first, so followers have something to add onto
+        if root[v] == v:
+            costs[v] = np.array(problem.node_costs[v], dtype=np.float64)
+            mems[v] = np.array(problem.node_memory[v], dtype=np.float64)
+    followers = []
+    for v in range(n):
+        if root[v] != v:
+            costs[root[v]] += np.asarray(problem.node_costs[v], dtype=np.float64)[maps[v]]
+            mems[root[v]] += np.asarray(problem.node_memory[v], dtype=np.float64)[maps[v]]
+            followers.append((v, root[v], maps[v]))
+
+    budget = problem.memory_budget
+    if budget is not None and sum(m.max() for m in mems.values()) <= budget:
+        budget = None  # no assignment can exceed it
+
+    g = _Graph(costs, mems)
+    edges = np.asarray(problem.edges, dtype=np.int64).reshape(-1, 2)
+    for e, (a, b) in enumerate(edges):
+        m = np.asarray(problem.edge_costs[e], dtype=np.float64)
+        if maps[a] is not None:
+            m = m[maps[a], :]
+        if maps[b] is not None:
+            m = m[:, maps[b]]
+        g.add_edge(root[a], root[b], m)
+
+    g.queue.clear()
+    g.queued.clear()
+    for v in sorted(g.adj):
+        g.push(v)
+    steps, offset, mem_offset = [], 0.0, 0.0
+    while g.queue:
+        v = g.queue.popleft()
+        g.queued.discard(v)
+        if v not in g.adj or len(g.adj[v]) > 2:
+            continue
+        mem = g.mem[v]
+        if budget is not None and not np.all(mem == mem[0]):
+            continue  # its strategy matters to the budget: leave it to the ILP
+        mem_offset += float(mem[0])
+        cost, nbrs = g.cost[v], list(g.adj[v])
+        if not nbrs:
+            s = int(np.argmin(cost))
+            offset += float(cost[s])
+            steps.append((v, s))
+        elif len(nbrs) == 1:
+            (u,) = nbrs
+            tot = cost[:, None] + g.adj[v][u]  # (S_v, S_u)
+            arg = np.argmin(tot, axis=0)
+            g.cost[u] = g.cost[u] + tot.min(axis=0)
+            steps.append((v, u, arg))
+        else:
+            u, w = nbrs
+            tot = g.adj[u][v][:, :, None] + cost[None, :, None] + g.adj[v][w][None, :, :]
+            arg = np.argmin(tot, axis=1)  # (S_u, S_w)
+            steps.append((v, u, w, arg))
+            g.remove(v)
+            g.add_edge(u, w, tot.min(axis=1))
+            continue
+        g.remove(v)
+
+    kept = sorted(g.adj)
+    index = {v: i for i, v in enumerate(kept)}
+    red_edges, red_costs = [], []
+    for a in kept:
+        for b in sorted(b for b in g.adj[a] if b > a):
+            red_edges.append((index[a], index[b]))
+            red_costs.append(g.adj[a][b])
+    reduced = Problem(
+        node_costs=[g.cost[v] for v in kept],
+        node_memory=[g.mem[v] for v in kept],
+        edges=np.array(red_edges, dtype=np.int64).reshape(-1, 2),
+        edge_costs=red_costs,
+        memory_budget=None if budget is None else budget - mem_offset,
+        names=[problem.names[v] for v in kept] if problem.names else None,
+    )
+    return Reduction(reduced, offset, mem_offset if budget is not None else 0.0,
+                     np.array(kept, dtype=np.int64), n, tuple(steps), tuple(followers))

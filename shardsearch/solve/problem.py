@@ -1,0 +1,93 @@
+"""The numeric problem the solver sees: numpy arrays only, no jax, serializable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from shardsearch.errors import ShardsearchError
+
+
+class ProblemError(ShardsearchError, ValueError):
+    """A Problem is malformed (shapes, indices, follows); the builder has a bug."""
+
+
+@dataclasses.dataclass
+class Problem:
+    """Pick one strategy per node to minimize node costs plus edge (resharding) costs.
+
+    node_costs[i]   shape (S_i,)        seconds of strategy s of node i (compute + its collectives)
+    node_memory[i]  shape (S_i,)        bytes per device that strategy s keeps resident
+    edges           shape (E, 2) int    (u, v) pairs; u < v is not required
+    edge_costs[e]   shape (S_u, S_v)    seconds to move u's output into the layout v needs
+    memory_budget   bytes per device for the sum of chosen node_memory; None = unlimited
+    follows         follows[v] = (u, mapping): v must take strategy mapping[s_u]
+                    whenever u takes s_u (mapping has shape (S_u,)); used to merge
+                    cheap unary ops into their producer before the ILP.
+    names           a label per node, for messages only
+    """
+
+    node_costs: list[np.ndarray]
+    node_memory: list[np.ndarray]
+    edges: np.ndarray
+    edge_costs: list[np.ndarray]
+    memory_budget: float | None = None
+    follows: dict[int, tuple[int, np.ndarray]] = dataclasses.field(default_factory=dict)
+    names: list[str] | None = None
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_costs)
+
+    def label(self, i: int) -> str:
+        return f"node {i} ({self.names[i]!r})" if self.names else f"node {i}"
+
+    def validate(self) -> None:
+        """Raise ProblemError naming the first inconsistent array; a builder bug otherwise
+        surfaces deep inside the solver as an IndexError."""
+        n = self.num_nodes
+        if len(self.node_memory) != n:
+            raise ProblemError(f"{n} node_costs but {len(self.node_memory)} node_memory entries")
+        for i in range(n):
+            c, m = np.shape(self.node_costs[i]), np.shape(self.node_memory[i])
+            if len(c) != 1 or c[0] == 0 or m != c:
+                raise ProblemError(f"{self.label(i)}: costs shape {c}, memory shape {m}; "
+                                   "both must be (S,) with S >= 1")
+            if not (np.all(np.isfinite(self.node_costs[i])) and np.all(np.isfinite(self.node_memory[i]))):
+                raise ProblemError(f"{self.label(i)}: costs or memory not finite; use a large "
+                                   "finite figure for a strategy that is merely bad")
+        edges = np.asarray(self.edges).reshape(-1, 2) if len(self.edges) else np.zeros((0, 2))
+        if len(edges) != len(self.edge_costs):
+            raise ProblemError(f"{len(edges)} edges but {len(self.edge_costs)} edge_costs")
+        for e, (u, v) in enumerate(edges):
+            if not (0 <= u < n and 0 <= v < n):
+                raise ProblemError(f"edge {e} = ({u}, {v}) names a node outside 0..{n - 1}")
+            want = (len(self.node_costs[u]), len(self.node_costs[v]))
+            if np.shape(self.edge_costs[e]) != want:
+                raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost matrix "
+                                   f"shape {np.shape(self.edge_costs[e])}, expected {want}")
+            if not np.all(np.isfinite(self.edge_costs[e])):
+                raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost not finite")
+        for v, (u, mapping) in self.follows.items():
+            if not (0 <= v < n and 0 <= u < n):
+                raise ProblemError(f"follows[{v}] = ({u}, ...) names a node outside 0..{n - 1}")
+            mapping = np.asarray(mapping)
+            sv = len(self.node_costs[v])
+            if mapping.shape != (len(self.node_costs[u]),) or mapping.min() < 0 or mapping.max() >= sv:
+                raise ProblemError(f"follows[{v}]: mapping {mapping.tolist()} must have one entry "
+                                   f"per strategy of {self.label(u)}, each in 0..{sv - 1}")
+        if self.memory_budget is not None and not np.isfinite(self.memory_budget):
+            raise ProblemError(f"memory_budget {self.memory_budget} is not finite; use None")
+
+
+@dataclasses.dataclass(frozen=True)
+class Solution:
+    choice: np.ndarray  # (num_nodes,) int: chosen strategy index per node
+    objective: float  # seconds, evaluated on the original problem
+    bound: float  # best proven lower bound in seconds (== objective when optimal)
+    status: str  # "OPTIMAL", "FEASIBLE", "INFEASIBLE", ...
+    solve_s: float
+    num_variables: int  # variables in the ILP actually solved (after reduction)
+    num_constraints: int
+    reduced_nodes: int  # nodes left after merging/elimination

@@ -1,0 +1,39 @@
+"""n-ary elementwise ops: operands follow the output's layout."""
+
+from __future__ import annotations
+
+from cost_model.mesh import MeshShape, Spec
+
+from shardsearch.strategies.base import OpView, Strategy, register
+from shardsearch.strategies.specs import enumerate_specs, io_bytes, local_elements, spec_name
+
+ELEMENTWISE = frozenset("""
+add sub mul div rem max min pow atan2 nextafter neg sign floor ceil round abs exp exp2 log
+log1p expm1 tanh logistic rsqrt sqrt cbrt sin cos tan erf erfc erf_inv integer_pow square
+convert_element_type select_n clamp stop_gradient copy copy_p eq ne lt le gt ge and or not
+xor is_finite add_any reduce_precision real imag conj shift_left shift_right_logical
+shift_right_arithmetic population_count
+""".split())
+
+
+def _operand_spec(shape, out_shape, out_spec: Spec) -> Spec | None:
+    if not shape:
+        return ()
+    if len(shape) != len(out_shape):
+        return None  # lax never does this; leave the op to the replicated strategy
+    # A size-1 dim broadcast against a larger one cannot be split.
+    return tuple(() if n == 1 and m != 1 else d for n, m, d in zip(shape, out_shape, out_spec))
+
+
+@register(*sorted(ELEMENTWISE))
+def elementwise_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    out_shape = op.out_shapes[0]
+    result = []
+    for out in enumerate_specs(out_shape, mesh):
+        ins = tuple(_operand_spec(s, out_shape, out) for s in op.in_shapes)
+        if any(s is None for s in ins):
+            return []
+        outs = (out,) * len(op.out_shapes)
+        result.append(Strategy(spec_name(out), ins, outs, (), local_elements(out_shape, out, mesh),
+                               io_bytes(op, ins, outs, mesh)))
+    return result

@@ -1,0 +1,40 @@
+"""slice, concatenate, iota: dims whose extent changes stay whole."""
+
+from __future__ import annotations
+
+from cost_model.mesh import MeshShape
+
+from shardsearch.strategies.base import OpView, Strategy, register
+from shardsearch.strategies.specs import enumerate_specs, io_bytes, local_elements, spec_name
+
+
+def _specs_keeping_whole(shape, whole, mesh: MeshShape):
+    """Layouts of ``shape`` that leave the dims in ``whole`` unsplit (size 1 is never split)."""
+    return enumerate_specs(tuple(1 if i in whole else n for i, n in enumerate(shape)), mesh)
+
+
+@register("slice")
+def slice_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    shape, out_shape = op.in_shapes[0], op.out_shapes[0]
+    # A dim sliced to a shorter extent would need data from other shards.
+    changed = {i for i, (n, m) in enumerate(zip(shape, out_shape)) if n != m}
+    return [Strategy(f"{spec_name(s)} -> {spec_name(s)}", (s,), (s,), (), 0.0, io_bytes(op, (s,), (s,), mesh))
+            for s in _specs_keeping_whole(shape, changed, mesh)]
+
+
+@register("concatenate")
+def concatenate_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    out_shape = op.out_shapes[0]
+    dim = int(op.params["dimension"])
+    result = []
+    for s in _specs_keeping_whole(out_shape, {dim}, mesh):
+        ins = (s,) * len(op.in_shapes)
+        result.append(Strategy(f"concat {spec_name(s)}", ins, (s,), (), 0.0, io_bytes(op, ins, (s,), mesh)))
+    return result
+
+
+@register("iota")
+def iota_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    shape = op.out_shapes[0]
+    return [Strategy(f"iota {spec_name(s)}", (), (s,), (), local_elements(shape, s, mesh), io_bytes(op, (), (s,), mesh))
+            for s in enumerate_specs(shape, mesh)]

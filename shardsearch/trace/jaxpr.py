@@ -1,0 +1,192 @@
+"""Trace a function to a jaxpr and flatten it into an OpGraph.
+
+Call-like equations (jit, closed_call, custom_jvp/vjp, remat) are inlined so the
+search sees the operators inside them. Control flow (scan, while, cond) stays one
+node: it has no strategy rule yet and is kept replicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.extend import core as jcore
+
+from shardsearch.errors import TraceError
+from shardsearch.graph import LiteralValue, NodeKind, OpGraph, OpNode, TensorInfo, ValueRef
+
+# Primitives whose body is inlined, and the param that holds the body.
+_INLINE = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat": "jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+}
+
+# Constants at most this big become literals (no node); bigger ones become CONST nodes.
+_LITERAL_MAX_ELEMENTS = 1
+
+TRACE_FAILED = (
+    "shardsearch could not trace {name} with the given arguments:\n  {err}\n"
+    "The function must be jax-traceable (pure jax/numpy ops on its array arguments); "
+    "pass arrays or jax.ShapeDtypeStruct leaves, and keep Python control flow off traced values."
+)
+
+
+def abstract_args(args: Sequence[Any]) -> tuple[Any, ...]:
+    """Arrays, numpy values or ShapeDtypeStructs -> ShapeDtypeStructs (no allocation)."""
+
+    def to_sds(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype)
+        if hasattr(x, "shape") and hasattr(x, "dtype"):
+            return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+        arr = np.asarray(x)
+        return jax.ShapeDtypeStruct(arr.shape, jax.dtypes.canonicalize_dtype(arr.dtype))
+
+    return tuple(jax.tree_util.tree_map(to_sds, tuple(args)))
+
+
+def _info(aval) -> TensorInfo:
+    return TensorInfo(tuple(int(d) for d in aval.shape), np.dtype(aval.dtype))
+
+
+def _source(eqn) -> str:
+    from jax._src import source_info_util  # the one place we read jax internals
+
+    try:
+        return source_info_util.summarize(eqn.source_info)
+    except Exception:  # best effort: a label only
+        return ""
+
+
+class _Builder:
+    def __init__(self):
+        self.nodes: list[OpNode] = []
+
+    def add(self, kind, primitive, params, inputs, outputs, label="", payload=None) -> int:
+        nid = len(self.nodes)
+        self.nodes.append(OpNode(nid, kind, primitive, params, tuple(inputs), tuple(outputs), label, payload))
+        return nid
+
+    def const(self, value) -> Any:
+        arr = np.asarray(value) if not hasattr(value, "aval") else value
+        info = TensorInfo(tuple(arr.shape), np.dtype(arr.dtype))
+        if int(np.prod(info.shape)) <= _LITERAL_MAX_ELEMENTS:
+            return LiteralValue(value, info)
+        return ValueRef(self.add(NodeKind.CONST, "const", {}, (), (info,), "constant", value))
+
+    def walk(self, jaxpr, consts, operands) -> list[Any]:
+        """Add ``jaxpr``'s equations; return the operands of its outputs (eval_jaxpr style)."""
+        env: dict[Any, Any] = {}
+
+        def read(v):
+            if isinstance(v, jcore.Literal):
+                return LiteralValue(v.val, _info(v.aval))
+            return env[v]
+
+        for v, c in zip(jaxpr.constvars, consts):
+            env[v] = self.const(c)
+        for v, x in zip(jaxpr.invars, operands):
+            env[v] = x
+        for eqn in jaxpr.eqns:
+            ins = [read(v) for v in eqn.invars]
+            body_key = _INLINE.get(eqn.primitive.name)
+            if body_key is not None and body_key in eqn.params:
+                body = eqn.params[body_key]
+                if isinstance(body, jcore.ClosedJaxpr):
+                    outs = self.walk(body.jaxpr, body.consts, ins)
+                else:
+                    outs = self.walk(body, (), ins)
+            else:
+                infos = [_info(v.aval) for v in eqn.outvars]
+                nid = self.add(NodeKind.OP, eqn.primitive.name, dict(eqn.params), ins, infos, _source(eqn), eqn)
+                outs = [ValueRef(nid, k) for k in range(len(infos))]
+            for v, x in zip(eqn.outvars, outs):
+                if not isinstance(v, jcore.DropVar):
+                    env[v] = x
+        return [read(v) for v in jaxpr.outvars]
+
+
+def trace(fn: Callable, args: Sequence[Any]) -> OpGraph:
+    """``fn(*args)`` -> OpGraph. ``args`` may hold arrays or ShapeDtypeStructs."""
+    sds = abstract_args(args)
+    try:
+        closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*sds)
+    except Exception as err:  # re-raised with what to do about it
+        name = getattr(fn, "__name__", repr(fn))
+        raise TraceError(TRACE_FAILED.format(name=name, err=f"{type(err).__name__}: {err}")) from err
+
+    leaves_with_paths, in_tree = jax.tree_util.tree_flatten_with_path(sds)
+    out_leaves_with_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shapes)
+    b = _Builder()
+    input_nodes = []
+    in_paths = []
+    for (path, _), var in zip(leaves_with_paths, closed.jaxpr.invars):
+        label = "args" + jax.tree_util.keystr(path)
+        input_nodes.append(b.add(NodeKind.INPUT, "input", {}, (), (_info(var.aval),), label))
+        in_paths.append(label)
+    outs = b.walk(closed.jaxpr, closed.consts, [ValueRef(n) for n in input_nodes])
+    out_paths = tuple("out" + jax.tree_util.keystr(p) for p, _ in out_leaves_with_paths)
+    aliases = output_aliases(sds, out_shapes)
+    return OpGraph(b.nodes, tuple(outs), tuple(input_nodes), tuple(in_paths), out_paths, in_tree, out_tree, aliases)
+
+
+def output_aliases(args: tuple, out) -> tuple[int | None, ...]:
+    """For each flat output leaf, the flat argument leaf it is the next value of.
+
+    A train step returns new params / optimizer state with the same structure as an
+    argument; those outputs should come back in the argument's layout (and may be
+    donated into it). Each top-level output is matched to the first unused argument
+    with the same tree structure, shapes and dtypes.
+    """
+    tops = list(out) if isinstance(out, (tuple, list)) else [out]
+    sig = lambda t: (jax.tree_util.tree_structure(t), [(x.shape, x.dtype) for x in jax.tree_util.tree_leaves(t)])
+    arg_sigs = [sig(a) for a in args]
+    arg_offsets = np.cumsum([0] + [len(jax.tree_util.tree_leaves(a)) for a in args])
+    used: set[int] = set()
+    aliases: list[int | None] = []
+    for t in tops:
+        n = len(jax.tree_util.tree_leaves(t))
+        s = sig(t)
+        match = next((i for i, a in enumerate(arg_sigs) if i not in used and a == s and n > 0), None)
+        if match is None:
+            aliases += [None] * n
+        else:
+            used.add(match)
+            aliases += [int(arg_offsets[match]) + k for k in range(n)]
+    return tuple(aliases)
+
+
+def program_hash(graph: OpGraph) -> str:
+    """A stable hash of the program's structure (ops, params, shapes, edges)."""
+    h = hashlib.sha256()
+    for n in graph.nodes:
+        params = sorted((k, _stable(v)) for k, v in n.params.items())
+        h.update(repr((n.kind.value, n.primitive, params, tuple(_operand_key(o) for o in n.inputs), n.outputs)).encode())
+    h.update(repr([_operand_key(o) for o in graph.outputs]).encode())
+    return h.hexdigest()[:16]
+
+
+def _stable(v) -> str:
+    if isinstance(v, (jcore.ClosedJaxpr, jcore.Jaxpr)):
+        return str(v)
+    if callable(v):
+        return getattr(v, "__name__", type(v).__name__)
+    s = repr(v)
+    return s if " at 0x" not in s else type(v).__name__
+
+
+def _operand_key(o):
+    if isinstance(o, LiteralValue):
+        return ("lit", repr(o.value), o.info)
+    return (o.node, o.index)
+
