@@ -7,12 +7,15 @@ Byte conventions (per device, see ``Collective.nbytes``):
   ALL_TO_ALL      the buffer each device holds (same size before and after)
   PERMUTE         the buffer each device sends (and receives)
 
-Times are ring alpha-beta over a group of n devices (the product of the sizes of
-``axes``), at the Link that ``Cluster.link_for`` picks for those axes:
-  ALL_REDUCE                  2(n-1)/n * B/bw + 2(n-1) * lat
-  ALL_GATHER, REDUCE_SCATTER   (n-1)/n * B/bw +  (n-1) * lat
-  ALL_TO_ALL                   (n-1)/n * B/bw +  (n-1) * lat
-  PERMUTE                              B/bw +          lat
+Times are alpha-beta over a group of n devices (the product of the sizes of
+``axes``), at the Link that ``Cluster.link_for`` picks for those axes: ring
+bandwidth terms, and one launch latency per collective (NCCL-style pipelined
+collectives pay about one fixed latency each for small messages, not one per hop;
+this also makes two collectives cost more than one that moves the same bytes):
+  ALL_REDUCE                  2(n-1)/n * B/bw + lat
+  ALL_GATHER, REDUCE_SCATTER   (n-1)/n * B/bw + lat
+  ALL_TO_ALL                   (n-1)/n * B/bw + lat
+  PERMUTE                              B/bw + lat
 """
 
 from __future__ import annotations
@@ -42,13 +45,13 @@ class Collective:
     nbytes: float
 
 
-# kind -> (bandwidth factor as a function of n, number of latency steps as a function of n)
+# kind -> bandwidth factor as a function of the group size n
 _RING = {
-    CollectiveKind.ALL_REDUCE: (lambda n: 2 * (n - 1) / n, lambda n: 2 * (n - 1)),
-    CollectiveKind.ALL_GATHER: (lambda n: (n - 1) / n, lambda n: n - 1),
-    CollectiveKind.REDUCE_SCATTER: (lambda n: (n - 1) / n, lambda n: n - 1),
-    CollectiveKind.ALL_TO_ALL: (lambda n: (n - 1) / n, lambda n: n - 1),
-    CollectiveKind.PERMUTE: (lambda n: 1.0, lambda n: 1),
+    CollectiveKind.ALL_REDUCE: lambda n: 2 * (n - 1) / n,
+    CollectiveKind.ALL_GATHER: lambda n: (n - 1) / n,
+    CollectiveKind.REDUCE_SCATTER: lambda n: (n - 1) / n,
+    CollectiveKind.ALL_TO_ALL: lambda n: (n - 1) / n,
+    CollectiveKind.PERMUTE: lambda n: 1.0,
 }
 
 
@@ -63,8 +66,7 @@ def collective_time(cluster: Cluster, mesh: MeshShape, kind: CollectiveKind | st
     n = mesh.group_size(axes)
     if n <= 1:
         return 0.0
-    bw_factor, steps = _RING[kind]
-    return bw_factor(n) * float(nbytes) / link.bandwidth + steps(n) * link.latency
+    return _RING[kind](n) * float(nbytes) / link.bandwidth + link.latency
 
 
 def collective_cost(cluster: Cluster, mesh: MeshShape, c: Collective) -> float:

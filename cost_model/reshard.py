@@ -3,7 +3,11 @@
 Per mesh axis ``a`` (after dropping axes of size 1, which split nothing):
   * stays   same tensor dim in src and dst, same axes before it in that dim: free
   * added   absent in src, present in dst: free (each device slices what it holds)
-  * moved   present in both but not staying: one all-to-all over ``a``
+  * moved   present in both but not staying: one all-to-all over ``a``, when the
+            move is one XLA does in place (``a`` is the minor-most split of its
+            source dim and lands as the minor-most split of its target dim on top
+            of the target's other splits); otherwise it is gathered and re-sliced,
+            which is what XLA's partitioner falls back to ("full rematerialization")
   * removed present in src, absent in dst: gathered
 All-to-alls run first (while the tensor is still split, so buffers are small), then
 one all-gather over all removed axes together. Every pair of valid specs gets a
@@ -64,19 +68,37 @@ def _collectives(mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
     sp, dp = _places(src), _places(dst)
     moved = [a for a in used_axes(src) if a in dp and sp[a] != dp[a]]
     removed = [a for a in used_axes(src) if a not in dp]
-    cur = [list(d) for d in src]  # the intermediate layout; order within a dim does not change bytes
-    out = []
-    for a in moved:
-        nbytes = local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
-        out.append(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes))
-        cur[sp[a][0]].remove(a)
-        cur[dp[a][0]].append(a)
-    if removed:
-        for a in removed:
+    cur = [list(d) for d in src]  # the intermediate layout
+    out: list[Collective] = []
+
+    def try_moves(axes: list[str]) -> list[str]:
+        """All-to-all the axes whose move is clean now; return the others."""
+        left = []
+        for a in axes:
+            s_dim, (d_dim, d_before) = sp[a][0], dp[a]
+            if cur[s_dim][-1:] != [a] or cur[d_dim] != list(d_before):
+                left.append(a)
+                continue
+            nbytes = local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
+            out.append(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes))
+            cur[s_dim].remove(a)
+            cur[d_dim].append(a)
+        return left
+
+    def gather(axes: list[str]) -> None:
+        if not axes:
+            return
+        for a in axes:
             cur[sp[a][0]].remove(a)
         nbytes = local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
-        axes = tuple(a for a in mesh.axis_names if a in removed)  # mesh order: deterministic
-        out.append(Collective(CollectiveKind.ALL_GATHER, axes, nbytes))
+        ordered = tuple(a for a in mesh.axis_names if a in axes)  # mesh order: deterministic
+        out.append(Collective(CollectiveKind.ALL_GATHER, ordered, nbytes))
+
+    # Moves while the tensor is most split (small buffers), then the gathers, which
+    # may unblock more moves; a move that is still not clean is gathered and re-sliced.
+    stuck = try_moves(moved)
+    gather(removed)
+    gather(try_moves(stuck))
     return tuple(out)
 
 

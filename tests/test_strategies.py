@@ -396,7 +396,7 @@ def _simulate(op, fn, mesh, rng):
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), mesh=st.sampled_from(MESHES), seed=st.integers(0, 2**16))
 def test_every_strategy_is_valid_and_computes_the_right_blocks(family, data, mesh, seed):
-    ops = {"dot_general": dot_ops(), "reshape": reshape_ops()}.get(family) or simple_ops(family)
+    ops = dot_ops() if family == "dot_general" else reshape_ops() if family == "reshape" else simple_ops(family)
     op, fn = data.draw(ops)
     _simulate(op, fn, mesh, np.random.default_rng(seed))
 

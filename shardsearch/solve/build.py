@@ -14,9 +14,11 @@ import dataclasses
 import numpy as np
 
 from cost_model import Cluster, MeshShape, collective_cost, compute_time, reshard_matrix
+from cost_model.mesh import local_bytes
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
+from shardsearch.strategies.elementwise import ELEMENTWISE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,18 +29,45 @@ class CostTables:
     comm: list[np.ndarray]
 
 
-def node_costs(strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape) -> CostTables:
+# Ops XLA fuses into their neighbours: they move no HBM bytes of their own, except
+# where a fusion starts (operands made by a non-fusible op) or ends (a result a
+# non-fusible op or the caller reads). Without this, an optimizer update of twenty
+# elementwise ops would be priced as twenty passes over memory instead of one.
+FUSIBLE = ELEMENTWISE | {"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "iota", "transpose"}
+
+
+def _fused_bytes(graph: OpGraph, node, strategy: Strategy, mesh: MeshShape, ends_fusion: bool) -> float:
+    total = 0.0
+    for ref, spec in zip(node.inputs, strategy.in_specs):
+        if isinstance(ref, ValueRef) and graph.nodes[ref.node].primitive not in FUSIBLE:
+            info = graph.info(ref)
+            total += local_bytes(info.shape, info.dtype.itemsize, spec, mesh)
+    if ends_fusion:
+        for info, spec in zip(node.outputs, strategy.out_specs):
+            total += local_bytes(info.shape, info.dtype.itemsize, spec, mesh)
+    return total
+
+
+def node_costs(
+    graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape
+) -> CostTables:
+    users = graph.users()
+    graph_outputs = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
     compute, comm = [], []
-    for strats in strategies:
-        compute.append(np.array([compute_time(cluster, s.flops, s.bytes_accessed) for s in strats]))
+    for node, strats in zip(graph.nodes, strategies):
+        fused = node.kind is NodeKind.OP and node.primitive in FUSIBLE
+        ends = node.id in graph_outputs or any(graph.nodes[u].primitive not in FUSIBLE for u, _ in users[node.id])
+        times = []
+        for s in strats:
+            nbytes = _fused_bytes(graph, node, s, mesh, ends) if fused else s.bytes_accessed
+            times.append(compute_time(cluster, s.flops, nbytes))
+        compute.append(np.array(times))
         comm.append(np.array([sum(collective_cost(cluster, mesh, c) for c in s.collectives) for s in strats]))
     return CostTables(compute, comm)
 
 
 def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape) -> list[np.ndarray]:
     """Bytes per device a node keeps resident: its argument/constant buffer (v1)."""
-    from cost_model import local_bytes
-
     mem = []
     for node, strats in zip(graph.nodes, strategies):
         if node.kind is NodeKind.OP:
@@ -47,6 +76,21 @@ def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshSha
         info = node.outputs[0]
         mem.append(np.array([local_bytes(info.shape, info.dtype.itemsize, s.out_specs[0], mesh) for s in strats]))
     return mem
+
+
+def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> None:
+    """An argument that is not carried over from the last step (a batch) is fed anew each
+    step and written to device memory once: a split layout writes less per device.
+    Without this a replicated batch and a split one tie, since slicing is free."""
+    carried = {a for a in graph.output_aliases if a is not None}
+    for i, nid in enumerate(graph.input_nodes):
+        if i in carried:
+            continue
+        info = graph.nodes[nid].outputs[0]
+        costs.compute[nid] = costs.compute[nid] + np.array(
+            [local_bytes(info.shape, info.dtype.itemsize, s.out_specs[0], mesh) / cluster.hbm_bandwidth
+             for s in strategies[nid]]
+        )
 
 
 def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None):
@@ -61,8 +105,6 @@ def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: in
 
 def _follow_mapping(graph, strategies, node) -> tuple[int, np.ndarray] | None:
     """A cheap elementwise op with one tensor operand simply takes its producer's layout."""
-    from shardsearch.strategies.elementwise import ELEMENTWISE
-
     if node.kind is not NodeKind.OP or node.primitive not in ELEMENTWISE or len(node.outputs) != 1:
         return None
     refs = [(j, r) for j, r in enumerate(node.inputs) if isinstance(r, ValueRef)]
@@ -86,7 +128,7 @@ def build_problem(
     memory_budget: float | None,
     follow: bool = True,
 ) -> tuple[Problem, CostTables]:
-    costs = node_costs(strategies, cluster, mesh)
+    costs = node_costs(graph, strategies, cluster, mesh)
     edges, edge_costs = [], []
     follows = {}
     for node in graph.nodes:
@@ -101,6 +143,7 @@ def build_problem(
         if isinstance(out, ValueRef) and arg is not None:
             edges.append((out.node, graph.input_nodes[arg]))
             edge_costs.append(_edge(graph, strategies, cluster, mesh, out, graph.input_nodes[arg], None))
+    _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
     problem = Problem(
         node_costs=[c + m for c, m in zip(costs.compute, costs.comm)],
         node_memory=_node_memory(graph, strategies, mesh),

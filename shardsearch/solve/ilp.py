@@ -109,12 +109,14 @@ class _Model:
         # Bytes are integers in practice and then exact; otherwise round against us
         # (memory up, budget down) in units small enough to keep 2**40 resolution.
         unit = 1.0 if integral or spread == 0 else spread / _OBJECTIVE_UNITS
-        terms = []
+        xs, coefs = [], []
         for xi, mm in zip(self.x, mems):
-            coef = np.ceil((mm - mm.min()) / unit - 1e-9).astype(np.int64)
-            terms += [k * xi[s] for s, k in enumerate(coef) if k]
-        if terms:
-            self.model.add(sum(terms) <= math.floor(slack / unit + 1e-9))
+            for s, k in enumerate(np.ceil((mm - mm.min()) / unit).astype(np.int64)):
+                if k:
+                    xs.append(xi[s])
+                    coefs.append(int(k))
+        if xs:
+            self.model.add(cp_model.LinearExpr.weighted_sum(xs, coefs) <= math.floor(slack / unit))
 
     def choice(self, solver: cp_model.CpSolver) -> np.ndarray:
         return np.array([next(s for s, b in enumerate(xi) if solver.boolean_value(b))
@@ -123,14 +125,17 @@ class _Model:
 
 def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
           seed: int = 0, log: Callable[[str], None] | None = None,
-          reduce: bool = True, deterministic_time_s: float | None = None) -> Solution:
+          reduce: bool = True, deterministic: bool = True,
+          deterministic_time_s: float | None = None) -> Solution:
     """Pick the cheapest strategy per node within the memory budget.
 
-    `time_limit_s` caps CP-SAT's wall time. The search itself is deterministic
+    `time_limit_s` caps the wall time of the whole call. The search itself is deterministic
     (fixed seed, interleaved workers), so a run that proves optimality returns the same
     choice every time; a run stopped by the wall clock may not. Pass
     `deterministic_time_s` (CP-SAT's machine-independent work counter, roughly seconds)
-    to make stopped runs repeatable too. `reduce=False` skips merge.py (for testing).
+    to make stopped runs repeatable too. `deterministic=False` lets workers race
+    (several times faster on a few cores, but equal-cost optima may differ run to run:
+    never use it where processes must agree). `reduce=False` skips merge.py (tests).
     """
     start = time.perf_counter()
     problem.validate()
@@ -154,25 +159,34 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
         built = _Model(core)
         solver = cp_model.CpSolver()
         params = solver.parameters
-        params.max_time_in_seconds = time_limit_s
+        # The limit covers the whole call, reduction and model building included.
+        params.max_time_in_seconds = max(time_limit_s - (time.perf_counter() - start), 0.1)
         if deterministic_time_s is not None:
             params.max_deterministic_time = deterministic_time_s
         params.num_workers = max(1, num_workers)
         # interleave_search selects CP-SAT's DeterministicLoop: workers run in fixed
         # batches and only share information at batch boundaries, so the result does
-        # not depend on thread timing (or on num_workers). Without it, parallel
-        # workers race and equal-cost optima come back in different orders.
-        params.interleave_search = True
+        # not depend on thread timing. Measured here: same answer for any num_workers
+        # >= 2 (1 worker takes another path); without it, 6 runs of one tie-heavy
+        # problem gave 4 different optimal choices.
+        params.interleave_search = deterministic
         params.random_seed = seed
         code = solver.solve(built.model)
         status = solver.status_name(code)
         if code == cp_model.INFEASIBLE:
             # The pre-check passed, so only rounding of fractional bytes can land here.
-            raise _memory_error(budget, min_memory(problem))
+            raise MemoryBudgetError(
+                f"memory_budget={budget:.6g} bytes is within rounding of the smallest "
+                f"achievable memory {min_memory(problem):.6g} bytes (fractional byte counts "
+                "are rounded up). Raise memory_budget slightly or use a larger mesh.")
+        if code == cp_model.MODEL_INVALID:  # a bug here, not in the caller's input
+            raise AssertionError(f"invalid CP-SAT model: {built.model.validate()}")
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            limit = f"time_limit_s={time_limit_s}" + (
+                "" if deterministic_time_s is None else f", deterministic_time_s={deterministic_time_s}")
             raise SolverTimeoutError(
-                f"CP-SAT found no plan for {_size(core)} within time_limit_s={time_limit_s} "
-                f"(status {status}). Raise the time limit, or loosen memory_budget.")
+                f"CP-SAT found no plan for {_size(core)} within {limit} (status {status}). "
+                "Raise the time limit, or loosen memory_budget.")
         reduced_choice = built.choice(solver)
         choice = red.expand(reduced_choice) if red else reduced_choice
         bound = offset + built.constant + solver.best_objective_bound / built.scale

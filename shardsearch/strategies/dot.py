@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 
 from cost_model.collectives import Collective, CollectiveKind
-from cost_model.mesh import MeshShape, Spec, local_bytes
+from cost_model.mesh import MeshShape, Spec
 
 from shardsearch.strategies.base import OpView, Strategy, register
-from shardsearch.strategies.specs import divides, enumerate_specs, io_bytes, spec_name
+from shardsearch.strategies.specs import divides, enumerate_specs, io_bytes, spec_bytes, spec_name
 
 
 def _dims(op: OpView):
@@ -63,7 +63,7 @@ def dot_general_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
             result.append(Strategy(_name(lhs, rhs, out, None), (lhs, rhs), (out,), (),
                                    flops, io_bytes(op, (lhs, rhs), (out,), mesh)))
             continue
-        full = local_bytes(out_shape, itemsize, out, mesh)  # partial sums each device holds
+        full = spec_bytes(tuple(out_shape), itemsize, out, mesh)  # partial sums each device holds
         # An all-reduce is over a set of axes: mesh order keeps names canonical.
         ar = Collective(CollectiveKind.ALL_REDUCE, tuple(a for a in mesh.axis_names if a in caxes), full)
         result.append(Strategy(_name(lhs, rhs, out, ar), (lhs, rhs), (out,), (ar,),
@@ -71,7 +71,7 @@ def dot_general_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
         # Reduce-scatter: the scattered axes become the minor split of one output dim.
         rs = Collective(CollectiveKind.REDUCE_SCATTER, caxes, full)
         for o in range(n_out):
-            axes = caxes + out[o]
+            axes = out[o] + caxes
             if not divides(out_shape[o], axes, mesh):
                 continue
             scattered = out[:o] + (axes,) + out[o + 1:]

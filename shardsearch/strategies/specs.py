@@ -56,12 +56,18 @@ def local_elements(shape: Sequence[int], spec: Spec, mesh: MeshShape) -> float:
     return float(math.prod(local_shape(shape, spec, mesh)))
 
 
+@functools.lru_cache(maxsize=65536)
+def spec_bytes(shape: tuple[int, ...], itemsize: int, spec: Spec, mesh: MeshShape) -> float:
+    """``local_bytes``, memoized: the same (shape, spec) pairs recur across strategies."""
+    return local_bytes(shape, itemsize, spec, mesh)
+
+
 def io_bytes(op: OpView, in_specs: Sequence[Spec], out_specs: Sequence[Spec], mesh: MeshShape) -> float:
     """Local bytes of all operands and outputs under the given specs."""
     total = 0.0
     for shapes, dtypes, specs in ((op.in_shapes, op.in_dtypes, in_specs), (op.out_shapes, op.out_dtypes, out_specs)):
         for shape, dtype, spec in zip(shapes, dtypes, specs):
-            total += local_bytes(shape, dtype.itemsize, spec, mesh)
+            total += spec_bytes(tuple(shape), dtype.itemsize, spec, mesh)
     return total
 
 

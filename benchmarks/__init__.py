@@ -1,0 +1,1 @@
+"""Benchmark suites and the judge of compiled programs."""

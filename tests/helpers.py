@@ -1,0 +1,64 @@
+"""Small models and HLO checks shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks.judge import parse_collectives
+
+
+def init_mlp(key, sizes):
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        {"w": jax.random.normal(k, (m, n)) * (1.0 / m) ** 0.5, "b": jnp.zeros((n,))}
+        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+    ]
+
+
+def mlp(params, x):
+    for i, layer in enumerate(params):
+        x = x @ layer["w"] + layer["b"]
+        if i < len(params) - 1:
+            x = jax.nn.relu(x)
+    return x
+
+
+def make_train_step(optimizer):
+    def train_step(params, opt_state, batch):
+        x, y = batch
+        loss, grads = jax.value_and_grad(lambda p: jnp.mean((mlp(p, x) - y) ** 2))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return train_step
+
+
+def abstract_mlp_args(batch, hidden, layers=6, optimizer=None):
+    """ShapeDtypeStructs for (params, opt_state, batch) of an MLP stack: nothing allocated."""
+    optimizer = optimizer or optax.adam(1e-3)
+    params = jax.eval_shape(lambda: init_mlp(jax.random.PRNGKey(0), [hidden] * (layers + 1)))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    xy = (jax.ShapeDtypeStruct((batch, hidden), jnp.float32),) * 2
+    return params, opt_state, xy
+
+
+def concrete_mlp_args(batch, hidden, layers=6, optimizer=None, seed=0):
+    optimizer = optimizer or optax.adam(1e-3)
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = init_mlp(k1, [hidden] * (layers + 1))
+    x = jax.random.normal(k2, (batch, hidden))
+    y = jnp.tanh(x @ jax.random.normal(k3, (hidden, hidden)) / hidden**0.5)
+    return params, optimizer.init(params), (x, y)
+
+
+def collectives(compiled_text: str, *, scalars: bool = False):
+    """Collectives of compiled HLO text; scalar ones (loss, step count) left out unless asked."""
+    return [c for c in parse_collectives(compiled_text) if scalars or not c.is_scalar]
+
+
+def assert_trees_close(a, b, rtol=1e-4, atol=1e-6):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)

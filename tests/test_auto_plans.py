@@ -1,0 +1,81 @@
+"""The plans the search picks for MLP stacks, judged by the HLO XLA compiles.
+
+Shapes are planned from ShapeDtypeStructs (nothing allocated) on an 8-GPU preset.
+"""
+
+import jax
+import optax
+import pytest
+
+import shardsearch as ss
+from helpers import abstract_mlp_args, collectives, make_train_step
+
+ROW, COL = "row", "col"
+
+
+def plan_and_hlo(batch, hidden, mesh, cluster="h100-8"):
+    optimizer = optax.adam(1e-3)
+    args = abstract_mlp_args(batch, hidden, optimizer=optimizer)
+    step = ss.auto(make_train_step(optimizer), mesh=mesh, cluster=cluster)
+    plan = step.plan_for(*args)
+    return plan, step.lower(*args).compile().as_text(), args
+
+
+def specs_by_path(plan):
+    return dict(zip(plan.in_paths, plan.flat_in_specs))
+
+
+def kernel_splits(plan, axis, layers=6):
+    """'col' / 'row' / the raw spec of each layer's kernel."""
+    specs = specs_by_path(plan)
+    out = []
+    for i in range(layers):
+        s = specs[f"args[0][{i}]['w']"]
+        out.append({((), (axis,)): COL, ((axis,), ()): ROW}.get(s, s))
+    return out
+
+
+def the_split_axis(mesh):
+    return "data" if mesh[0] > 1 else "model"
+
+
+@pytest.mark.parametrize("mesh", [(4, 1), (1, 4)])
+def test_many_rows_narrow_layers_is_data_parallel(mesh):
+    plan, hlo, args = plan_and_hlo(8192, 512, mesh)
+    axis = the_split_axis(mesh)
+    specs = specs_by_path(plan)
+    params = {p: s for p, s in specs.items() if p.startswith("args[0]")}
+    assert all(not any(d) for d in params.values()), params  # every parameter replicated
+    assert specs["args[2][0]"] == ((axis,), ())  # the batch split
+    assert specs["args[2][1]"] == ((axis,), ())
+    param_shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(args[0])}
+    found = collectives(hlo)
+    assert found, "data parallel must all-reduce the gradients"
+    for c in found:  # the only non-scalar collectives are gradient all-reduces
+        assert c.kind == "all-reduce", c
+        # XLA's combiner may fold the scalar loss into the same all-reduce
+        assert all(dims in param_shapes or dims == () for _, dims in c.shapes), c
+
+
+@pytest.mark.parametrize("mesh", [(4, 1), (1, 4)])
+def test_few_rows_wide_layers_is_megatron(mesh):
+    batch, hidden = 128, 4096
+    plan, hlo, _ = plan_and_hlo(batch, hidden, mesh)
+    axis = the_split_axis(mesh)
+    splits = kernel_splits(plan, axis)
+    # Megatron: kernels alternate column-split / row-split, starting either way
+    assert splits in ([COL, ROW] * 3, [ROW, COL] * 3), splits
+    found = collectives(hlo)
+    assert found
+    for c in found:  # activations all-reduced; no weight or weight-gradient collective
+        assert c.kind == "all-reduce", c
+        assert all(dims == (batch, hidden) for _, dims in c.shapes), c
+    # once per column/row pair forward, once per pair backward (the first layer's input
+    # gradient is never computed): at most 2 per pair
+    assert sum(len(c.shapes) for c in found) <= 2 * 3
+
+
+def test_tiny_model_stays_replicated():
+    plan, hlo, _ = plan_and_hlo(8, 16, (2, 4))
+    assert all(not any(d) for d in plan.flat_in_specs)
+    assert collectives(hlo, scalars=True) == []
