@@ -49,7 +49,12 @@ def search(
         graph, strategies.per_node, cluster, mesh, memory_budget, follow=config.follow_elementwise
     )
     solution = solve(
-        problem, time_limit_s=config.time_limit_s, num_workers=config.num_workers, seed=config.seed, log=log
+        problem,
+        time_limit_s=config.time_limit_s,
+        num_workers=config.num_workers,
+        seed=config.seed,
+        backend=config.solver.value,
+        log=log,
     )
     plan = assemble_plan(
         graph,

@@ -66,10 +66,13 @@ def test_ties_are_resolved_deterministically():
     for p in (dense, flat):
         # Interleaved search gives the same answer for any num_workers >= 2; one worker
         # takes another code path in CP-SAT (still repeatable, maybe another optimum).
-        runs = [solve(p, num_workers=w).choice.tolist() for w in (8, 8, 2, 4)]
+        runs = [solve(p, num_workers=w, backend="cpsat").choice.tolist() for w in (8, 8, 2, 4)]
         assert all(r == runs[0] for r in runs)
-        assert solve(p, num_workers=1).choice.tolist() == solve(p, num_workers=1).choice.tolist()
+        one = [solve(p, num_workers=1, backend="cpsat").choice.tolist() for _ in range(2)]
+        assert one[0] == one[1]
         assert len(set(runs[0])) == 1  # consistent: uniform, no resharding
+        mip = [solve(p, reduce=False).choice.tolist() for _ in range(3)]  # HiGHS: one thread
+        assert all(r == mip[0] for r in mip) and len(set(mip[0])) == 1
     assert solve(flat).choice.tolist() == [0] * 5  # eliminated: ties go to the lowest index
 
 
@@ -118,7 +121,7 @@ def test_no_solution_within_the_limit_raises_a_clear_error():
     p = _tree_with_skips(300, 8, skips=20, seed=0)
     p.memory_budget = 1.2 * min_memory(p)  # binding: nothing is eliminated
     with pytest.raises(SolverTimeoutError, match=r"deterministic_time_s=0.*Raise the time limit"):
-        solve(p, deterministic_time_s=0.0)
+        solve(p, deterministic_time_s=0.0, backend="cpsat")
 
 
 def test_evaluate_reports_out_of_range_and_bad_problems():
@@ -185,7 +188,8 @@ def small_problems(draw):
     budget = draw(st.one_of(st.none(), st.integers(0, int(sum(m.max() for m in memory)))))
     return Problem([vec(s, quarter) for s in sizes], memory,
                    np.array(pairs, dtype=np.int64).reshape(-1, 2),
-                   [vec(sizes[u] * sizes[v], quarter).reshape(sizes[u], sizes[v]) for u, v in pairs],
+                   [vec(sizes[u] * sizes[v], quarter).reshape(sizes[u], sizes[v])
+                    for u, v in pairs],
                    None if budget is None else float(budget), follows)
 
 
@@ -197,8 +201,8 @@ def test_ilp_and_reduction_match_brute_force(p):
         with pytest.raises(MemoryBudgetError):
             solve(p)
         return
-    for reduce in (True, False):
-        sol = solve(p, reduce=reduce, num_workers=2)
+    for reduce, backend in ((True, "highs"), (False, "highs"), (False, "cpsat"), (False, "scip")):
+        sol = solve(p, reduce=reduce, num_workers=2, backend=backend)
         assert sol.status == "OPTIMAL" and evaluate(p, sol.choice).feasible
         assert sol.objective == pytest.approx(best[0], abs=1e-9)
         assert sol.bound == pytest.approx(best[0], abs=1e-9)

@@ -1,4 +1,4 @@
-"""Solve a Problem: exact reduction (merge.py), then CP-SAT on what is left.
+"""Solve a Problem: exact reduction (merge.py), then a MIP (mip.py) or CP-SAT on what is left.
 
 Formulation (on the reduced problem; also valid on a raw one, follows included):
   x[i, s]   boolean, exactly one per node.
@@ -27,6 +27,7 @@ from shardsearch.errors import MemoryBudgetError, ShardsearchError
 
 from .evaluate import evaluate
 from .merge import min_memory, reduce_problem
+from .mip import solve_mip
 from .problem import Problem, Solution
 
 # The whole objective's upper bound maps to 2**40 (~1.1e12) units: far below 2**53, so
@@ -123,10 +124,53 @@ class _Model:
                          for xi in self.x], dtype=np.int64)
 
 
+def _solve_cpsat(core: Problem, problem: Problem, budget, time_left_s: float, num_workers: int, seed: int,
+                 deterministic: bool, deterministic_time_s: float | None):
+    """CP-SAT on the reduced core: (choice, status, bound without the reduction offset, #vars, #cons)."""
+    time_limit_s = time_left_s
+    built = _Model(core)
+    solver = cp_model.CpSolver()
+    params = solver.parameters
+    # The limit covers the whole call, reduction and model building included.
+    params.max_time_in_seconds = max(time_left_s, 0.1)
+    if deterministic_time_s is not None:
+        params.max_deterministic_time = deterministic_time_s
+    params.num_workers = max(1, num_workers)
+    # interleave_search selects CP-SAT's DeterministicLoop: workers run in fixed
+    # batches and only share information at batch boundaries, so the result does
+    # not depend on thread timing. Measured here: same answer for any num_workers
+    # >= 2 (1 worker takes another path); without it, 6 runs of one tie-heavy
+    # problem gave 4 different optimal choices.
+    params.interleave_search = deterministic
+    params.random_seed = seed
+    code = solver.solve(built.model)
+    status = solver.status_name(code)
+    if code == cp_model.INFEASIBLE:
+        # The pre-check passed, so only rounding of fractional bytes can land here.
+        raise MemoryBudgetError(
+            f"memory_budget={budget:.6g} bytes is within rounding of the smallest "
+            f"achievable memory {min_memory(problem):.6g} bytes (fractional byte counts "
+            "are rounded up). Raise memory_budget slightly or use a larger mesh.")
+    if code == cp_model.MODEL_INVALID:  # a bug here, not in the caller's input
+        raise AssertionError(f"invalid CP-SAT model: {built.model.validate()}")
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        limit = f"time_limit_s={time_limit_s}"
+        if deterministic_time_s is not None:
+            limit += f", deterministic_time_s={deterministic_time_s}"
+        raise SolverTimeoutError(
+            f"CP-SAT found no plan for {_size(core)} within {limit} (status {status}). "
+            "Raise the time limit, or loosen memory_budget.")
+    reduced_choice = built.choice(solver)
+    bound = built.constant + solver.best_objective_bound / built.scale
+    proto = built.model.proto
+    nvars, ncons = len(proto.variables), len(proto.constraints)
+    return reduced_choice, status, bound, nvars, ncons
+
+
 def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
           seed: int = 0, log: Callable[[str], None] | None = None,
           reduce: bool = True, deterministic: bool = True,
-          deterministic_time_s: float | None = None) -> Solution:
+          deterministic_time_s: float | None = None, backend: str = "highs") -> Solution:
     """Pick the cheapest strategy per node within the memory budget.
 
     `time_limit_s` caps the wall time of the whole call. The search itself is deterministic
@@ -136,6 +180,9 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
     to make stopped runs repeatable too. `deterministic=False` lets workers race
     (several times faster on a few cores, but equal-cost optima may differ run to run:
     never use it where processes must agree). `reduce=False` skips merge.py (tests).
+    `backend`: "highs" (default) or "scip" solve the reduced core as a MIP (see mip.py;
+    single-threaded, deterministic, several times faster than CP-SAT on our cores);
+    "cpsat" uses CP-SAT with `num_workers`, `seed` and the determinism switches above.
     """
     start = time.perf_counter()
     problem.validate()
@@ -155,43 +202,22 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
 
     if core.num_nodes == 0:
         choice, status, bound, nvars, ncons = red.expand([]), "OPTIMAL", None, 0, 0
-    else:
-        built = _Model(core)
-        solver = cp_model.CpSolver()
-        params = solver.parameters
-        # The limit covers the whole call, reduction and model building included.
-        params.max_time_in_seconds = max(time_limit_s - (time.perf_counter() - start), 0.1)
-        if deterministic_time_s is not None:
-            params.max_deterministic_time = deterministic_time_s
-        params.num_workers = max(1, num_workers)
-        # interleave_search selects CP-SAT's DeterministicLoop: workers run in fixed
-        # batches and only share information at batch boundaries, so the result does
-        # not depend on thread timing. Measured here: same answer for any num_workers
-        # >= 2 (1 worker takes another path); without it, 6 runs of one tie-heavy
-        # problem gave 4 different optimal choices.
-        params.interleave_search = deterministic
-        params.random_seed = seed
-        code = solver.solve(built.model)
-        status = solver.status_name(code)
-        if code == cp_model.INFEASIBLE:
-            # The pre-check passed, so only rounding of fractional bytes can land here.
-            raise MemoryBudgetError(
-                f"memory_budget={budget:.6g} bytes is within rounding of the smallest "
-                f"achievable memory {min_memory(problem):.6g} bytes (fractional byte counts "
-                "are rounded up). Raise memory_budget slightly or use a larger mesh.")
-        if code == cp_model.MODEL_INVALID:  # a bug here, not in the caller's input
-            raise AssertionError(f"invalid CP-SAT model: {built.model.validate()}")
-        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            limit = f"time_limit_s={time_limit_s}" + (
-                "" if deterministic_time_s is None else f", deterministic_time_s={deterministic_time_s}")
-            raise SolverTimeoutError(
-                f"CP-SAT found no plan for {_size(core)} within {limit} (status {status}). "
-                "Raise the time limit, or loosen memory_budget.")
-        reduced_choice = built.choice(solver)
+    elif backend == "cpsat":
+        reduced_choice, status, core_bound, nvars, ncons = _solve_cpsat(
+            core, problem, budget, time_limit_s - (time.perf_counter() - start), num_workers, seed,
+            deterministic, deterministic_time_s)
         choice = red.expand(reduced_choice) if red else reduced_choice
-        bound = offset + built.constant + solver.best_objective_bound / built.scale
-        proto = built.model.proto
-        nvars, ncons = len(proto.variables), len(proto.constraints)
+        bound = offset + core_bound
+    else:
+        res = solve_mip(core, backend=backend, time_limit_s=time_limit_s - (time.perf_counter() - start))
+        if res.status == "INFEASIBLE":
+            raise _memory_error(budget, min_memory(problem))
+        if res.choice is None:
+            raise SolverTimeoutError(
+                f"{backend} found no plan for {_size(core)} within time_limit_s={time_limit_s} "
+                f"(status {res.status}). Raise the time limit, or loosen memory_budget.")
+        choice = red.expand(res.choice) if red else res.choice
+        status, bound, nvars, ncons = res.status, offset + res.bound, res.num_variables, res.num_constraints
 
     result = evaluate(problem, choice)
     if result.violations:  # the reductions or the model have a bug: never hand it on

@@ -54,10 +54,10 @@ class Problem:
             if len(c) != 1 or c[0] == 0 or m != c:
                 raise ProblemError(f"{self.label(i)}: costs shape {c}, memory shape {m}; "
                                    "both must be (S,) with S >= 1")
-            if not (np.all(np.isfinite(self.node_costs[i])) and np.all(np.isfinite(self.node_memory[i]))):
+            if not (np.isfinite(self.node_costs[i]).all() and np.isfinite(self.node_memory[i]).all()):
                 raise ProblemError(f"{self.label(i)}: costs or memory not finite; use a large "
                                    "finite figure for a strategy that is merely bad")
-        edges = np.asarray(self.edges).reshape(-1, 2) if len(self.edges) else np.zeros((0, 2))
+        edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
         if len(edges) != len(self.edge_costs):
             raise ProblemError(f"{len(edges)} edges but {len(self.edge_costs)} edge_costs")
         for e, (u, v) in enumerate(edges):
@@ -67,14 +67,15 @@ class Problem:
             if np.shape(self.edge_costs[e]) != want:
                 raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost matrix "
                                    f"shape {np.shape(self.edge_costs[e])}, expected {want}")
-            if not np.all(np.isfinite(self.edge_costs[e])):
+            if not np.isfinite(self.edge_costs[e]).all():
                 raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost not finite")
         for v, (u, mapping) in self.follows.items():
             if not (0 <= v < n and 0 <= u < n):
                 raise ProblemError(f"follows[{v}] = ({u}, ...) names a node outside 0..{n - 1}")
             mapping = np.asarray(mapping)
             sv = len(self.node_costs[v])
-            if mapping.shape != (len(self.node_costs[u]),) or mapping.min() < 0 or mapping.max() >= sv:
+            in_range = mapping.size == 0 or (mapping.min() >= 0 and mapping.max() < sv)
+            if mapping.shape != (len(self.node_costs[u]),) or not in_range:
                 raise ProblemError(f"follows[{v}]: mapping {mapping.tolist()} must have one entry "
                                    f"per strategy of {self.label(u)}, each in 0..{sv - 1}")
         if self.memory_budget is not None and not np.isfinite(self.memory_budget):

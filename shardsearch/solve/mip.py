@@ -1,0 +1,125 @@
+"""The same formulation as ilp.py's CP-SAT model, for a MIP solver (HiGHS or SCIP).
+
+Edge variables are continuous in [0, 1]: with the marginal constraints
+(sum_t y[s,t] = x_u[s], sum_s y[s,t] = x_v[t]) and integral x they are forced to
+the product x_u[s] * x_v[t], so they need not be integers. LP-based branch and bound
+then proves optimality on the reduced problems we see (30 nodes x 23 strategies)
+in about a second where CP-SAT needed 9 s; both HiGHS and SCIP are single-threaded
+and deterministic. Coefficients are set one by one (no Python expression trees),
+which keeps model building fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+
+import numpy as np
+from ortools.linear_solver import pywraplp
+
+from .problem import Problem
+
+_STATUS = {
+    pywraplp.Solver.OPTIMAL: "OPTIMAL",
+    pywraplp.Solver.FEASIBLE: "FEASIBLE",
+    pywraplp.Solver.INFEASIBLE: "INFEASIBLE",
+    pywraplp.Solver.UNBOUNDED: "UNBOUNDED",
+    pywraplp.Solver.ABNORMAL: "ABNORMAL",
+    pywraplp.Solver.NOT_SOLVED: "UNKNOWN",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MipResult:
+    choice: np.ndarray | None
+    status: str
+    objective: float  # as the solver saw it (seconds)
+    bound: float
+    num_variables: int
+    num_constraints: int
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """HiGHS prints a copyright banner from C++ on every solve, whatever its options say."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured): nothing to hide
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def solve_mip(p: Problem, *, backend: str, time_limit_s: float) -> MipResult:
+    with _quiet_stdout():
+        return _solve_mip(p, backend, time_limit_s)
+
+
+def _solve_mip(p: Problem, backend: str, time_limit_s: float) -> MipResult:
+    solver = pywraplp.Solver.CreateSolver(backend.upper())
+    if solver is None:
+        raise ValueError(f"OR-Tools has no {backend!r} MIP solver in this build; use backend='cpsat'")
+    solver.SuppressOutput()
+    objective = solver.Objective()
+    x = []
+    for i, costs in enumerate(p.node_costs):
+        xi = [solver.BoolVar(f"x{i}_{s}") for s in range(len(costs))]
+        one = solver.Constraint(1.0, 1.0)
+        for s, var in enumerate(xi):
+            one.SetCoefficient(var, 1.0)
+            objective.SetCoefficient(var, float(costs[s]))
+        x.append(xi)
+    for (u, v), mat in zip(np.asarray(p.edges).reshape(-1, 2), p.edge_costs):
+        mat = np.asarray(mat, dtype=np.float64)
+        if u == v:
+            for s, var in enumerate(x[u]):
+                objective.SetCoefficient(var, objective.GetCoefficient(var) + float(mat[s, s]))
+            continue
+        base = float(mat.min())
+        if np.all(mat == base):  # a constant matrix decides nothing
+            objective.SetOffset(objective.offset() + base)
+            continue
+        y = [[solver.NumVar(0.0, 1.0, "") for _ in range(mat.shape[1])] for _ in range(mat.shape[0])]
+        for s in range(mat.shape[0]):
+            row = solver.Constraint(0.0, 0.0)
+            row.SetCoefficient(x[u][s], -1.0)
+            for t in range(mat.shape[1]):
+                row.SetCoefficient(y[s][t], 1.0)
+                if mat[s, t] != 0.0:
+                    objective.SetCoefficient(y[s][t], float(mat[s, t]))
+        for t in range(mat.shape[1]):
+            col = solver.Constraint(0.0, 0.0)
+            col.SetCoefficient(x[v][t], -1.0)
+            for s in range(mat.shape[0]):
+                col.SetCoefficient(y[s][t], 1.0)
+    for v, (u, mapping) in sorted(p.follows.items()):
+        for s, t in enumerate(mapping):  # x_u[s] <= x_v[mapping[s]]
+            c = solver.Constraint(-solver.infinity(), 0.0)
+            c.SetCoefficient(x[u][s], 1.0)
+            c.SetCoefficient(x[v][int(t)], -1.0)
+    if p.memory_budget is not None:
+        mem = solver.Constraint(-solver.infinity(), float(p.memory_budget))
+        for xi, mm in zip(x, p.node_memory):
+            for s, var in enumerate(xi):
+                if mm[s]:
+                    mem.SetCoefficient(var, float(mm[s]))
+    objective.SetMinimization()
+    solver.SetTimeLimit(max(int(time_limit_s * 1000), 100))
+    code = solver.Solve()
+    status = _STATUS.get(code, "UNKNOWN")
+    choice = None
+    if code in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        choice = np.array([int(np.argmax([var.solution_value() for var in xi])) for xi in x], dtype=np.int64)
+    value = objective.Value() if choice is not None else float("inf")
+    bound = objective.BestBound() if choice is not None else float("-inf")
+    return MipResult(choice, status, value, bound, solver.NumVariables(), solver.NumConstraints())
