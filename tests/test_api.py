@@ -1,0 +1,125 @@
+"""The public API: caching per signature, lower/plan_for, apply, summary, tracing details."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import shardsearch as ss
+from helpers import assert_trees_close, concrete_mlp_args, make_train_step
+from test_numerics import SLOW_COMPUTE
+
+
+def test_search_runs_once_per_signature():
+    traces = []
+
+    def f(w, x):
+        traces.append(1)  # runs only while jax traces f
+        return jnp.tanh(x @ w).sum()
+
+    step = ss.auto(f, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    w, x = jnp.ones((32, 32)), jnp.ones((64, 32))
+    first = step.plan_for(w, x)
+    step(w, x)
+    step(w + 1, x)
+    assert step.plan_for(w, x) is first and len(traces) == 1
+    step(w, jnp.ones((128, 32)))  # a new shape: a new search
+    assert len(traces) == 2
+
+
+def test_lower_and_plan_from_abstract_arguments():
+    def f(w, x):
+        return jnp.tanh(x @ w).sum()
+
+    step = ss.auto(f, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    args = (jax.ShapeDtypeStruct((256, 512), jnp.float32), jax.ShapeDtypeStruct((1024, 256), jnp.float32))
+    lowered = step.lower(*args)
+    assert isinstance(lowered, jax.stages.Lowered)
+    compiled = lowered.compile()
+    assert compiled.cost_analysis()["flops"] > 0
+    plan = step.plan_for(*args)
+    assert plan.stats.num_nodes >= 4 and plan.stats.status == "OPTIMAL"
+    assert plan.predicted.total_s == plan.stats.objective
+    assert plan.predicted.compute_s + plan.predicted.comm_s == np.float64(plan.predicted.total_s)
+
+
+def test_plan_pytrees_match_arguments_and_results():
+    optimizer = optax.adam(1e-3)
+    args = concrete_mlp_args(64, 32, layers=2, optimizer=optimizer)
+    plan = ss.plan(make_train_step(optimizer), *args, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)  # noqa: E731
+    assert jax.tree_util.tree_structure(plan.in_specs, is_leaf=is_spec) == jax.tree_util.tree_structure(args)
+    out = jax.eval_shape(make_train_step(optimizer), *args)
+    assert jax.tree_util.tree_structure(plan.out_specs, is_leaf=is_spec) == jax.tree_util.tree_structure(out)
+    # new params / optimizer state come back in the layout they went in
+    assert jax.tree_util.tree_leaves(plan.out_specs[:2], is_leaf=is_spec) == jax.tree_util.tree_leaves(
+        plan.in_specs[:2], is_leaf=is_spec
+    )
+
+
+def test_apply_reuses_a_plan_without_searching():
+    optimizer = optax.adam(1e-3)
+    train_step = make_train_step(optimizer)
+    args = concrete_mlp_args(64, 32, layers=2, optimizer=optimizer)
+    plan = ss.plan(train_step, *args, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    step = plan.apply(train_step)
+    assert step.plan_for(*args) is plan
+    assert_trees_close(step(*args), jax.jit(train_step)(*args))
+
+
+def test_call_like_primitives_are_inlined():
+    """jit, custom_jvp (relu, gelu), custom_vjp and checkpoint bodies are searched through."""
+
+    @jax.custom_vjp
+    def scaled_sin(x):
+        return jnp.sin(x) * 2
+
+    scaled_sin.defvjp(lambda x: (scaled_sin(x), x), lambda x, g: (2 * g * jnp.cos(x),))
+
+    @jax.jit
+    def block(w, x):
+        return jax.nn.gelu(x @ w)
+
+    def loss(w, x):
+        h = jax.checkpoint(block)(w, x)
+        return jnp.mean(scaled_sin(jax.nn.relu(h)))
+
+    step_fn = jax.grad(loss)
+    w, x = jax.random.normal(jax.random.PRNGKey(0), (32, 32)), jax.random.normal(jax.random.PRNGKey(1), (64, 32))
+    step = ss.auto(step_fn, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    plan = step.plan_for(w, x)
+    assert plan.fallback == ()
+    prims = set(plan.node_primitive.values())
+    assert not prims & {"jit", "pjit", "custom_jvp_call", "custom_vjp_call", "remat2", "checkpoint"}
+    np.testing.assert_allclose(step(w, x), jax.jit(step_fn)(w, x), rtol=1e-4, atol=1e-6)
+
+
+def test_control_flow_is_kept_whole_replicated_and_listed():
+    def f(w, xs):
+        def body(c, x):
+            return jnp.tanh(c @ w + x), c.sum()
+
+        c, ys = jax.lax.scan(body, jnp.zeros((16, 16)), xs)
+        c = jax.lax.cond(ys.sum() > 0, lambda c: c * 2, lambda c: c, c)
+        return c.sum() + ys.sum()
+
+    w, xs = jnp.eye(16) * 0.5, jnp.ones((4, 16, 16)) * 0.1
+    step = ss.auto(jax.grad(f), mesh=(2, 4), cluster=SLOW_COMPUTE)
+    plan = step.plan_for(w, xs)
+    kinds = {op.primitive for op in plan.fallback}
+    assert {"scan", "cond"} <= kinds
+    summary = plan.summary()
+    assert "replicated fallback" in summary and "scan" in summary and "cond" in summary
+    for op in plan.fallback:
+        assert all(not any(spec) for spec in plan.node_out_specs[op.node])
+    np.testing.assert_allclose(step(w, xs), jax.jit(jax.grad(f))(w, xs), rtol=1e-5, atol=1e-6)
+
+
+def test_summary_names_mesh_cluster_and_argument_layouts():
+    optimizer = optax.adam(1e-3)
+    args = concrete_mlp_args(64, 32, layers=2, optimizer=optimizer)
+    plan = ss.plan(make_train_step(optimizer), *args, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    text = plan.summary()
+    assert "data=2 x model=4" in text and "slow-compute" in text
+    assert "args[0][0]['w']" in text and "predicted step" in text
+    assert f"{plan.stats.num_nodes} graph nodes" in text
