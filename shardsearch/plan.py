@@ -72,6 +72,9 @@ class Plan:
     in_paths: tuple[str, ...]
     out_paths: tuple[str, ...]
     node_out_specs: dict[int, tuple[Spec, ...]]  # planned layout of each operator's outputs
+    # operands an operator needs in another layout than their producer gives:
+    # node -> {operand position: spec}; the resharding the plan paid for happens there
+    node_operand_specs: dict[int, dict[int, Spec]]
     node_strategy: dict[int, str]  # readable strategy name per operator
     node_primitive: dict[int, str]
     predicted: Predicted
@@ -89,6 +92,19 @@ class Plan:
         from shardsearch.api import AutoSharded
 
         return AutoSharded.from_plan(fn, self, mesh=mesh, donate_argnums=donate_argnums)
+
+
+def _resharded_operands(graph: OpGraph, chosen: list[Strategy]) -> dict[int, dict[int, Spec]]:
+    out: dict[int, dict[int, Spec]] = {}
+    for n in graph.nodes:
+        if n.kind is not NodeKind.OP:
+            continue
+        for j, ref in enumerate(n.inputs):
+            if isinstance(ref, ValueRef):
+                want = chosen[n.id].in_specs[j]
+                if want != chosen[ref.node].out_specs[ref.index]:
+                    out.setdefault(n.id, {})[j] = want
+    return out
 
 
 def assemble_plan(
@@ -131,6 +147,7 @@ def assemble_plan(
         in_paths=graph.in_paths,
         out_paths=graph.out_paths,
         node_out_specs={n.id: chosen[n.id].out_specs for n in ops},
+        node_operand_specs=_resharded_operands(graph, chosen),
         node_strategy={n.id: chosen[n.id].name for n in ops},
         node_primitive={n.id: n.primitive for n in ops},
         predicted=Predicted(compute, breakdown.total - compute, breakdown.total, memory),

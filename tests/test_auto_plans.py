@@ -3,6 +3,8 @@
 Shapes are planned from ShapeDtypeStructs (nothing allocated) on an 8-GPU preset.
 """
 
+import math
+
 import jax
 import optax
 import pytest
@@ -13,9 +15,9 @@ from helpers import abstract_mlp_args, collectives, make_train_step
 ROW, COL = "row", "col"
 
 
-def plan_and_hlo(batch, hidden, mesh, cluster="h100-8"):
+def plan_and_hlo(batch, hidden, mesh, cluster="h100-8", layers=6):
     optimizer = optax.adam(1e-3)
-    args = abstract_mlp_args(batch, hidden, optimizer=optimizer)
+    args = abstract_mlp_args(batch, hidden, layers=layers, optimizer=optimizer)
     step = ss.auto(make_train_step(optimizer), mesh=mesh, cluster=cluster)
     plan = step.plan_for(*args)
     return plan, step.lower(*args).compile().as_text(), args
@@ -73,6 +75,27 @@ def test_few_rows_wide_layers_is_megatron(mesh):
     # once per column/row pair forward, once per pair backward (the first layer's input
     # gradient is never computed): at most 2 per pair
     assert sum(len(c.shapes) for c in found) <= 2 * 3
+
+
+def test_two_slow_nodes_split_batch_across_and_megatron_inside():
+    """Mesh (2, 4) over two 4-GPU nodes on 25 Gb/s Ethernet: 'data' crosses nodes.
+
+    Big batch and wide layers: the batch is split across the nodes, the kernels
+    Megatron-split inside each node, and only weight-sized data crosses the network.
+    (At 80 GB per device the search may also split a kernel over 'data' to fit, FSDP
+    style; the Megatron split on 'model' must still alternate.)
+    """
+    batch, hidden, layers = 262144, 65536, 2
+    plan, hlo, _ = plan_and_hlo(batch, hidden, (2, 4), cluster="2x4-slow", layers=layers)
+    specs = specs_by_path(plan)
+    assert specs["args[2][0]"][0][:1] == ("data",)  # batch split across the nodes (major axis)
+    on_model = [tuple(tuple(a for a in d if a == "model") for d in specs[f"args[0][{i}]['w']"]) for i in range(layers)]
+    assert on_model == [((), ("model",)), (("model",), ())]  # column, then row
+    cross = [c for c in collectives(hlo) if c.crosses_nodes(8, 4)]
+    assert cross, "the gradients of a data-parallel split must be reduced across nodes"
+    for c in cross:  # no activation crosses the slow network: weight shards at most
+        for _, dims in c.shapes:
+            assert math.prod(dims) <= hidden * hidden // 4, c
 
 
 def test_tiny_model_stays_replicated():

@@ -34,6 +34,7 @@ def build_jitted(
     in_sh = flat_in_shardings(plan, mesh)
     out_sh = [_named(mesh, s) for s in plan.flat_out_specs]
     node_specs = plan.node_out_specs if constrain else {}
+    operand_specs = plan.node_operand_specs if constrain else {}
 
     def pin(node_id: int, outs: list[Any]) -> list[Any]:
         specs = node_specs.get(node_id)
@@ -47,9 +48,18 @@ def build_jitted(
             pinned.append(x)
         return pinned
 
+    def reshard_operands(node_id: int, operands: list[Any]) -> list[Any]:
+        wanted = operand_specs.get(node_id)
+        if not wanted:
+            return operands
+        return [
+            jax.lax.with_sharding_constraint(x, _named(mesh, wanted[j])) if j in wanted else x
+            for j, x in enumerate(operands)
+        ]
+
     def run(*args):
         flat = jax.tree_util.tree_leaves(args)
-        outs = eval_graph(graph, flat, pin)
+        outs = eval_graph(graph, flat, pin, reshard_operands)
         return jax.tree_util.tree_unflatten(graph.out_tree, outs)
 
     return jax.jit(

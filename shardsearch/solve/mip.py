@@ -45,7 +45,8 @@ class MipResult:
 def _quiet_stdout():
     """HiGHS prints a copyright banner from C++ on every solve, whatever its options say."""
     try:
-        fd = sys.stdout.fileno()
+        fd = 1  # the C-level stdout, whatever Python has made of sys.stdout
+        sys.stdout.flush()
     except (AttributeError, OSError, ValueError):  # no real stdout (captured): nothing to hide
         yield
         return

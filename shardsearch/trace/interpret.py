@@ -13,7 +13,14 @@ from shardsearch.graph import LiteralValue, NodeKind, OpGraph
 Constrain = Callable[[int, list[Any]], list[Any]]
 
 
-def eval_graph(graph: OpGraph, flat_args: Sequence[Any], constrain: Constrain | None = None) -> list[Any]:
+def eval_graph(
+    graph: OpGraph,
+    flat_args: Sequence[Any],
+    constrain: Constrain | None = None,
+    constrain_operands: Constrain | None = None,
+) -> list[Any]:
+    """Run the graph; ``constrain(node, outputs)`` may replace each node's outputs and
+    ``constrain_operands(node, operands)`` each operator's operands before it runs."""
     values: dict[int, list[Any]] = {}
 
     def read(ref):
@@ -29,7 +36,10 @@ def eval_graph(graph: OpGraph, flat_args: Sequence[Any], constrain: Constrain | 
             outs = [node.payload]
         else:
             eqn = node.payload
-            res = eqn.primitive.bind(*[read(r) for r in node.inputs], **eqn.params)
+            operands = [read(r) for r in node.inputs]
+            if constrain_operands is not None:
+                operands = constrain_operands(node.id, operands)
+            res = eqn.primitive.bind(*operands, **eqn.params)
             outs = list(res) if eqn.primitive.multiple_results else [res]
         if constrain is not None:
             outs = constrain(node.id, outs)
