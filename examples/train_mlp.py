@@ -45,6 +45,15 @@ def make_train_step(optimizer):
     return train_step
 
 
+def planning_target(batch=4096, hidden=2048):
+    """For `shardsearch plan examples/train_mlp.py:planning_target`: the step and abstract args."""
+    optimizer = optax.adam(1e-3)
+    params = jax.eval_shape(lambda: init_mlp(jax.random.PRNGKey(0), [hidden] * 7))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    batch_sds = (jax.ShapeDtypeStruct((batch, hidden), jnp.float32),) * 2
+    return make_train_step(optimizer), (params, opt_state, batch_sds)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5)

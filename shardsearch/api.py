@@ -82,7 +82,7 @@ class AutoSharded:
                 raise PlanError(
                     PLAN_PROGRAM_MISMATCH.format(planned=self._fixed_plan.program_hash, name=name, given=phash)
                 )
-            plan = self._fixed_plan
+            plan = self._fixed_plan.with_trees(graph.in_tree, graph.out_tree)
         else:
             found = search(
                 self.fn,
@@ -135,5 +135,13 @@ def auto(
 
 
 def plan(fn: Callable, *args, mesh, cluster=None, memory_budget=None, **options) -> Plan:
-    """Search a plan for ``fn(*args)`` without compiling or running it."""
-    return auto(fn, mesh=mesh, cluster=cluster, memory_budget=memory_budget, **options).plan_for(*args)
+    """Search a plan for ``fn(*args)`` without compiling or running it.
+
+    Needs no devices: ``mesh`` may be a shape tuple (e.g. ``(8, 8)`` on a laptop),
+    a ``jax.sharding.Mesh`` or an ``AbstractMesh``; ``args`` may be ShapeDtypeStructs.
+    """
+    config = SearchConfig.from_options(options)
+    cluster = Cluster.load(cluster)
+    budget = cluster.memory_bytes if memory_budget is None else float(memory_budget)
+    found = search(fn, args, mesh=mesh_shape(mesh), cluster=cluster, memory_budget=budget, config=config)
+    return found.plan

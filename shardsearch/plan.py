@@ -87,6 +87,31 @@ class Plan:
 
         return summarize(self)
 
+    def save(self, path) -> None:
+        """Write the plan as JSON (versioned; see ``Plan.load``)."""
+        from shardsearch.apply.plan_io import save_plan
+
+        save_plan(self, path)
+
+    @staticmethod
+    def load(path) -> "Plan":
+        """Read a plan written by ``save``. Its ``in_specs``/``out_specs`` pytrees are
+        rebuilt once it is applied to a function (``plan.apply(fn)``); the flat
+        ``flat_in_specs``/``in_paths`` are there at once."""
+        from shardsearch.apply.plan_io import load_plan
+
+        return load_plan(path)
+
+    def with_trees(self, in_tree, out_tree) -> "Plan":
+        """This plan with ``in_specs``/``out_specs`` as pytrees of the given structures."""
+        import jax
+
+        return dataclasses.replace(
+            self,
+            in_specs=jax.tree_util.tree_unflatten(in_tree, [to_partition_spec(s) for s in self.flat_in_specs]),
+            out_specs=jax.tree_util.tree_unflatten(out_tree, [to_partition_spec(s) for s in self.flat_out_specs]),
+        )
+
     def apply(self, fn: Callable, *, mesh=None, donate_argnums=()):
         """``fn`` compiled with this plan, without searching again (see ``shardsearch.auto``)."""
         from shardsearch.api import AutoSharded
@@ -120,8 +145,6 @@ def assemble_plan(
     program_hash: str,
     search_s: float,
 ) -> Plan:
-    import jax
-
     choice = solution.choice
     chosen = [strategies[i][int(c)] for i, c in enumerate(choice)]
     flat_in = tuple(chosen[n].out_specs[0] for n in graph.input_nodes)
@@ -137,11 +160,11 @@ def assemble_plan(
     breakdown = evaluate(problem, choice)
     compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice)))
     memory = float(sum(problem.node_memory[i][c] for i, c in enumerate(choice)))
-    return Plan(
+    plan = Plan(
         mesh=mesh,
         cluster=cluster,
-        in_specs=jax.tree_util.tree_unflatten(graph.in_tree, [to_partition_spec(s) for s in flat_in]),
-        out_specs=jax.tree_util.tree_unflatten(graph.out_tree, [to_partition_spec(s) for s in flat_out]),
+        in_specs=None,
+        out_specs=None,
         flat_in_specs=flat_in,
         flat_out_specs=tuple(flat_out),
         in_paths=graph.in_paths,
@@ -168,5 +191,6 @@ def assemble_plan(
         ),
         program_hash=program_hash,
     )
+    return plan.with_trees(graph.in_tree, graph.out_tree)
 
 

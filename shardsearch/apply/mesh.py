@@ -47,5 +47,14 @@ def as_auto_mesh(mesh) -> Mesh:
     return Mesh(grid, names, axis_types=(AxisType.Auto,) * len(names))
 
 
-def mesh_shape(mesh: Mesh) -> MeshShape:
-    return MeshShape(tuple(mesh.axis_names), tuple(int(s) for s in mesh.devices.shape))
+def mesh_shape(mesh) -> MeshShape:
+    """Axis names and sizes of a Mesh, an AbstractMesh or a shape tuple (no devices needed)."""
+    if isinstance(mesh, (tuple, list)):
+        if not mesh or not all(isinstance(n, int) and n > 0 for n in mesh):
+            raise MeshError(BAD_MESH.format(mesh=mesh))
+        return MeshShape(default_axis_names(len(mesh)), tuple(mesh))
+    if hasattr(mesh, "axis_names") and hasattr(mesh, "axis_sizes"):  # AbstractMesh
+        return MeshShape(tuple(mesh.axis_names), tuple(int(s) for s in mesh.axis_sizes))
+    if isinstance(mesh, Mesh):
+        return MeshShape(tuple(mesh.axis_names), tuple(int(s) for s in mesh.devices.shape))
+    raise MeshError(BAD_MESH.format(mesh=mesh))

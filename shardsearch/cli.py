@@ -1,0 +1,116 @@
+"""The ``shardsearch`` command.
+
+    shardsearch plan examples/train_mlp.py:planning_target --mesh 2x4 --cluster h100-8 --out plan.json
+    shardsearch explain plan.json
+    shardsearch presets
+
+``plan`` takes ``MODULE:FUNCTION`` (a module name or a .py path): a function of no
+arguments that returns ``(train_step, example_args)``; the args may be
+``jax.ShapeDtypeStruct``s, so nothing is allocated. Planning needs no devices.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Automatic sharding for JAX training steps.")
+
+EXIT_BAD_INPUT = 2
+
+
+def _parse_mesh(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(t) for t in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or any(n <= 0 for n in shape):
+        raise typer.BadParameter(f"{text!r} is not a mesh shape; write it like 2x4 or 8")
+    return shape
+
+
+def _load_target(target: str):
+    module_name, _, func_name = target.rpartition(":")
+    if not module_name or not func_name:
+        raise typer.BadParameter(f"{target!r} must look like MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.exists():
+            raise typer.BadParameter(f"no such file: {path}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(module_name)
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise typer.BadParameter(f"{module_name} has no {func_name}")
+    return func()
+
+
+@app.command()
+def plan(
+    target: str = typer.Argument(..., help="MODULE:FUNCTION returning (train_step, example_args)"),
+    mesh: str = typer.Option("2x4", help="mesh shape, e.g. 2x4 (axes data, model) or 8"),
+    cluster: str = typer.Option("h100-8", help="preset name or profile JSON path"),
+    memory_budget: Optional[float] = typer.Option(None, help="bytes per device (default: the cluster's memory)"),
+    time_limit: float = typer.Option(30.0, help="solver time limit in seconds"),
+    out: Optional[Path] = typer.Option(None, help="write the plan as JSON here"),
+):
+    """Search a plan and print it."""
+    import shardsearch as ss
+
+    try:
+        fn, args = _load_target(target)
+        result = ss.plan(
+            fn, *args, mesh=_parse_mesh(mesh), cluster=cluster, memory_budget=memory_budget,
+            time_limit_s=time_limit, verbose=True,
+        )
+    except ss.ShardsearchError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from err
+    typer.echo(result.summary())
+    if out is not None:
+        result.save(out)
+        typer.echo(f"\nplan written to {out}")
+
+
+@app.command()
+def explain(path: Path = typer.Argument(..., help="a plan JSON written by `shardsearch plan --out`")):
+    """Print a saved plan."""
+    import shardsearch as ss
+
+    try:
+        typer.echo(ss.Plan.load(path).summary())
+    except ss.ShardsearchError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from err
+
+
+@app.command()
+def presets():
+    """List the cluster presets."""
+    from cost_model import Cluster, preset_names
+
+    for name in preset_names():
+        c = Cluster.load(name)
+        typer.echo(
+            f"{name:<10} {c.devices_per_node} devices/node  {c.peak_flops / 1e12:.0f} TFLOP/s  "
+            f"{c.memory_bytes / 1e9:.0f} GB  intra {c.intra_node.bandwidth / 1e9:.0f} GB/s  "
+            f"inter {c.inter_node.bandwidth / 1e9:.1f} GB/s  {c.description}"
+        )
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()
