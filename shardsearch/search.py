@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 from cost_model import Cluster, MeshShape
@@ -68,6 +69,14 @@ def search(
         program_hash=program_hash(graph),
         search_s=time.perf_counter() - t0,
     )
+    if solution.status != "OPTIMAL":
+        gap = solution.objective - solution.bound
+        warnings.warn(
+            f"shardsearch: the plan is not proven optimal ({solution.status}; predicted "
+            f"{solution.objective:.4g} s/step, lower bound {solution.bound:.4g} s, gap {gap:.3g} s). "
+            f"Raise time_limit_s (now {config.time_limit_s}) for a better or proven plan.",
+            stacklevel=3,
+        )
     if log:
         log(f"plan ready in {plan.stats.search_s:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
     return Searched(graph, plan)
