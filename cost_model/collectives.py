@@ -55,6 +55,17 @@ _RING = {
 }
 
 
+def group_collective_time(cluster: Cluster, kind: CollectiveKind | str, group_size: int,
+                          crosses_nodes: bool, nbytes: float) -> float:
+    """Seconds one collective takes over groups of ``group_size`` devices, at the
+    inter-node Link if a group spans nodes, else the intra-node one."""
+    kind = CollectiveKind(kind)
+    if group_size <= 1:
+        return 0.0
+    link = cluster.inter_node if crosses_nodes else cluster.intra_node
+    return _RING[kind](group_size) * float(nbytes) / link.bandwidth + link.latency
+
+
 def collective_time(cluster: Cluster, mesh: MeshShape, kind: CollectiveKind | str,
                     axes: str | Sequence[str], nbytes: float) -> float:
     """Seconds one collective takes; ``nbytes`` follows the module's byte conventions."""
@@ -62,11 +73,8 @@ def collective_time(cluster: Cluster, mesh: MeshShape, kind: CollectiveKind | st
     axes = (axes,) if isinstance(axes, str) else tuple(axes)
     if not axes:
         return 0.0
-    link = cluster.link_for(mesh, axes)  # also checks the axis names
-    n = mesh.group_size(axes)
-    if n <= 1:
-        return 0.0
-    return _RING[kind](n) * float(nbytes) / link.bandwidth + link.latency
+    crosses = cluster.crosses_nodes(mesh, axes)  # also checks the axis names
+    return group_collective_time(cluster, kind, mesh.group_size(axes), crosses, nbytes)
 
 
 def collective_cost(cluster: Cluster, mesh: MeshShape, c: Collective) -> float:

@@ -8,6 +8,8 @@ ENTRY %main {
   %tup = (f32[512]{0}, f32[512,512]{1,0}, f32[]) all-reduce(%a, %b, %c), replica_groups=[2,4]<=[8], to_apply=%add
   %ags = (f32[128,64]{1,0}, f32[256,64]{1,0}) all-gather-start(f32[128,64]{1,0} %x), replica_groups=[4,2]<=[2,4]T(1,0), dimensions={0}
   %agd = f32[256,64]{1,0} all-gather-done(%ags)
+  %ars = (f32[10]{0}, f32[15]{0}) all-reduce-start(f32[10]{0} %q, f32[15]{0} %r), replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add
+  %ard = (f32[10]{0}, f32[15]{0}) all-reduce-done(%ars)
   %rs = f32[64,64]{1,0} reduce-scatter(f32[256,64]{1,0} %y), replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}
   %a2a = f32[8,64]{1,0} all-to-all(f32[8,64]{1,0} %z), replica_groups=mesh['axis_0'=4,'axis_1'=1,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_0'}, dimensions={0}
   ROOT %cp = bf16[16]{0} collective-permute(bf16[16]{0} %w), source_target_pairs={{0,1},{1,2},{2,3},{3,0}}
@@ -18,9 +20,10 @@ ENTRY %main {
 def test_every_kind_and_result_shape():
     found = parse_collectives(HLO)
     assert [c.kind for c in found] == [
-        "all-reduce", "all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"
+        "all-reduce", "all-reduce", "all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute"
     ]
-    ar, tup, ag, rs, a2a, cp = found
+    ar, tup, ag, ars, rs, a2a, cp = found
+    assert ars.shapes == (("f32", (10,)), ("f32", (15,)))  # an async all-reduce keeps all its results
     assert ar.shapes == (("f32", (512, 512)),) and ar.nbytes == 512 * 512 * 4
     assert tup.shapes == (("f32", (512,)), ("f32", (512, 512)), ("f32", ())) and not tup.is_scalar
     assert ag.shapes == (("f32", (256, 64)),)  # the async start counts its result, the done is skipped
@@ -28,7 +31,7 @@ def test_every_kind_and_result_shape():
 
 
 def test_replica_group_syntaxes():
-    ar, tup, ag, rs, a2a, cp = parse_collectives(HLO)
+    ar, tup, ag, _, rs, a2a, cp = parse_collectives(HLO)
     assert ar.groups(8) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert tup.groups(8) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert ag.groups(8) == [[0, 4], [1, 5], [2, 6], [3, 7]]

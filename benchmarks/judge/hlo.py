@@ -120,7 +120,9 @@ def parse_collectives(hlo_text: str) -> list[HloCollective]:
             HloCollective(
                 kind=m.group("op"),
                 name=m.group("name"),
-                shapes=_result_arrays(m.group("type"), bool(m.group("start"))),
+                # all-reduce-start returns just its results; other async starts return
+                # (operands..., results...)
+                shapes=_result_arrays(m.group("type"), bool(m.group("start")) and m.group("op") != "all-reduce"),
                 replica_groups=groups.group(1) if groups else "",
             )
         )

@@ -1,0 +1,45 @@
+"""Command line of the benchmark runner (also `shardsearch bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_CONFIGS = {
+    "gpt": ["gpt-tiny", "gpt-small"],
+    "bert": ["bert-tiny", "bert-small"],
+    "moe": ["moe-tiny", "moe-small"],
+    "wresnet": ["wresnet-tiny", "wresnet-small"],
+    "mlp": ["mlp-dp", "mlp-tp", "mlp-tiny"],
+}
+
+
+def parse_mesh(text: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in text.lower().split("x"))
+
+
+def run(suite: str, cluster: str, meshes: list[str], configs: list[str] | None, out: Path) -> Path:
+    shapes = [parse_mesh(m) for m in meshes]
+    need = max(int(__import__("math").prod(s)) for s in shapes)
+    flag = f"--xla_force_host_platform_device_count={need}"
+    if flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+    from benchmarks.report import write_report
+    from benchmarks.runner import run_suite
+
+    rows = run_suite(suite, configs or DEFAULT_CONFIGS[suite], cluster, shapes)
+    return write_report(rows, out, suite, cluster)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--suite", required=True, choices=sorted(DEFAULT_CONFIGS))
+    ap.add_argument("--cluster", default="h100-8")
+    ap.add_argument("--mesh", action="append", default=None, help="e.g. 2x4; repeat for several")
+    ap.add_argument("--config", action="append", default=None, help="config names; default: scaled-down ones")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args(argv)
+    path = run(a.suite, a.cluster, a.mesh or ["2x4"], a.config, a.out)
+    print(f"report written to {path}")
