@@ -10,6 +10,7 @@ from .collectives import Collective as Collective
 from .collectives import CollectiveKind as CollectiveKind
 from .collectives import collective_cost as collective_cost
 from .collectives import collective_time as collective_time
+from .collectives import group_collective_time as group_collective_time
 from .compute import compute_time as compute_time
 from .errors import ClusterError as ClusterError
 from .errors import ShardsearchError as ShardsearchError
@@ -21,7 +22,7 @@ from .reshard import reshard_matrix as reshard_matrix
 
 __all__ = [
     "Cluster", "Link", "MeshShape", "Spec", "Collective", "CollectiveKind",
-    "collective_time", "collective_cost", "compute_time",
+    "collective_time", "group_collective_time", "collective_cost", "compute_time",
     "reshard_cost", "reshard_collectives", "reshard_matrix",
     "preset_names", "ClusterError", "ShardsearchError",
 ]
