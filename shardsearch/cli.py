@@ -2,6 +2,7 @@
 
     shardsearch plan examples/train_mlp.py:planning_target --mesh 2x4 --cluster h100-8 --out plan.json
     shardsearch explain plan.json
+    shardsearch bench --suite gpt --cluster h100-8 --mesh 2x4 --mesh 4x2
     shardsearch presets
 
 ``plan`` takes ``MODULE:FUNCTION`` (a module name or a .py path): a function of no
@@ -92,6 +93,31 @@ def explain(path: Path = typer.Argument(..., help="a plan JSON written by `shard
     except ss.ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err
+
+
+@app.command()
+def bench(
+    suite: str = typer.Option(..., help="gpt, bert, moe, wresnet or mlp"),
+    cluster: str = typer.Option("h100-8", help="preset name or profile JSON path"),
+    mesh: list[str] = typer.Option(["2x4"], help="mesh shape; repeat for several"),
+    config: Optional[list[str]] = typer.Option(None, help="config names (default: the scaled-down ones)"),
+    out: Optional[Path] = typer.Option(None, help="report folder (default: benchmarks/results)"),
+):
+    """Plan + hand-written baselines on a suite, judged by the compiled programs."""
+    sys.path.insert(0, os.getcwd())
+    try:
+        from benchmarks.cli import RESULTS, run
+    except ImportError as err:
+        typer.echo("error: the benchmarks live in the shardsearch source checkout; run this from its root", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from err
+    from cost_model.errors import ShardsearchError  # jax not imported yet: run() sets the device count
+
+    try:
+        path = run(suite, cluster, mesh, config or None, out or RESULTS)
+    except ShardsearchError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from err
+    typer.echo(f"report written to {path}")
 
 
 @app.command()

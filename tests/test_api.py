@@ -166,3 +166,16 @@ def test_plan_for_a_mesh_larger_than_the_devices_at_hand():
     plan = ss.plan(make_train_step(optimizer), *abstract_mlp_args(1024, 1024, optimizer=optimizer), mesh=(8, 8))
     assert plan.mesh.axis_sizes == (8, 8) and len(jax.devices()) == 8
     assert any(any(s) for s in plan.flat_in_specs)
+
+
+def test_random_keys_in_the_step_trace_and_match():
+    """Dropout-style randomness: PRNG key arguments and typed keys inside the step."""
+
+    def f(w, x, key):
+        mask = jax.random.bernoulli(key, 0.9, x.shape)
+        return jnp.sum(jnp.where(mask, x @ w, 0.0) ** 2)
+
+    w, x = jnp.ones((32, 32)) * 0.1, jnp.ones((64, 32))
+    for key in (jax.random.PRNGKey(3), jax.random.key(3)):
+        step = ss.auto(jax.grad(f), mesh=(2, 4), cluster=SLOW_COMPUTE)
+        np.testing.assert_allclose(step(w, x, key), jax.jit(jax.grad(f))(w, x, key), rtol=1e-5)

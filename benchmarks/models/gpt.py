@@ -129,7 +129,7 @@ def embed(p, tokens, dtype):
     # one-hot @ table (a matmul) instead of a gather: the project's gather strategy
     # rule is not ready, and a matmul shards along vocab like any other dot
     x = jax.nn.one_hot(tokens, p["wte"].shape[0], dtype=dtype) @ p["wte"]
-    return x + p["wpe"][: tokens.shape[1]]
+    return x + p["wpe"]  # batches always hold exactly cfg.seq positions
 
 
 def attention(p, x, causal: bool):

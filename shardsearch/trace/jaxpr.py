@@ -56,7 +56,11 @@ def abstract_args(args: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _info(aval) -> TensorInfo:
-    return TensorInfo(tuple(int(d) for d in aval.shape), np.dtype(aval.dtype))
+    shape = tuple(int(d) for d in aval.shape)
+    if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.extended):
+        # PRNG keys (key<fry>) have no numpy dtype: an opaque record of their byte size
+        return TensorInfo(shape, np.dtype(f"V{getattr(aval.dtype, 'itemsize', 8)}"))
+    return TensorInfo(shape, np.dtype(aval.dtype))
 
 
 def _source(eqn) -> str:
