@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from cost_model import Cluster, MeshShape, collective_cost, compute_time, reshard_matrix
+from cost_model import Cluster, Link, MeshShape, collective_cost, compute_time, reshard_matrix
 from cost_model.mesh import local_bytes
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.solve.problem import Problem
@@ -48,11 +48,44 @@ def _fused_bytes(graph: OpGraph, node, strategy: Strategy, mesh: MeshShape, ends
     return total
 
 
+def without_latency(cluster: Cluster) -> Cluster:
+    """The cluster as seen by collectives XLA combines into one (one latency per step, ~0 each)."""
+    return dataclasses.replace(
+        cluster,
+        intra_node=Link(cluster.intra_node.bandwidth, 0.0),
+        inter_node=Link(cluster.inter_node.bandwidth, 0.0),
+    )
+
+
+# Work that waits on its operands: a collective feeding one of these is on the critical path.
+HEAVY = frozenset({"dot_general", "conv_general_dilated", "gather", "scatter-add", "scan", "while", "cond"})
+
+
+def off_critical_path(graph: OpGraph) -> set[int]:
+    """Operators from which no heavy operator (a matmul, a conv, ...) can be reached.
+
+    Their collectives (data parallelism's gradient all-reduces, typically: a weight
+    gradient flows only into the optimizer's elementwise update and reductions) are
+    independent of each other, and XLA's combiner merges them into a few big ones:
+    they pay bandwidth, not one launch latency each. A collective whose result feeds
+    more matmuls (an activation all-reduce of Megatron) is on the critical path and
+    pays its latency.
+    """
+    users = graph.users()
+    feeds_heavy: set[int] = set()
+    for node in reversed(graph.nodes):
+        if any(graph.nodes[u].primitive in HEAVY or u in feeds_heavy for u, _ in users[node.id]):
+            feeds_heavy.add(node.id)
+    return {n.id for n in graph.nodes if n.kind is NodeKind.OP and n.id not in feeds_heavy}
+
+
 def node_costs(
     graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape
 ) -> CostTables:
     users = graph.users()
     graph_outputs = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
+    combined = off_critical_path(graph)
+    no_latency = without_latency(cluster)
     compute, comm = [], []
     for node, strats in zip(graph.nodes, strategies):
         fused = node.kind is NodeKind.OP and node.primitive in FUSIBLE
@@ -62,7 +95,8 @@ def node_costs(
             nbytes = _fused_bytes(graph, node, s, mesh, ends) if fused else s.bytes_accessed
             times.append(compute_time(cluster, s.flops, nbytes))
         compute.append(np.array(times))
-        comm.append(np.array([sum(collective_cost(cluster, mesh, c) for c in s.collectives) for s in strats]))
+        priced = no_latency if node.id in combined else cluster
+        comm.append(np.array([sum(collective_cost(priced, mesh, c) for c in s.collectives) for s in strats]))
     return CostTables(compute, comm)
 
 
@@ -95,6 +129,11 @@ def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> N
 
 def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None):
     info = graph.nodes[ref.node].outputs[ref.index]
+    if graph.nodes[ref.node].kind is not NodeKind.OP or operand is None:
+        # Gathers of arguments (FSDP's parameter all-gathers) and the reshards of results
+        # back into their argument's layout depend on nothing but the step's inputs or
+        # its end: XLA combines them too.
+        cluster = without_latency(cluster)
     srcs = [s.out_specs[ref.index] for s in strategies[ref.node]]
     if operand is None:  # tie to an argument node: its layout is its output spec
         dsts = [s.out_specs[0] for s in strategies[dst]]
