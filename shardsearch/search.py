@@ -13,7 +13,7 @@ from shardsearch.config import SearchConfig
 from shardsearch.graph import OpGraph
 from shardsearch.plan import Plan, assemble_plan
 from shardsearch.solve import solve
-from shardsearch.solve.build import build_problem
+from shardsearch.solve.build import build_problem, combined_all_reduces
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import program_hash, trace
 
@@ -46,17 +46,31 @@ def search(
     if log:
         n = sum(len(s) for s in strategies.per_node)
         log(f"traced {len(graph.nodes)} nodes, {n} strategies in {time.perf_counter() - t0:.2f} s")
-    problem, costs = build_problem(
-        graph, strategies.per_node, cluster, mesh, memory_budget, follow=config.follow_elementwise
-    )
-    solution = solve(
-        problem,
-        time_limit_s=config.time_limit_s,
-        num_workers=config.num_workers,
-        seed=config.seed,
-        backend=config.solver.value,
-        log=log,
-    )
+    # The merged all-reduce of gradients pays one launch latency for all its members,
+    # which depends on the plan: solve with each member paying 1/k of it, where k is
+    # the number the previous solution merged, until k settles (a fixed point).
+    share, seen = 1.0 / max(combined_all_reduces(graph, None, strategies.per_node), 1), set()
+    while True:
+        problem, costs = build_problem(
+            graph, strategies.per_node, cluster, mesh, memory_budget,
+            follow=config.follow_elementwise, combined_share=share,
+        )
+        solution = solve(
+            problem,
+            time_limit_s=config.time_limit_s,
+            num_workers=config.num_workers,
+            seed=config.seed,
+            backend=config.solver.value,
+            log=log,
+        )
+        k = combined_all_reduces(graph, [strategies.per_node[i][c] for i, c in enumerate(solution.choice)])
+        new_share = 1.0 / max(k, 1)
+        if new_share == share or k in seen:
+            break
+        seen.add(k)
+        share = new_share
+        if log:
+            log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
     plan = assemble_plan(
         graph,
         strategies.per_node,

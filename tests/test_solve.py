@@ -235,7 +235,7 @@ def test_large_tree_like_problem_solves_to_optimality():
     assert sol.status == "OPTIMAL"
     assert 0 < sol.reduced_nodes < 200
     assert sol.objective == pytest.approx(evaluate(p, sol.choice).total)
-    assert len(lines) == 3 and lines[0].startswith("solve: 2000 nodes")
+    assert lines[0].startswith("solve: 2000 nodes") and "reduced to" in lines[1] and "OPTIMAL" in lines[-1]
     # A smaller instance of the same shape: reduced and raw ILPs must agree.
     small = _tree_with_skips(40, 4, skips=4, seed=1)
     full, raw = solve(small), solve(small, reduce=False)
@@ -247,3 +247,39 @@ def test_solve_package_never_imports_jax():
     root = pathlib.Path(__file__).parents[1] / "shardsearch" / "solve"
     for path in root.glob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+jax", path.read_text(), re.M), path
+
+
+@settings(max_examples=40, deadline=None)
+@given(small_problems())
+def test_pruning_dominated_strategies_keeps_the_optimum(p):
+    from shardsearch.solve.prune import prune_dominated
+
+    best = _brute(p)
+    if best is None or p.follows:
+        return
+    pruned = prune_dominated(p)
+    cost, choice = _brute(pruned.problem)
+    assert cost == pytest.approx(best[0], abs=1e-9)
+    assert evaluate(p, pruned.expand(choice)).total == pytest.approx(best[0], abs=1e-9)
+
+
+def test_pruning_drops_a_strategy_no_neighbour_wants():
+    from shardsearch.solve.prune import prune_dominated
+
+    # node 1's strategy 2 costs more, and every edge into it costs at least as much
+    edge = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    p = Problem([np.array([0.0, 1.0]), np.array([0.0, 0.0, 5.0]), np.array([0.0, 1.0])], [np.zeros(2), np.zeros(3), np.zeros(2)],
+                np.array([(0, 1), (2, 1)]), [edge, edge])
+    pruned = prune_dominated(p)
+    # node 0's (and 2's) strategy 1 costs 1 more and saves at most 1 on its edge: dominated;
+    # with both neighbours down to strategy 0, node 1's 1 and 2 are dominated in turn
+    assert [k.tolist() for k in pruned.keep] == [[0], [0], [0]]
+    assert solve(p).objective == pytest.approx(0.0)
+
+
+def test_local_search_finds_a_consistent_assignment():
+    from shardsearch.solve.local import local_search
+
+    p = chain([[1.0, 0.0]] * 5, penalty=10.0)  # all-1 is optimal; all-0 a local optimum
+    choice = local_search(p)
+    assert len(set(choice.tolist())) == 1 and evaluate(p, choice).feasible

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from cost_model import Cluster, Link, MeshShape, collective_cost, compute_time, reshard_matrix
+from cost_model import Cluster, CollectiveKind, Link, MeshShape, collective_cost, compute_time, reshard_matrix
 from cost_model.mesh import local_bytes
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.solve.problem import Problem
@@ -48,12 +48,29 @@ def _fused_bytes(graph: OpGraph, node, strategy: Strategy, mesh: MeshShape, ends
     return total
 
 
-def without_latency(cluster: Cluster) -> Cluster:
-    """The cluster as seen by collectives XLA combines into one (one latency per step, ~0 each)."""
+def with_latency_share(cluster: Cluster, share: float) -> Cluster:
+    """The cluster with each collective's launch latency scaled by ``share``."""
     return dataclasses.replace(
         cluster,
-        intra_node=Link(cluster.intra_node.bandwidth, 0.0),
-        inter_node=Link(cluster.inter_node.bandwidth, 0.0),
+        intra_node=Link(cluster.intra_node.bandwidth, cluster.intra_node.latency * share),
+        inter_node=Link(cluster.inter_node.bandwidth, cluster.inter_node.latency * share),
+    )
+
+
+def _priced_on(c, off_path: bool, cluster: Cluster, combined: Cluster) -> Cluster:
+    # XLA's combiner merges independent all-reduces into one (measured on the CPU
+    # backend it leaves reduce-scatters and all-gathers apart, each paying its latency).
+    return combined if off_path and c.kind is CollectiveKind.ALL_REDUCE else cluster
+
+
+def combined_all_reduces(graph: OpGraph, chosen: list[Strategy] | None, options=None) -> int:
+    """How many off-critical-path operators of a plan all-reduce (XLA merges them into
+    one); with ``chosen=None``, how many could (any of their ``options`` does)."""
+    combined = off_critical_path(graph)
+    pick = (lambda i: [chosen[i]]) if chosen is not None else (lambda i: options[i])
+    return sum(
+        1 for i in combined
+        if any(c.kind is CollectiveKind.ALL_REDUCE for st in pick(i) for c in st.collectives)
     )
 
 
@@ -64,7 +81,7 @@ HEAVY = frozenset({"dot_general", "conv_general_dilated", "gather", "scatter-add
 def off_critical_path(graph: OpGraph) -> set[int]:
     """Operators from which no heavy operator (a matmul, a conv, ...) can be reached.
 
-    Their collectives (data parallelism's gradient all-reduces, typically: a weight
+    Their all-reduces (data parallelism's gradient all-reduces, typically: a weight
     gradient flows only into the optimizer's elementwise update and reductions) are
     independent of each other, and XLA's combiner merges them into a few big ones:
     they pay bandwidth, not one launch latency each. A collective whose result feeds
@@ -80,12 +97,14 @@ def off_critical_path(graph: OpGraph) -> set[int]:
 
 
 def node_costs(
-    graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape
+    graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape, combined_share: float
 ) -> CostTables:
+    """``combined_share``: the fraction of a launch latency each off-critical-path
+    all-reduce pays (XLA merges them into one; see ``combined_all_reduces``)."""
     users = graph.users()
     graph_outputs = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
     combined = off_critical_path(graph)
-    no_latency = without_latency(cluster)
+    no_latency = with_latency_share(cluster, combined_share)
     compute, comm = [], []
     for node, strats in zip(graph.nodes, strategies):
         fused = node.kind is NodeKind.OP and node.primitive in FUSIBLE
@@ -95,8 +114,10 @@ def node_costs(
             nbytes = _fused_bytes(graph, node, s, mesh, ends) if fused else s.bytes_accessed
             times.append(compute_time(cluster, s.flops, nbytes))
         compute.append(np.array(times))
-        priced = no_latency if node.id in combined else cluster
-        comm.append(np.array([sum(collective_cost(priced, mesh, c) for c in s.collectives) for s in strats]))
+        comm.append(np.array([
+            sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c) for c in s.collectives)
+            for s in strats
+        ]))
     return CostTables(compute, comm)
 
 
@@ -129,11 +150,6 @@ def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> N
 
 def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None):
     info = graph.nodes[ref.node].outputs[ref.index]
-    if graph.nodes[ref.node].kind is not NodeKind.OP or operand is None:
-        # Gathers of arguments (FSDP's parameter all-gathers) and the reshards of results
-        # back into their argument's layout depend on nothing but the step's inputs or
-        # its end: XLA combines them too.
-        cluster = without_latency(cluster)
     srcs = [s.out_specs[ref.index] for s in strategies[ref.node]]
     if operand is None:  # tie to an argument node: its layout is its output spec
         dsts = [s.out_specs[0] for s in strategies[dst]]
@@ -142,17 +158,38 @@ def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: in
     return reshard_matrix(cluster, mesh, info.shape, info.dtype.itemsize, srcs, dsts)
 
 
-def _follow_mapping(graph, strategies, node) -> tuple[int, np.ndarray] | None:
-    """A cheap elementwise op with one tensor operand simply takes its producer's layout."""
-    if node.kind is not NodeKind.OP or node.primitive not in ELEMENTWISE or len(node.outputs) != 1:
+# Layout ops with one tensor operand: they follow it whenever every layout it can
+# come in has a matching strategy (a reshape that would lose a split does not follow).
+LAYOUT_FOLLOWERS = frozenset({"transpose"})
+
+
+def _follow_mapping(graph, strategies, costs: CostTables, node) -> tuple[int, np.ndarray] | None:
+    """An elementwise or layout op takes the layout of one operand (as Alpa does).
+
+    Elementwise: the first operand of its own shape whose producer is an operator (a
+    gradient, an activation) rather than an argument; the other operands are resharded
+    to it if needed, and that cost stays on their edges. Where several strategies take
+    the operand as it comes (a broadcast may split its new dims or not), the cheapest.
+    This removes most elementwise and layout ops from the ILP.
+    """
+    if node.kind is not NodeKind.OP or len(node.outputs) != 1:
         return None
-    refs = [(j, r) for j, r in enumerate(node.inputs) if isinstance(r, ValueRef)]
-    if len(refs) != 1:
+    tensors = [(j, r) for j, r in enumerate(node.inputs) if isinstance(r, ValueRef)]
+    if node.primitive in ELEMENTWISE:
+        candidates = [(j, r) for j, r in tensors if graph.info(r).shape == node.outputs[0].shape]
+    elif node.primitive in LAYOUT_FOLLOWERS and len(tensors) == 1:
+        candidates = tensors
+    else:
         return None
-    j, ref = refs[0]
-    if graph.info(ref).shape != node.outputs[0].shape:
+    if not candidates:
         return None
-    by_in = {s.in_specs[j]: t for t, s in enumerate(strategies[node.id])}
+    j, ref = next(((j, r) for j, r in candidates if graph.nodes[r.node].kind is NodeKind.OP), candidates[0])
+    total = costs.compute[node.id] + costs.comm[node.id]
+    by_in: dict = {}
+    for t, s in enumerate(strategies[node.id]):
+        k = s.in_specs[j]
+        if k not in by_in or total[t] < total[by_in[k]]:
+            by_in[k] = t
     mapping = [by_in.get(s.out_specs[ref.index]) for s in strategies[ref.node]]
     if any(m is None for m in mapping):
         return None
@@ -166,12 +203,13 @@ def build_problem(
     mesh: MeshShape,
     memory_budget: float | None,
     follow: bool = True,
+    combined_share: float = 1.0,
 ) -> tuple[Problem, CostTables]:
-    costs = node_costs(graph, strategies, cluster, mesh)
+    costs = node_costs(graph, strategies, cluster, mesh, combined_share)
     edges, edge_costs = [], []
     follows = {}
     for node in graph.nodes:
-        mapping = _follow_mapping(graph, strategies, node) if follow else None
+        mapping = _follow_mapping(graph, strategies, costs, node) if follow else None
         if mapping is not None:
             follows[node.id] = mapping
         for j, ref in enumerate(node.inputs):

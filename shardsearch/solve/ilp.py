@@ -27,7 +27,9 @@ from shardsearch.errors import MemoryBudgetError, ShardsearchError
 
 from .evaluate import evaluate
 from .merge import min_memory, reduce_problem
+from .local import local_search
 from .mip import solve_mip
+from .prune import prune_dominated
 from .problem import Problem, Solution
 
 # The whole objective's upper bound maps to 2**40 (~1.1e12) units: far below 2**53, so
@@ -167,6 +169,24 @@ def _solve_cpsat(core: Problem, problem: Problem, budget, time_left_s: float, nu
     return reduced_choice, status, bound, nvars, ncons
 
 
+def _reduce(problem: Problem, say):
+    """merge.reduce_problem, then prune dominated strategies and reduce again.
+
+    Returns (expand: core choice -> full choice, core problem, cost offset)."""
+    first = reduce_problem(problem)
+    pruned = prune_dominated(first.problem) if first.problem.num_nodes else None
+    if pruned is None:
+        say(f"solve: reduced to {_size(first.problem)} (+{first.cost_offset:.6g} s fixed by elimination)")
+        return first.expand, first.problem, first.cost_offset
+    second = reduce_problem(pruned.problem)
+    say(f"solve: reduced to {_size(first.problem)}, pruned and reduced to {_size(second.problem)}")
+
+    def expand(core_choice):
+        return first.expand(pruned.expand(second.expand(core_choice)))
+
+    return expand, second.problem, first.cost_offset + second.cost_offset
+
+
 def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
           seed: int = 0, log: Callable[[str], None] | None = None,
           reduce: bool = True, deterministic: bool = True,
@@ -194,30 +214,34 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
         if least > budget:
             raise _memory_error(budget, least)
 
-    red = reduce_problem(problem) if reduce else None
-    core = red.problem if red else problem
-    offset = red.cost_offset if red else 0.0
-    if red:
-        say(f"solve: reduced to {_size(core)} (+{offset:.6g} s fixed by elimination)")
+    expand, core, offset = _reduce(problem, say) if reduce else ((lambda c: np.asarray(c)), problem, 0.0)
 
     if core.num_nodes == 0:
-        choice, status, bound, nvars, ncons = red.expand([]), "OPTIMAL", None, 0, 0
+        choice, status, bound, nvars, ncons = expand([]), "OPTIMAL", None, 0, 0
     elif backend == "cpsat":
         reduced_choice, status, core_bound, nvars, ncons = _solve_cpsat(
             core, problem, budget, time_limit_s - (time.perf_counter() - start), num_workers, seed,
             deterministic, deterministic_time_s)
-        choice = red.expand(reduced_choice) if red else reduced_choice
+        choice = expand(reduced_choice)
         bound = offset + core_bound
     else:
-        res = solve_mip(core, backend=backend, time_limit_s=time_limit_s - (time.perf_counter() - start))
+        hint = local_search(core) if not core.follows else None
+        if hint is not None:
+            say(f"solve: heuristic start {offset + evaluate(core, hint).total:.6g} s")
+        res = solve_mip(core, backend=backend, time_limit_s=time_limit_s - (time.perf_counter() - start), hint=hint)
         if res.status == "INFEASIBLE":
             raise _memory_error(budget, min_memory(problem))
-        if res.choice is None:
+        if res.choice is not None:
+            choice = expand(res.choice)
+            status, bound = res.status, offset + res.bound
+        elif hint is not None and evaluate(core, hint).feasible:
+            # the MIP ran out of time before its first solution: keep the heuristic's
+            choice, status, bound = expand(hint), "FEASIBLE", offset + res.bound
+        else:
             raise SolverTimeoutError(
                 f"{backend} found no plan for {_size(core)} within time_limit_s={time_limit_s} "
                 f"(status {res.status}). Raise the time limit, or loosen memory_budget.")
-        choice = red.expand(res.choice) if red else res.choice
-        status, bound, nvars, ncons = res.status, offset + res.bound, res.num_variables, res.num_constraints
+        nvars, ncons = res.num_variables, res.num_constraints
 
     result = evaluate(problem, choice)
     if result.violations:  # the reductions or the model have a bug: never hand it on

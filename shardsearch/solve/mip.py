@@ -61,12 +61,12 @@ def _quiet_stdout():
         os.close(saved)
 
 
-def solve_mip(p: Problem, *, backend: str, time_limit_s: float) -> MipResult:
+def solve_mip(p: Problem, *, backend: str, time_limit_s: float, hint: np.ndarray | None = None) -> MipResult:
     with _quiet_stdout():
-        return _solve_mip(p, backend, time_limit_s)
+        return _solve_mip(p, backend, time_limit_s, hint)
 
 
-def _solve_mip(p: Problem, backend: str, time_limit_s: float) -> MipResult:
+def _solve_mip(p: Problem, backend: str, time_limit_s: float, hint: np.ndarray | None) -> MipResult:
     solver = pywraplp.Solver.CreateSolver(backend.upper())
     if solver is None:
         raise ValueError(f"OR-Tools has no {backend!r} MIP solver in this build; use backend='cpsat'")
@@ -115,8 +115,13 @@ def _solve_mip(p: Problem, backend: str, time_limit_s: float) -> MipResult:
                 if mm[s]:
                     mem.SetCoefficient(var, float(mm[s]))
     objective.SetMinimization()
+    if hint is not None and backend.lower() != "highs":  # HiGHS crashes on hints (ortools 9.15)
+        solver.SetHint([var for xi in x for var in xi], [float(s == hint[i]) for i, xi in enumerate(x) for s in range(len(xi))])
     solver.SetTimeLimit(max(int(time_limit_s * 1000), 100))
-    code = solver.Solve()
+    params = pywraplp.MPSolverParameters()
+    # The default 1e-4 relative gap stops on plans measurably worse than the best.
+    params.SetDoubleParam(params.RELATIVE_MIP_GAP, 1e-7)
+    code = solver.Solve(params)
     status = _STATUS.get(code, "UNKNOWN")
     choice = None
     if code in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
