@@ -8,6 +8,8 @@ import time
 import warnings
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from cost_model import Cluster, MeshShape
 from shardsearch.config import SearchConfig
 from shardsearch.graph import OpGraph
@@ -84,10 +86,13 @@ def search(
         search_s=time.perf_counter() - t0,
     )
     if solution.status != "OPTIMAL":
-        gap = solution.objective - solution.bound
+        if np.isfinite(solution.bound):
+            proof = f"lower bound {solution.bound:.4g} s, gap {solution.objective - solution.bound:.3g} s"
+        else:
+            proof = "the ILP found no solution in time, so this is the local-search plan"
         warnings.warn(
             f"shardsearch: the plan is not proven optimal ({solution.status}; predicted "
-            f"{solution.objective:.4g} s/step, lower bound {solution.bound:.4g} s, gap {gap:.3g} s). "
+            f"{solution.objective:.4g} s/step; {proof}). "
             f"Raise time_limit_s (now {config.time_limit_s}) for a better or proven plan.",
             stacklevel=3,
         )
