@@ -1,0 +1,1 @@
+"""Running plans: multi-process launch on jax.distributed and sharded checkpoints."""
