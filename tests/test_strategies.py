@@ -83,20 +83,17 @@ def test_dot_data_parallel_column_and_2d():
     assert both.collectives == () and both.flops == full / 8
 
 
-def test_dot_row_split_all_reduce_and_reduce_scatter():
+def test_dot_row_split_all_reduces_and_never_reduce_scatters():
     op, strats = _matmul()
     ins = [((), ("model",)), (("model",), ())]
     row = find(strats, ins, ((), ()))
     assert [(c.kind, c.axes) for c in row.collectives] == [(AR, ("model",))]
     assert row.collectives[0].nbytes == 16 * 64 * 4  # local output: not split
     assert row.flops == 2.0 * 16 * 32 * 64 / 4
-    rs = find(strats, ins, (("model",), ()))
-    assert [(c.kind, c.axes) for c in rs.collectives] == [(RS, ("model",))]
-    assert rs.collectives[0].nbytes == 16 * 64 * 4  # before the scatter
-    assert rs.bytes_accessed < row.bytes_accessed
-    # Data-parallel rows plus a row split: scattered axes go minor on the output dim.
-    rs2 = find(strats, [(("data",), ("model",)), (("model",), ())], (("data", "model"), ()))
-    assert rs2.collectives[0].nbytes == 8 * 64 * 4
+    # XLA emits an output split over a contracting axis as all-reduce + slice (or a
+    # collective-permute): no strategy claims the cheaper reduce-scatter.
+    assert all(c.kind is not RS for s in strats for c in s.collectives)
+    assert not [s for s in strats if s.in_specs == tuple(ins) and s.out_specs == ((("model",), ()),)]
 
 
 def test_dot_one_dim_over_both_axes_in_both_orders():
@@ -121,7 +118,7 @@ def test_dot_batch_dim_einsum():
 def test_dot_strategy_count_and_no_duplicates():
     _, strats = _matmul()
     keys = [(s.in_specs, s.out_specs) for s in strats]
-    assert len(keys) == len(set(keys)) == 35  # 19 axis placements + 16 reduce-scatter variants
+    assert len(keys) == len(set(keys)) == 19  # one per placement of the axes on (m, n, k)
     assert strats[0].name == "RxR @ RxR -> RxR" and strats[0].collectives == ()
     # A 2-D mesh keeps a 4-dim attention einsum in the tens.
     op = dot_view((8, 4, 16, 32), (8, 4, 16, 32), (((3,), (3,)), ((0, 1), (0, 1))), (8, 4, 16, 16))

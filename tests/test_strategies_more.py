@@ -156,8 +156,8 @@ def test_embedding_gather_strategies():
     assert find(strats, [((), M), R3], ((), (), M)).collectives == ()
     vocab = find(strats, [(M, ()), (D, (), ())], (D, (), ()))
     assert [(c.kind, c.axes, c.nbytes) for c in vocab.collectives] == [(AR, M, 4 * 12 * 16 * 4)]
-    rs = find(strats, [(M, ()), (D, (), ())], (D, M, ()))  # vocab-parallel, reduce-scattered onto seq
-    assert [(c.kind, c.axes, c.nbytes) for c in rs.collectives] == [(RS, M, 4 * 12 * 16 * 4)]
+    # XLA emits reduce-scatter as all-reduce + slice: only the all-reduce is offered.
+    assert all(c.kind is not RS for s in strats for c in s.collectives)
     # A table read is only the rows looked up: the replicated gather does not read 32 x 16.
     assert strats[0].bytes_accessed == (8 * 12 + 2 * 8 * 12 * 16) * 4
     assert len(strats) < 80
@@ -204,8 +204,7 @@ def test_embedding_gradient_scatter_add():
     assert ruled and op.in_shapes == ((32, 16), (8, 12, 1), (8, 12, 16))
     dp = find(strats, [R2, (D, (), ()), (D, (), ())], R2)
     assert [(c.kind, c.axes, c.nbytes) for c in dp.collectives] == [(AR, D, 32 * 16 * 4)]
-    onto_vocab = find(strats, [R2, (D, (), ()), (D, (), ())], (D, ()))
-    assert [(c.kind, c.axes) for c in onto_vocab.collectives] == [(RS, D)]
+    assert all(c.kind is not RS for s in strats for c in s.collectives)
     embed = find(strats, [((), M), R3, ((), (), M)], ((), M))
     assert embed.collectives == ()
     rows = find(strats, [(M, ()), R3, R3], (M, ()))  # each device applies the updates to its rows

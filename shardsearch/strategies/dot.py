@@ -3,7 +3,13 @@
 Logical dims are the batch dims, the lhs free dims, the rhs free dims and the
 contracting dims. An axis on a batch or free dim splits the output (data parallel,
 Megatron column); an axis on a contracting dim leaves partial sums that are
-all-reduced, or reduce-scattered onto an output dim (Megatron row).
+all-reduced (Megatron row).
+
+There is no reduce-scatter strategy: XLA's SPMD partitioner emits an output split
+over a contracting axis as an all-reduce and a local slice (the CPU compiler has no
+reduce-scatter creator), and on some device orders as a slice over another axis plus
+a collective-permute. The all-reduce strategy followed by a free slice on the
+consumer's edge is that program, priced as XLA emits it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from cost_model.collectives import Collective, CollectiveKind
 from cost_model.mesh import MeshShape, Spec
 
 from shardsearch.strategies.base import OpView, Strategy, register
-from shardsearch.strategies.specs import divides, enumerate_specs, io_bytes, spec_bytes, spec_name
+from shardsearch.strategies.specs import enumerate_specs, io_bytes, spec_bytes, spec_name
 
 
 def _dims(op: OpView):
@@ -41,8 +47,7 @@ def _dims(op: OpView):
 def _name(lhs: Spec, rhs: Spec, out: Spec, coll: Collective | None) -> str:
     name = f"{spec_name(lhs)} @ {spec_name(rhs)} -> {spec_name(out)}"
     if coll is not None:
-        tag = "AR" if coll.kind is CollectiveKind.ALL_REDUCE else "RS"
-        name += f" [{tag}({','.join(coll.axes)})]"
+        name += f" [AR({','.join(coll.axes)})]"
     return name
 
 
@@ -68,13 +73,4 @@ def dot_general_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
         ar = Collective(CollectiveKind.ALL_REDUCE, tuple(a for a in mesh.axis_names if a in caxes), full)
         result.append(Strategy(_name(lhs, rhs, out, ar), (lhs, rhs), (out,), (ar,),
                                flops, io_bytes(op, (lhs, rhs), (out,), mesh)))
-        # Reduce-scatter: the scattered axes become the minor split of one output dim.
-        rs = Collective(CollectiveKind.REDUCE_SCATTER, caxes, full)
-        for o in range(n_out):
-            axes = out[o] + caxes
-            if not divides(out_shape[o], axes, mesh):
-                continue
-            scattered = out[:o] + (axes,) + out[o + 1:]
-            result.append(Strategy(_name(lhs, rhs, scattered, rs), (lhs, rhs), (scattered,), (rs,),
-                                   flops, io_bytes(op, (lhs, rhs), (scattered,), mesh)))
     return result

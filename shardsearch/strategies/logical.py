@@ -4,8 +4,8 @@ A *logical dim* is one index of the computation that appears in some of the oper
 and outputs (at most once in each). Splitting it splits those tensor dims together.
 Splitting a *partial* logical dim (one absent from the output: a contracted feature
 dim, a masked row lookup, a scattered-from batch dim) leaves each device with a
-partial result of the whole local output: it is all-reduced, or reduce-scattered
-onto an output dim that a non-partial logical dim indexes (scattered axes minor).
+partial result of the whole local output: it is all-reduced. (No reduce-scatter: XLA
+emits one as an all-reduce and a local slice, see strategies/dot.py.)
 Tensor dims that no logical dim names (spatial dims, index vectors) stay whole.
 """
 
@@ -18,7 +18,7 @@ from cost_model.collectives import Collective, CollectiveKind
 from cost_model.mesh import MeshShape, Spec
 
 from shardsearch.strategies.base import OpView, Strategy
-from shardsearch.strategies.specs import divides, enumerate_specs, spec_bytes, spec_name
+from shardsearch.strategies.specs import enumerate_specs, spec_bytes, spec_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,7 @@ BytesFn = Callable[[tuple[Spec, ...], tuple[Spec, ...]], float]
 def _name(ins, outs, coll: Collective | None) -> str:
     name = f"{', '.join(spec_name(s) for s in ins)} -> {', '.join(spec_name(s) for s in outs)}"
     if coll is not None:
-        tag = "AR" if coll.kind is CollectiveKind.ALL_REDUCE else "RS"
-        name += f" [{tag}({','.join(coll.axes)})]"
+        name += f" [AR({','.join(coll.axes)})]"
     return name
 
 
@@ -50,7 +49,6 @@ def logical_strategies(op: OpView, mesh: MeshShape, dims: Sequence[LDim],
     n_in = len(op.in_shapes)
     ranks = [len(s) for s in op.in_shapes + op.out_shapes]
     out_shape, itemsize = tuple(op.out_shapes[0]), op.out_dtypes[0].itemsize
-    targets = sorted({d.at[n_in] for d in dims if not d.partial and d.at[n_in] is not None})
     result = []
     for assign in enumerate_specs([d.size for d in dims], mesh):
         specs = [[()] * r for r in ranks]
@@ -69,11 +67,4 @@ def logical_strategies(op: OpView, mesh: MeshShape, dims: Sequence[LDim],
         # An all-reduce is over a set of axes: mesh order keeps names canonical.
         ar = Collective(CollectiveKind.ALL_REDUCE, tuple(a for a in mesh.axis_names if a in caxes), full)
         result.append(Strategy(_name(ins, outs, ar), ins, outs, (ar,), work, nbytes(ins, outs)))
-        rs = Collective(CollectiveKind.REDUCE_SCATTER, caxes, full)
-        for o in targets:
-            axes = outs[0][o] + caxes
-            if not divides(out_shape[o], axes, mesh):
-                continue
-            scattered = (outs[0][:o] + (axes,) + outs[0][o + 1:],) + outs[1:]
-            result.append(Strategy(_name(ins, scattered, rs), ins, scattered, (rs,), work, nbytes(ins, scattered)))
     return result
