@@ -15,6 +15,7 @@ from jax.sharding import AxisType, Mesh
 import shardsearch as ss
 from benchmarks.baselines import Baseline, applicable, compile_baseline
 from benchmarks.judge import judge
+from benchmarks.wallclock import concrete_args, median_step_s
 from benchmarks.models import get_workload
 from cost_model import Cluster, MeshShape
 
@@ -39,6 +40,7 @@ class Row:
     plan_s: float | None = None  # shardsearch only: trace + search
     predicted_s: float | None = None  # shardsearch only: what the cost model said
     error: str | None = None
+    wall_s: float | None = None  # measured on the devices at hand (fake CPU mesh), median
 
 
 def make_mesh(shape: Sequence[int]) -> Mesh:
@@ -69,6 +71,7 @@ def run_config(
     mesh_shape: Sequence[int],
     *,
     baselines: Sequence[Baseline] = tuple(Baseline),
+    wallclock: bool = False,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> list[Row]:
     workload = get_workload(suite, config)
@@ -76,6 +79,10 @@ def run_config(
     mshape = MeshShape(tuple(mesh.axis_names), tuple(mesh.devices.shape))
     base = dict(suite=suite, config=config, cluster=cluster.name, mesh="x".join(map(str, mesh_shape)))
     rows: list[Row] = []
+    host_args = concrete_args(workload.args) if wallclock else None
+
+    def wall(compiled) -> dict:
+        return {"wall_s": median_step_s(compiled, host_args)} if wallclock else {}
 
     t0 = time.perf_counter()
     replicated = compile_baseline(workload, mesh, Baseline.REPLICATED)
@@ -90,7 +97,7 @@ def run_config(
     compiled = step.lower(*workload.args).compile()
     rows.append(
         _row({**base, "strategy": SHARDSEARCH}, judge(compiled, cluster), cluster, ideal_s,
-             time.perf_counter() - t0, plan_s=plan_s, predicted_s=plan.predicted.total_s)
+             time.perf_counter() - t0, plan_s=plan_s, predicted_s=plan.predicted.total_s, **wall(compiled))
     )
     say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s")
 
@@ -99,8 +106,9 @@ def run_config(
             continue
         t0 = time.perf_counter()
         compiled = replicated if b is Baseline.REPLICATED else compile_baseline(workload, mesh, b)
+        compile_s = time.perf_counter() - t0
         rows.append(_row({**base, "strategy": b.value}, judge(compiled, cluster), cluster, ideal_s,
-                         time.perf_counter() - t0))
+                         compile_s, **wall(compiled)))
         say(f"  {config} {base['mesh']}: {b.value} judged {rows[-1].total_s:.4g} s")
     return rows
 
