@@ -1,6 +1,7 @@
 """shardsearch: automatic parallelization of JAX training steps."""
 
 from shardsearch.api import AutoSharded, auto, plan
+from shardsearch.apply.export import apply_rules
 from shardsearch.config import SearchConfig
 from shardsearch.errors import (
     ClusterError,
@@ -26,6 +27,7 @@ __all__ = [
     "ShardsearchError",
     "SolveStats",
     "TraceError",
+    "apply_rules",
     "auto",
     "plan",
 ]

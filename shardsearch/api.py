@@ -10,6 +10,8 @@ import jax
 
 from cost_model import Cluster
 from shardsearch.apply import as_auto_mesh, build_jitted, mesh_shape, place_args
+from shardsearch.apply.mesh import device_mesh
+from shardsearch.apply.plan_io import program_mismatch
 from shardsearch.config import SearchConfig
 from shardsearch.errors import PlanError
 from shardsearch.graph import OpGraph
@@ -20,10 +22,6 @@ from shardsearch.trace import abstract_args
 PLAN_MESH_MISMATCH = (
     "this plan was made for mesh {planned} but is being applied on mesh {given}; "
     "plan again for the new mesh (shardsearch.auto / shardsearch.plan)"
-)
-PLAN_PROGRAM_MISMATCH = (
-    "this plan was made for program {planned} but {name} with these arguments traces to program {given}; "
-    "the function or the argument shapes changed - plan again"
 )
 
 
@@ -59,7 +57,7 @@ class AutoSharded:
 
     @classmethod
     def from_plan(cls, fn, plan: Plan, *, mesh=None, donate_argnums=()) -> "AutoSharded":
-        mesh = plan.mesh.axis_sizes if mesh is None else mesh
+        mesh = device_mesh(plan.mesh) if mesh is None else mesh  # keeps the plan's axis names
         out = cls(fn, mesh=mesh, donate_argnums=donate_argnums, plan=plan)
         given = mesh_shape(out.mesh)
         if given != plan.mesh:
@@ -79,9 +77,7 @@ class AutoSharded:
             graph, phash = retrace(self.fn, args)
             if phash != self._fixed_plan.program_hash:
                 name = getattr(self.fn, "__name__", "the function")
-                raise PlanError(
-                    PLAN_PROGRAM_MISMATCH.format(planned=self._fixed_plan.program_hash, name=name, given=phash)
-                )
+                raise PlanError(program_mismatch(self._fixed_plan, graph, name, phash))
             plan = self._fixed_plan.with_trees(graph.in_tree, graph.out_tree)
         else:
             found = search(

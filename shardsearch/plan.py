@@ -81,6 +81,9 @@ class Plan:
     stats: SolveStats
     fallback: tuple[FallbackOp, ...]
     program_hash: str
+    # (shape, dtype name) of each argument leaf, to say what differs when a plan is
+    # applied to another program; () for plans read from files that predate them
+    in_avals: tuple[tuple[tuple[int, ...], str], ...] = ()
 
     def summary(self) -> str:
         from shardsearch.report import summarize
@@ -111,6 +114,20 @@ class Plan:
             in_specs=jax.tree_util.tree_unflatten(in_tree, [to_partition_spec(s) for s in self.flat_in_specs]),
             out_specs=jax.tree_util.tree_unflatten(out_tree, [to_partition_spec(s) for s in self.flat_out_specs]),
         )
+
+    def partition_spec_source(self, argnum: int = 0, *, name: str = "specs") -> str:
+        """Python source assigning ``name`` the PartitionSpec pytree of argument ``argnum``,
+        to paste into code (``jax.device_put(x, NamedSharding tree)`` or ``in_shardings``)."""
+        from shardsearch.apply.export import partition_spec_source
+
+        return partition_spec_source(self, argnum, name=name)
+
+    def sharding_rules(self, argnum: int = 0) -> list[tuple[str, PartitionSpec]]:
+        """``[(path_regex, PartitionSpec), ...]`` for argument ``argnum``, matched against
+        ``jax.tree_util.keystr`` paths; apply them with ``shardsearch.apply_rules``."""
+        from shardsearch.apply.export import sharding_rules
+
+        return sharding_rules(self, argnum)
 
     def apply(self, fn: Callable, *, mesh=None, donate_argnums=()):
         """``fn`` compiled with this plan, without searching again (see ``shardsearch.auto``)."""
@@ -190,6 +207,7 @@ def assemble_plan(
             for i in sorted(fallback)
         ),
         program_hash=program_hash,
+        in_avals=tuple((graph.nodes[n].outputs[0].shape, graph.nodes[n].outputs[0].dtype.name) for n in graph.input_nodes),
     )
     return plan.with_trees(graph.in_tree, graph.out_tree)
 

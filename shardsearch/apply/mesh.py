@@ -58,3 +58,9 @@ def mesh_shape(mesh) -> MeshShape:
     if isinstance(mesh, Mesh):
         return MeshShape(tuple(mesh.axis_names), tuple(int(s) for s in mesh.devices.shape))
     raise MeshError(BAD_MESH.format(mesh=mesh))
+
+
+def device_mesh(shape: MeshShape) -> Mesh:
+    """A Mesh of ``shape`` (its axis names kept) over the first devices of ``jax.devices()``."""
+    grid = as_auto_mesh(tuple(shape.axis_sizes)).devices  # a clear error when too few devices
+    return Mesh(grid, shape.axis_names, axis_types=(AxisType.Auto,) * len(shape.axis_names))

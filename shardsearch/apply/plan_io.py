@@ -14,19 +14,70 @@ FORMAT = "shardsearch-plan"
 VERSION = 1
 
 BAD_FILE = "{path} is not a readable shardsearch plan ({why}); re-create it with plan.save(path)"
+NEWER_FILE = (
+    "{path} holds a plan in format version {found}, newer than this shardsearch reads ({version}); "
+    "upgrade shardsearch, or plan again with this version and plan.save(path)"
+)
+PROGRAM_MISMATCH = (
+    "this plan was made for another program than {name}(*args): {detail}. "
+    "Call it with the arguments the plan was made for, or plan again for these "
+    "(shardsearch.auto / shardsearch.plan)"
+)
 
 
 def _spec_json(spec) -> list[list[str]]:
     return [list(d) for d in spec]
 
 
-def _spec_load(x) -> tuple[tuple[str, ...], ...]:
+def _spec_load(x, mesh: MeshShape, where: str) -> tuple[tuple[str, ...], ...]:
     if not isinstance(x, list) or not all(isinstance(d, list) and all(isinstance(a, str) for a in d) for d in x):
-        raise ValueError(f"a spec must be a list of lists of mesh-axis names, got {x!r}")
+        raise ValueError(f"{where}: a spec must be a list of lists of mesh-axis names, got {x!r}")
+    axes = [a for d in x for a in d]
+    unknown = sorted(set(axes) - set(mesh.axis_names))
+    if unknown:
+        raise ValueError(f"{where}: spec {x!r} names mesh axes {unknown} that the plan's mesh {list(mesh.axis_names)} lacks")
+    if len(axes) != len(set(axes)):
+        raise ValueError(f"{where}: spec {x!r} uses a mesh axis twice")
     return tuple(tuple(d) for d in x)
 
 
+def _mesh_load(m) -> MeshShape:
+    names, sizes = m["axis_names"], m["axis_sizes"]
+    if not isinstance(names, list) or not all(isinstance(a, str) for a in names) or len(set(names)) != len(names):
+        raise ValueError(f"mesh axis_names must be a list of distinct strings, got {names!r}")
+    if not isinstance(sizes, list) or not all(isinstance(n, int) and n > 0 for n in sizes) or len(sizes) != len(names):
+        raise ValueError(f"mesh axis_sizes must be {len(names)} positive integers, got {sizes!r}")
+    return MeshShape(tuple(names), tuple(sizes))
+
+
+def _field(d: dict, key: str, kind: type):
+    value = d[key]
+    if not isinstance(value, kind):
+        raise ValueError(f"{key!r} must be a JSON {'object' if kind is dict else 'list'}, got {type(value).__name__}")
+    if kind is list and not all(isinstance(x, dict) for x in value):
+        raise ValueError(f"every entry of {key!r} must be a JSON object")
+    return value
+
+
+def _record(cls, d: dict, key: str):
+    """``cls(**d[key])`` for a dataclass, naming the fields that are missing."""
+    fields = _field(d, key, dict)
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in fields and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{key!r} lacks the fields {missing}")
+    return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls) if f.name in fields})
+
+
+def _aval_json(aval) -> dict[str, Any]:
+    return {"shape": list(aval[0]), "dtype": aval[1]} if aval else {}
+
+
 def plan_to_dict(plan) -> dict[str, Any]:
+    in_avals = plan.in_avals or ((),) * len(plan.in_paths)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -35,7 +86,10 @@ def plan_to_dict(plan) -> dict[str, Any]:
         "cluster": plan.cluster,
         "predicted": dataclasses.asdict(plan.predicted),
         "stats": dataclasses.asdict(plan.stats),
-        "arguments": [{"path": p, "spec": _spec_json(s)} for p, s in zip(plan.in_paths, plan.flat_in_specs)],
+        "arguments": [
+            {"path": p, "spec": _spec_json(s), **_aval_json(a)}
+            for p, s, a in zip(plan.in_paths, plan.flat_in_specs, in_avals)
+        ],
         "results": [{"path": p, "spec": _spec_json(s)} for p, s in zip(plan.out_paths, plan.flat_out_specs)],
         "operators": [
             {
@@ -51,18 +105,37 @@ def plan_to_dict(plan) -> dict[str, Any]:
     }
 
 
+def _in_avals(arguments: list) -> tuple:
+    """Shapes and dtypes of the arguments; () when the file predates them (still version 1)."""
+    if not all("shape" in a for a in arguments):
+        return ()
+    out = []
+    for a in arguments:
+        shape, dtype = a["shape"], a["dtype"]
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ValueError(f"argument {a['path']}: shape must be a list of sizes, got {shape!r}")
+        out.append((tuple(shape), str(dtype)))
+    return tuple(out)
+
+
 def plan_from_dict(d: dict[str, Any], where: str = "plan"):
     from shardsearch.plan import FallbackOp, Plan, Predicted, SolveStats
 
+    if d.get("format") != FORMAT:
+        raise PlanError(BAD_FILE.format(path=where, why=f"'format' is {d.get('format')!r}, expected {FORMAT!r}"))
+    version = d.get("version")
+    if isinstance(version, int) and version > VERSION:
+        raise PlanError(NEWER_FILE.format(path=where, found=version, version=VERSION))
     try:
-        if d.get("format") != FORMAT:
-            raise ValueError(f"'format' is {d.get('format')!r}, expected {FORMAT!r}")
-        if d.get("version") != VERSION:
-            raise ValueError(f"version {d.get('version')!r} is not supported (this shardsearch reads {VERSION})")
-        mesh = MeshShape(tuple(d["mesh"]["axis_names"]), tuple(int(n) for n in d["mesh"]["axis_sizes"]))
-        ops = d["operators"]
-        in_specs = tuple(_spec_load(a["spec"]) for a in d["arguments"])
-        out_specs = tuple(_spec_load(a["spec"]) for a in d["results"])
+        if version != VERSION:
+            raise ValueError(f"version {version!r} is not supported (this shardsearch reads {VERSION})")
+        mesh = _mesh_load(_field(d, "mesh", dict))
+        ops = _field(d, "operators", list)
+        arguments, results = _field(d, "arguments", list), _field(d, "results", list)
+        if not all(isinstance(a.get("path"), str) for a in arguments + results):
+            raise ValueError("every argument and result needs a string 'path'")
+        in_specs = tuple(_spec_load(a["spec"], mesh, a["path"]) for a in arguments)
+        out_specs = tuple(_spec_load(a["spec"], mesh, a["path"]) for a in results)
         return Plan(
             mesh=mesh,
             cluster=str(d["cluster"]),
@@ -70,23 +143,27 @@ def plan_from_dict(d: dict[str, Any], where: str = "plan"):
             out_specs=None,
             flat_in_specs=in_specs,
             flat_out_specs=out_specs,
-            in_paths=tuple(a["path"] for a in d["arguments"]),
-            out_paths=tuple(a["path"] for a in d["results"]),
-            node_out_specs={int(o["node"]): tuple(_spec_load(s) for s in o["out_specs"]) for o in ops},
+            in_paths=tuple(a["path"] for a in arguments),
+            out_paths=tuple(a["path"] for a in results),
+            node_out_specs={
+                int(o["node"]): tuple(_spec_load(s, mesh, f"operator {o['node']}") for s in o["out_specs"])
+                for o in ops
+            },
             node_operand_specs={
-                int(o["node"]): {int(j): _spec_load(s) for j, s in o["operand_specs"].items()}
+                int(o["node"]): {int(j): _spec_load(s, mesh, f"operator {o['node']}") for j, s in o["operand_specs"].items()}
                 for o in ops
                 if o["operand_specs"]
             },
             node_strategy={int(o["node"]): str(o["strategy"]) for o in ops},
             node_primitive={int(o["node"]): str(o["primitive"]) for o in ops},
-            predicted=Predicted(**d["predicted"]),
-            stats=SolveStats(**d["stats"]),
+            predicted=_record(Predicted, d, "predicted"),
+            stats=_record(SolveStats, d, "stats"),
             fallback=tuple(
                 FallbackOp(f["node"], f["primitive"], tuple(tuple(s) for s in f["shapes"]), f["label"])
-                for f in d["fallback"]
+                for f in _field(d, "fallback", list)
             ),
             program_hash=str(d["program_hash"]),
+            in_avals=_in_avals(arguments),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
@@ -102,8 +179,42 @@ def load_plan(path: str | os.PathLike):
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PlanError(BAD_FILE.format(path=path, why=str(err))) from err
     if not isinstance(data, dict):
         raise PlanError(BAD_FILE.format(path=path, why="the file does not hold a JSON object"))
     return plan_from_dict(data, str(path))
+
+
+def _fmt(aval) -> str:
+    return f"{aval[1]}{list(aval[0])}"
+
+
+def program_mismatch(plan, graph, name: str, given_hash: str) -> str:
+    """Why a traced program (an OpGraph) differs from the one a plan was made for:
+    a PlanError message naming the first argument that differs."""
+    in_paths = graph.in_paths
+    in_avals = [(graph.nodes[n].outputs[0].shape, graph.nodes[n].outputs[0].dtype.name) for n in graph.input_nodes]
+    planned = dict(zip(plan.in_paths, plan.in_avals or ((),) * len(plan.in_paths)))
+    given = dict(zip(in_paths, in_avals))
+    missing = [p for p in plan.in_paths if p not in given]
+    extra = [p for p in in_paths if p not in planned]
+    if missing or extra:
+        detail = f"the plan has {len(planned)} argument leaves, this call {len(given)}"
+        if missing:
+            detail += f"; the plan's {missing[0]} is not among this call's arguments"
+        if extra:
+            detail += f"; this call's {extra[0]} is not in the plan"
+    elif not plan.in_avals:
+        detail = (
+            f"the argument shapes or the function changed (program {given_hash}, plan {plan.program_hash}; "
+            "this plan file does not record argument shapes)"
+        )
+    else:
+        changed = [p for p in in_paths if planned[p] != given[p]]
+        if changed:
+            p = changed[0]
+            detail = f"argument {p} is {_fmt(given[p])} here but {_fmt(planned[p])} in the plan"
+        else:
+            detail = f"same arguments, but the function body differs (program {given_hash}, plan {plan.program_hash})"
+    return PROGRAM_MISMATCH.format(name=name, detail=detail)
