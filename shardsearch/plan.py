@@ -105,6 +105,20 @@ class Plan:
 
         return load_plan(path)
 
+    def fingerprint(self) -> str:
+        """A short stable hash of what was chosen: program, mesh, cluster and every layout.
+
+        Timings and predicted costs are left out, so two processes (or two runs) that
+        chose the same shardings print the same fingerprint.
+        """
+        import hashlib
+        import json
+
+        from shardsearch.apply.plan_io import plan_to_dict
+
+        chosen = {k: v for k, v in plan_to_dict(self).items() if k not in ("stats", "predicted")}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
     def with_trees(self, in_tree, out_tree) -> "Plan":
         """This plan with ``in_specs``/``out_specs`` as pytrees of the given structures."""
         import jax
