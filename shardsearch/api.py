@@ -16,6 +16,7 @@ from shardsearch.config import SearchConfig
 from shardsearch.errors import PlanError
 from shardsearch.graph import OpGraph
 from shardsearch.plan import Plan
+from shardsearch.runtime.distributed import agree_on_plan
 from shardsearch.search import retrace, search
 from shardsearch.trace import abstract_args
 
@@ -89,6 +90,7 @@ class AutoSharded:
                 config=self.config,
             )
             graph, plan = found.graph, found.plan
+            plan = agree_on_plan(plan, graph.in_tree, graph.out_tree)  # a no-op with one process
         jitted = build_jitted(
             graph, plan, self.mesh, donate_argnums=self.donate_argnums, constrain=self.config.constrain_intermediates
         )

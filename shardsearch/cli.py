@@ -4,6 +4,7 @@
     shardsearch explain plan.json
     shardsearch bench --suite gpt --cluster h100-8 --mesh 2x4 --mesh 4x2
     shardsearch presets
+    shardsearch launch -n 2 --local-devices 4 -- python -m examples.multihost_gpt
 
 ``plan`` takes ``MODULE:FUNCTION`` (a module name or a .py path): a function of no
 arguments that returns ``(train_step, example_args)``; the args may be
@@ -118,6 +119,29 @@ def bench(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err
     typer.echo(f"report written to {path}")
+
+
+@app.command()
+def launch(
+    command: list[str] = typer.Argument(..., help="the worker command, after --"),
+    num_processes: int = typer.Option(2, "-n", "--num-processes", help="processes to start on this machine"),
+    local_devices: Optional[int] = typer.Option(None, help="CPU devices per process (fake devices for testing)"),
+    port: Optional[int] = typer.Option(None, help="coordinator port on 127.0.0.1 (default: a free one)"),
+    timeout: Optional[float] = typer.Option(None, help="stop every process after this many seconds"),
+):
+    """Start N local processes of one jax.distributed run; each calls initialize_from_env().
+
+    shardsearch launch -n 2 --local-devices 4 -- python -m examples.multihost_gpt
+    """
+    from shardsearch.errors import ShardsearchError
+    from shardsearch.runtime.launch import launch as run_processes
+
+    try:
+        code = run_processes(command, num_processes, local_devices=local_devices, port=port, timeout_s=timeout)
+    except ShardsearchError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from err
+    raise typer.Exit(code if code >= 0 else 128 - code)  # killed by signal s: 128 + s, as shells report it
 
 
 @app.command()

@@ -10,6 +10,7 @@ __all__ = [
     "MemoryBudgetError",
     "OptionError",
     "PlanError",
+    "DistributedError",
 ]
 
 
@@ -31,3 +32,7 @@ class OptionError(ShardsearchError):
 
 class PlanError(ShardsearchError):
     """A plan does not match the program, mesh or arguments it is used with."""
+
+
+class DistributedError(ShardsearchError):
+    """A multi-process run is set up wrongly (launch settings, processes that disagree)."""

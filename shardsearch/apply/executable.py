@@ -70,17 +70,27 @@ def build_jitted(
     )
 
 
+def _place(x, sharding: NamedSharding) -> jax.Array:
+    """One argument as a global array laid out by ``sharding``.
+
+    Works the same with one process or many (``jax.distributed``): a global array that
+    spans processes is resharded on device; host data (numpy, Python scalars, arrays on
+    this process's devices) is taken to be the same full array on every process, and
+    each process places only the shards its own devices hold.
+    """
+    if isinstance(x, jax.Array):
+        if x.sharding == sharding:  # not merely equivalent: a mesh with Explicit axes must not leak in
+            return x
+        if jax.process_count() == 1 or not x.is_fully_addressable:
+            return jax.device_put(x, sharding)  # reshard on device, across processes if need be
+        # a local array in a multi-process run: slice it on device (keeps PRNG key dtypes)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+    arr = np.asarray(x)
+    return jax.make_array_from_callback(arr.shape, sharding, lambda idx: arr[idx])
+
+
 def place_args(args: tuple, graph: OpGraph, plan: Plan, mesh: Mesh) -> tuple:
-    """Put host arrays (or arrays laid out differently) where the plan wants them."""
+    """Put every argument where the plan wants it (see ``_place``); outputs of a
+    previous step, already laid out as planned, pass through untouched."""
     shardings = jax.tree_util.tree_unflatten(graph.in_tree, flat_in_shardings(plan, mesh))
-
-    def put(x, sh):
-        if isinstance(x, jax.Array):
-            if x.sharding == sh:
-                return x
-            if jax.process_count() == 1 or not x.is_fully_addressable:
-                return jax.device_put(x, sh)  # reshard on device
-        arr = np.asarray(x)  # host data: every process holds the full array
-        return jax.make_array_from_callback(arr.shape, sh, lambda idx: arr[idx])
-
-    return jax.tree_util.tree_map(put, args, shardings)
+    return jax.tree_util.tree_map(_place, args, shardings)

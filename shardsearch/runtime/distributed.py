@@ -1,0 +1,161 @@
+"""Joining a multi-process run: read the launcher's settings, start ``jax.distributed``,
+and make sure every process runs the same plan.
+
+``shardsearch launch`` (see ``runtime/launch.py``) sets the ``SHARDSEARCH_*`` variables
+below in each process it starts; a worker calls ``initialize_from_env()`` right after
+``import jax`` and before anything touches a device. Without those variables it does
+nothing, so the same script also runs as a single process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from typing import Mapping
+
+import jax
+import numpy as np
+
+from shardsearch.errors import DistributedError, PlanError
+
+ENV_COORDINATOR = "SHARDSEARCH_COORDINATOR"  # host:port of process 0's coordinator
+ENV_NUM_PROCESSES = "SHARDSEARCH_NUM_PROCESSES"
+ENV_PROCESS_ID = "SHARDSEARCH_PROCESS_ID"
+ENV_LOCAL_DEVICES = "SHARDSEARCH_LOCAL_DEVICES"  # CPU devices per process (optional)
+
+MISSING_SETTING = (
+    "{name} is not set but {given} is: a multi-process worker needs {all}. "
+    "Start workers with `shardsearch launch -n N -- python your_script.py`, or set all of them."
+)
+BAD_SETTING = "{name}={value!r} must be {what}; `shardsearch launch` sets it for you"
+TOO_LATE = (
+    "initialize_from_env() was called after jax had started its devices ({why}). "
+    "Call it right after `import jax`, before jax.devices(), any array or any computation."
+)
+PLANS_DIFFER = (
+    "processes chose different plans (fingerprints {fingerprints}); every process now uses "
+    "process 0's plan. Plans differ when the solver stops at time_limit_s before proving "
+    "optimality; raise time_limit_s, or save a plan once and load it on every process "
+    "(plan.save / Plan.load + plan.apply)."
+)
+PROGRAMS_DIFFER = (
+    "processes traced different programs (program hashes {hashes}): every process must call the "
+    "step with the same function and argument shapes (the global shapes, not per-process ones)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessSettings:
+    coordinator: str
+    num_processes: int
+    process_id: int
+    local_devices: int | None  # CPU devices this process shows; None: what the platform has
+
+
+def _int_setting(env: Mapping[str, str], name: str, lowest: int) -> int:
+    value = env[name]
+    try:
+        number = int(value)
+    except ValueError:
+        number = lowest - 1
+    if number < lowest:
+        raise DistributedError(BAD_SETTING.format(name=name, value=value, what=f"an integer >= {lowest}"))
+    return number
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> ProcessSettings | None:
+    """The launcher's settings from ``env`` (default ``os.environ``); None when not launched."""
+    env = os.environ if env is None else env
+    required = (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID)
+    given = [n for n in required if n in env]
+    if not given:
+        return None
+    for name in required:
+        if name not in env:
+            raise DistributedError(MISSING_SETTING.format(name=name, given=given[0], all=", ".join(required)))
+    host, _, port = env[ENV_COORDINATOR].rpartition(":")
+    if not host or not port.isdigit():
+        raise DistributedError(
+            BAD_SETTING.format(name=ENV_COORDINATOR, value=env[ENV_COORDINATOR], what="host:port, e.g. 127.0.0.1:1234")
+        )
+    num = _int_setting(env, ENV_NUM_PROCESSES, 1)
+    pid = _int_setting(env, ENV_PROCESS_ID, 0)
+    if pid >= num:
+        raise DistributedError(
+            BAD_SETTING.format(name=ENV_PROCESS_ID, value=env[ENV_PROCESS_ID], what=f"below {ENV_NUM_PROCESSES}={num}")
+        )
+    local = _int_setting(env, ENV_LOCAL_DEVICES, 1) if env.get(ENV_LOCAL_DEVICES) else None
+    return ProcessSettings(env[ENV_COORDINATOR], num, pid, local)
+
+
+def initialize(settings: ProcessSettings) -> None:
+    """Start ``jax.distributed`` for one process; on CPU, with ``local_devices`` devices
+    and gloo collectives (CPU computations across processes need them)."""
+    try:
+        if settings.local_devices is not None:
+            jax.config.update("jax_num_cpu_devices", settings.local_devices)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=settings.coordinator,
+            num_processes=settings.num_processes,
+            process_id=settings.process_id,
+        )
+    except RuntimeError as err:
+        if "before" not in str(err):  # not the "called too late" complaint: someone else's failure
+            raise
+        raise DistributedError(TOO_LATE.format(why=err)) from err
+
+
+def initialize_from_env(env: Mapping[str, str] | None = None) -> ProcessSettings | None:
+    """Join the run ``shardsearch launch`` started; returns its settings, or None (and does
+    nothing) when this process was not started by a launcher."""
+    settings = settings_from_env(env)
+    if settings is not None:
+        initialize(settings)
+    return settings
+
+
+def _gather_text(text: str) -> list[str]:
+    """``text`` from every process, in process order (a collective: all must call it)."""
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(text.encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(data.size))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [bytes(row[:n]).decode() for row, n in zip(rows, sizes)]
+
+
+def _broadcast_text(text: str) -> str:
+    """Process 0's ``text`` on every process (a collective: all must call it)."""
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(text.encode(), np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
+    padded = np.zeros(size, np.uint8)
+    padded[: min(size, data.size)] = data[:size]
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(padded))).decode()
+
+
+def agree_on_plan(plan, in_tree, out_tree):
+    """The plan every process will run: its own when all processes chose the same one
+    (the search is deterministic, so they should), else process 0's, with a warning.
+
+    A collective: in a multi-process run every process calls it, in the same order.
+    """
+    if jax.process_count() == 1:
+        return plan
+    from shardsearch.apply.plan_io import plan_from_dict, plan_to_dict
+
+    keys = _gather_text(f"{plan.program_hash} {plan.fingerprint()}")
+    hashes = sorted({k.split()[0] for k in keys})
+    if len(hashes) > 1:
+        raise PlanError(PROGRAMS_DIFFER.format(hashes=", ".join(hashes)))
+    if len(set(keys)) == 1:
+        return plan
+    warnings.warn(PLANS_DIFFER.format(fingerprints=", ".join(k.split()[1] for k in keys)), stacklevel=3)
+    chosen = plan_from_dict(json.loads(_broadcast_text(json.dumps(plan_to_dict(plan)))), "process 0's plan")
+    return chosen.with_trees(in_tree, out_tree)
