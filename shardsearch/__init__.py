@@ -4,6 +4,7 @@ from shardsearch.api import AutoSharded, auto, plan
 from shardsearch.apply.export import apply_rules
 from shardsearch.config import SearchConfig
 from shardsearch.errors import (
+    CheckpointError,
     ClusterError,
     MemoryBudgetError,
     MeshError,
@@ -13,9 +14,11 @@ from shardsearch.errors import (
     TraceError,
 )
 from shardsearch.plan import Plan, Predicted, SolveStats
+from shardsearch.runtime.checkpoint import restore_checkpoint, save_checkpoint
 
 __all__ = [
     "AutoSharded",
+    "CheckpointError",
     "ClusterError",
     "MemoryBudgetError",
     "MeshError",
@@ -30,6 +33,8 @@ __all__ = [
     "apply_rules",
     "auto",
     "plan",
+    "restore_checkpoint",
+    "save_checkpoint",
 ]
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ __all__ = [
     "MemoryBudgetError",
     "OptionError",
     "PlanError",
+    "CheckpointError",
     "DistributedError",
 ]
 
@@ -36,3 +37,7 @@ class PlanError(ShardsearchError):
 
 class DistributedError(ShardsearchError):
     """A multi-process run is set up wrongly (launch settings, processes that disagree)."""
+
+
+class CheckpointError(ShardsearchError):
+    """A checkpoint cannot be written or read back into the state it is restored as."""
