@@ -16,6 +16,9 @@ import numbers
 import os
 from typing import Any, Sequence
 
+import numpy as np
+
+from .collectives import CollectiveKind
 from .errors import ClusterError, ShardsearchError
 from .mesh import MeshShape
 
@@ -36,10 +39,30 @@ _HINTS = {
     '{"bandwidth": 5e10, "latency": 1e-5} for 400 Gb/s InfiniBand',
     "bandwidth": "bytes/s per device, e.g. 4.5e11",
     "latency": "seconds per message step, e.g. 5e-6",
+    "peak_flops_by_dtype": 'per-device FLOP/s per dtype, e.g. {"bfloat16": 9.89e14, "float32": 6.7e13}',
+    "num_nodes": "how many nodes the cluster has, e.g. 2; a mesh should use at most "
+    "num_nodes * devices_per_node devices",
+    "collectives": 'fitted Links per collective, e.g. {"all-reduce": {"intra_node": '
+    '{"bandwidth": 4e11, "latency": 8e-6}}}, as `shardsearch profile` writes them',
+    "measured": "a dict of the raw timings a profile was fitted to (kept as written)",
 }
 _REQUIRED = ("devices_per_node", "peak_flops", "memory_bytes", "intra_node", "inter_node")
-_OPTIONAL = ("name", "hbm_bandwidth", "description", "sources")
+_OPTIONAL = ("name", "hbm_bandwidth", "description", "sources",
+             "peak_flops_by_dtype", "num_nodes", "collectives", "measured")
 _LINK_KEYS = ("bandwidth", "latency")
+_SCOPES = ("intra_node", "inter_node")
+# dtypes a per-dtype peak may be given for (numpy/jax names).
+DTYPE_NAMES = ("float64", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2", "int8", "int4")
+
+NOT_A_DICT = "cluster {key!r} must be a dict ({hint}), got {value!r}; write it as such a dict"
+UNKNOWN_DTYPE = ("cluster 'peak_flops_by_dtype' has unknown dtype {dtype!r}; "
+                 "use dtype names from: {allowed}")
+UNKNOWN_COLLECTIVE = ("cluster 'collectives' has unknown collective {kind!r}; "
+                      "use names from: {allowed}")
+UNKNOWN_SCOPE = ("cluster 'collectives.{kind}' has unknown key {scope!r}; "
+                 "use intra_node and/or inter_node")
+BAD_NUM_NODES = "cluster 'num_nodes' must be a positive integer ({hint}), got {value!r}; fix the value"
+NOT_JSON = "cluster 'measured' must hold only JSON data ({hint}): {error}; write plain numbers, strings, lists, dicts"
 
 
 def _number(where: str, key: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -100,6 +123,13 @@ class Cluster:
     # Documentation only: two clusters with the same figures compare equal.
     description: str = dataclasses.field(default="", compare=False, repr=False)
     sources: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    # Sorted (dtype, FLOP/s) pairs; a dict is accepted and normalized.
+    peak_flops_by_dtype: tuple[tuple[str, float], ...] = ()
+    num_nodes: int | None = None
+    # Sorted (collective kind, "intra_node" | "inter_node", fitted Link) triples, from a
+    # profile; a dict {kind: {scope: Link or link dict}} is accepted and normalized.
+    collectives: tuple[tuple[str, str, Link], ...] = dataclasses.field(default=(), repr=False)
+    measured: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         dpn = self.devices_per_node
@@ -116,6 +146,22 @@ class Cluster:
         hbm = self.peak_flops / 100 if self.hbm_bandwidth is None else self.hbm_bandwidth
         object.__setattr__(self, "hbm_bandwidth", _number("cluster 'hbm_bandwidth'", "hbm_bandwidth", hbm))
         object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "peak_flops_by_dtype", _dtype_peaks(self.peak_flops_by_dtype))
+        object.__setattr__(self, "num_nodes", _num_nodes(self.num_nodes))
+        object.__setattr__(self, "collectives", _collective_links(self.collectives))
+        object.__setattr__(self, "measured", _json_copy(self.measured))
+
+    def peak_flops_for(self, dtype) -> float:
+        """Peak FLOP/s for a dtype (name or numpy/jax dtype); ``peak_flops`` if not listed."""
+        name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+        return dict(self.peak_flops_by_dtype).get(name, self.peak_flops)
+
+    def collective_link(self, kind: str, crosses_nodes: bool) -> Link:
+        """The Link fitted for one collective kind (e.g. 'all-to-all') if the profile has
+        one, else the shared intra- or inter-node Link the cost model prices with."""
+        scope = "inter_node" if crosses_nodes else "intra_node"
+        fitted = {(k, sc): link for k, sc, link in self.collectives}
+        return fitted.get((getattr(kind, "value", kind), scope), getattr(self, scope))
 
     # ---- dicts -----------------------------------------------------------------------
 
@@ -146,6 +192,9 @@ class Cluster:
         if isinstance(dpn, float) and dpn.is_integer():
             dpn = int(dpn)  # JSON writers sometimes emit 8.0
         hbm = d.get("hbm_bandwidth")
+        num_nodes = d.get("num_nodes")
+        if isinstance(num_nodes, float) and num_nodes.is_integer():
+            num_nodes = int(num_nodes)
         return cls(
             name=name,
             devices_per_node=dpn,
@@ -156,6 +205,10 @@ class Cluster:
             hbm_bandwidth=None if hbm is None else _number("cluster 'hbm_bandwidth'", "hbm_bandwidth", hbm),
             description=description,
             sources=tuple(sources),
+            peak_flops_by_dtype=d.get("peak_flops_by_dtype", {}),
+            num_nodes=num_nodes,
+            collectives=d.get("collectives", {}),
+            measured=d.get("measured"),
         )
 
     def to_dict(self) -> dict:
@@ -172,6 +225,16 @@ class Cluster:
             d["description"] = self.description
         if self.sources:
             d["sources"] = list(self.sources)
+        if self.peak_flops_by_dtype:
+            d["peak_flops_by_dtype"] = dict(self.peak_flops_by_dtype)
+        if self.num_nodes is not None:
+            d["num_nodes"] = self.num_nodes
+        if self.collectives:
+            d["collectives"] = {}
+            for kind, scope, link in self.collectives:
+                d["collectives"].setdefault(kind, {})[scope] = link.to_dict()
+        if self.measured is not None:
+            d["measured"] = _json_copy(self.measured)
         return d
 
     # ---- loading ---------------------------------------------------------------------
@@ -204,6 +267,64 @@ class Cluster:
 
     def link_for(self, mesh: MeshShape, axes: str | Sequence[str]) -> Link:
         return self.inter_node if self.crosses_nodes(mesh, axes) else self.intra_node
+
+
+# ---- optional fields ---------------------------------------------------------------------
+
+def _dtype_peaks(table) -> tuple[tuple[str, float], ...]:
+    if isinstance(table, tuple):  # already normalized (dataclasses.replace, hashing)
+        table = dict(table)
+    if not isinstance(table, dict):
+        raise ClusterError(NOT_A_DICT.format(key="peak_flops_by_dtype", hint=_HINTS["peak_flops_by_dtype"],
+                                             value=table))
+    for dtype in table:
+        if dtype not in DTYPE_NAMES:
+            raise ClusterError(UNKNOWN_DTYPE.format(dtype=dtype, allowed=", ".join(DTYPE_NAMES)))
+    return tuple(sorted(
+        (dtype, _number(f"cluster 'peak_flops_by_dtype.{dtype}'", "peak_flops", flops))
+        for dtype, flops in table.items()))
+
+
+def _num_nodes(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ClusterError(BAD_NUM_NODES.format(hint=_HINTS["num_nodes"], value=value))
+    return int(value)
+
+
+def _collective_links(table) -> tuple[tuple[str, str, Link], ...]:
+    if isinstance(table, tuple):
+        return tuple(sorted(table, key=lambda t: t[:2]))
+    if not isinstance(table, dict):
+        raise ClusterError(NOT_A_DICT.format(key="collectives", hint=_HINTS["collectives"], value=table))
+    kinds = [k.value for k in CollectiveKind]
+    out = []
+    for kind, scopes in table.items():
+        if kind not in kinds:
+            raise ClusterError(UNKNOWN_COLLECTIVE.format(kind=kind, allowed=", ".join(kinds)))
+        if not isinstance(scopes, dict):
+            raise ClusterError(NOT_A_DICT.format(key=f"collectives.{kind}", hint=_HINTS["collectives"],
+                                                 value=scopes))
+        for scope, link in scopes.items():
+            if scope not in _SCOPES:
+                raise ClusterError(UNKNOWN_SCOPE.format(kind=kind, scope=scope))
+            if not isinstance(link, Link):
+                link = Link.from_dict(link, f"cluster 'collectives.{kind}.{scope}'")
+            out.append((kind, scope, link))
+    return tuple(sorted(out, key=lambda t: t[:2]))
+
+
+def _json_copy(value):
+    """A deep copy that is plain JSON data (so the profile can be written back), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ClusterError(NOT_A_DICT.format(key="measured", hint=_HINTS["measured"], value=type(value).__name__))
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ClusterError(NOT_JSON.format(hint=_HINTS["measured"], error=e)) from e
 
 
 def _axes_tuple(mesh: MeshShape, axes: str | Sequence[str]) -> tuple[str, ...]:
