@@ -12,3 +12,7 @@ class ShardsearchError(Exception):
 
 class ClusterError(ShardsearchError):
     """A cluster description (dict, preset name or profile file) is malformed."""
+
+
+class ProfileError(ShardsearchError):
+    """The devices could not be profiled (mesh, sweep or measurements unusable)."""

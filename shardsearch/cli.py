@@ -4,6 +4,7 @@
     shardsearch explain plan.json
     shardsearch bench --suite gpt --cluster h100-8 --mesh 2x4 --mesh 4x2
     shardsearch presets
+    shardsearch profile --mesh 2x4 --out my.json [--quick]
     shardsearch launch -n 2 --local-devices 4 -- python -m examples.multihost_gpt
 
 ``plan`` takes ``MODULE:FUNCTION`` (a module name or a .py path): a function of no
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from pathlib import Path
@@ -156,6 +158,49 @@ def presets():
             f"{c.memory_bytes / 1e9:.0f} GB  intra {c.intra_node.bandwidth / 1e9:.0f} GB/s  "
             f"inter {c.inter_node.bandwidth / 1e9:.1f} GB/s  {c.description}"
         )
+
+
+@app.command()
+def profile(
+    mesh: str = typer.Option(..., help="mesh shape of the devices to measure, e.g. 2x4 (axes data, model)"),
+    out: Path = typer.Option(..., help="write the profile JSON here; pass it to --cluster / cluster="),
+    quick: bool = typer.Option(False, help="a short sweep (seconds) instead of the full one (a minute or two)"),
+    name: Optional[str] = typer.Option(None, help="cluster name stored in the profile (default: the file's stem)"),
+):
+    """Measure the devices at hand (matmul, memory, collectives) and write a cluster profile."""
+    shape = _parse_mesh(mesh)
+    # On CPU, give jax as many devices as the mesh needs (no effect once jax has started).
+    if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        flag = f"--xla_force_host_platform_device_count={math.prod(shape)}"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+    from cost_model import ShardsearchError
+    from cost_model import profile as measure
+
+    try:
+        cluster = measure(shape, out, quick=quick, name=name or out.stem)
+    except ShardsearchError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from err
+    _print_profile(cluster)
+    typer.echo(f"\nprofile written to {out}; plan with it: --cluster {out}")
+
+
+def _print_profile(cluster) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{cluster.name}: {cluster.devices_per_node} devices/node", show_header=True)
+    for col in ("figure", "value"):
+        table.add_column(col)
+    for dtype, flops in cluster.peak_flops_by_dtype:
+        table.add_row(f"peak {dtype}", f"{flops / 1e9:.3g} GFLOP/s")
+    table.add_row("memory bandwidth", f"{cluster.hbm_bandwidth / 1e9:.3g} GB/s")
+    table.add_row("memory", f"{cluster.memory_bytes / 1e9:.3g} GB")
+    rows = [("intra-node (all)", cluster.intra_node), ("inter-node (all)", cluster.inter_node)]
+    rows += [(f"{kind} ({scope.replace('_', '-')})", link) for kind, scope, link in cluster.collectives]
+    for label, link in rows:
+        table.add_row(label, f"{link.bandwidth / 1e9:.3g} GB/s, {link.latency * 1e6:.3g} us latency")
+    Console().print(table)
 
 
 def main():
