@@ -1,5 +1,12 @@
 """Sharded checkpoints: save under one plan, restore under another plan on another mesh."""
 
+import io
+import os
+import re
+import sys
+import textwrap
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +56,7 @@ def test_checkpoint_from_a_2x4_plan_restores_under_a_4x2_plan(trained):
         jax.tree_util.tree_leaves(new_plan.in_specs[:2], is_leaf=is_spec),
     ):
         assert got.sharding == NamedSharding(new_step.mesh, spec)  # placed as the new plan wants: no copy on call
-    # training goes on under the new plan exactly as unsharded jax.jit would
+    # training goes on under the new plan as unsharded jax.jit would
     assert_trees_close(new_step(*restored, batch), jax.jit(train_step)(*state, batch))
 
 
@@ -105,3 +112,55 @@ def test_overwrite_replaces_a_checkpoint(tmp_path):
     ss.save_checkpoint(tmp_path / "c", x)
     ss.save_checkpoint(tmp_path / "c", {"w": x["w"] + 1}, overwrite=True)
     np.testing.assert_array_equal(ss.restore_checkpoint(tmp_path / "c", x)["w"], x["w"] + 1)
+
+
+MULTIPROCESS_WORKER = textwrap.dedent(
+    """
+    import sys
+    import jax
+    from shardsearch.runtime.distributed import initialize_from_env
+    initialize_from_env()
+    import numpy as np
+    import optax
+    from jax.experimental import multihost_utils
+    import shardsearch as ss
+    sys.path.insert(0, "tests")
+    from helpers import concrete_mlp_args, make_train_step
+    from test_numerics import SLOW_COMPUTE
+
+    optimizer = optax.adam(1e-2)
+    train_step = make_train_step(optimizer)
+    params, opt_state, batch = concrete_mlp_args(64, 32, layers=2, optimizer=optimizer)
+    params, opt_state, _ = ss.auto(train_step, mesh=(2, 4), cluster=SLOW_COMPUTE)(params, opt_state, batch)
+    ss.save_checkpoint(sys.argv[1], (params, opt_state))  # each process writes its own shards
+    plan = ss.plan(train_step, params, opt_state, batch, mesh=(4, 2), cluster="h100-8")
+    back = ss.restore_checkpoint(sys.argv[1], (params, opt_state), plan=plan, argnum=(0, 1))
+    gather = lambda t: multihost_utils.process_allgather(t, tiled=True)  # global arrays -> host
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(gather(back)), jax.tree_util.tree_leaves(gather((params, opt_state)))))
+    print("restored", same, back[0][0]["w"].is_fully_addressable, flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_save_and_one_process_restores(tmp_path):
+    """A checkpoint written by 2 processes x 4 devices under a (2, 4) plan restores, resharded,
+    both in those processes under a (4, 2) plan and in one 8-device process."""
+    from shardsearch.runtime.launch import launch
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    script = tmp_path / "worker.py"
+    script.write_text(MULTIPROCESS_WORKER)
+    out = io.StringIO()
+    code = launch([sys.executable, str(script), str(tmp_path / "ckpt")], 2, local_devices=4, out=out, env=env, timeout_s=300)
+    assert code == 0, out.getvalue()[-3000:]
+    assert sorted(re.findall(r"\[(\d)\] restored (\w+) (\w+)", out.getvalue())) == [("0", "True", "False"), ("1", "True", "False")]
+
+    optimizer = optax.adam(1e-2)
+    train_step = make_train_step(optimizer)
+    params, opt_state, batch = concrete_mlp_args(64, 32, layers=2, optimizer=optimizer)
+    want = jax.jit(train_step)(params, opt_state, batch)[:2]
+    plan = ss.plan(train_step, *want, batch, mesh=(4, 2), cluster="h100-8")
+    restored = ss.restore_checkpoint(tmp_path / "ckpt", want, plan=plan, argnum=(0, 1))
+    assert_trees_close(restored, want)
