@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import time
 from typing import Any, Sequence
 
@@ -40,7 +39,7 @@ TOO_FEW_DEVICES = ("mesh shape {shape} needs {need} devices but only {have} {pla
                    "before jax is imported")
 FLAT_TIMES = ("{what}: the time did not grow with the {amount} over the sweep ({points}), so no {rate} can be "
               "fitted; the measurements are dominated by overhead or noise. Profile again on a quieter "
-              "machine, or without quick=True (larger sizes)")
+              "machine, or with larger sizes (without quick=True)")
 TOO_FEW_POINTS = ("{what}: {count} measurement(s) at {distinct} distinct size(s); a fit needs at least two "
                   "sizes. Use a sweep with more sizes")
 UNKNOWN_MEMORY = ("the devices report no memory limit and the host memory could not be read; pass "
@@ -259,7 +258,8 @@ def _size(nbytes: int) -> str:
 
 
 def _per_device(mesh, fn, local_shapes, dtype, repeats):
-    """Median seconds of ``fn`` run by every device on its own zero-filled blocks."""
+    """Seconds of ``fn`` run by every device on its own zero-filled blocks: the fastest of
+    ``repeats`` runs, since other work on the machine only ever adds time."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding
@@ -276,7 +276,7 @@ def _per_device(mesh, fn, local_shapes, dtype, repeats):
         start = time.perf_counter()
         compiled(*args).block_until_ready()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def _time_matmul(mesh, dtype: str, n: int, repeats: int) -> dict:

@@ -163,16 +163,21 @@ def test_profile_round_trip_steers_the_plan(cli_profile):
                                       for k in ("intra_node", "inter_node")}})
     args = abstract_mlp_args(4096, 1024, layers=2)
     p_fast, p_slow = (ss.plan(make_train_step(optax.adam(1e-3)), *args, mesh=(2, 4), cluster=c)
-                      for c in (fast, slow))
+                      for c in (str(cli_profile[0]), slow))  # cluster= takes the file's path
+    assert p_fast.cluster == fast.name
     f, s = p_fast.predicted, p_slow.predicted
     assert f.comm_s > 0 and f.compute_s > 0  # the plan communicates, so the links matter
     assert s.total_s >= f.total_s * (1 - 1e-6)  # no plan got cheaper
     assert s.total_s <= (f.total_s + f.comm_s) * (1 + 1e-3)  # keeping the fast plan would cost this
-    if p_fast.in_specs == p_slow.in_specs:
+    if _layouts(p_fast) == _layouts(p_slow):  # the same plan, operator by operator
         assert s.comm_s == pytest.approx(2 * f.comm_s, rel=1e-6)
         assert s.compute_s == pytest.approx(f.compute_s, rel=1e-9)
-    else:  # the planner traded computation for less communication
-        assert s.comm_s < 2 * f.comm_s
+    else:  # the planner moved to a plan that communicates no more (by optimality of both)
+        assert s.comm_s <= 2 * f.comm_s * (1 + 1e-6)
+
+
+def _layouts(plan):
+    return plan.node_strategy, plan.node_out_specs, plan.node_operand_specs, plan.flat_in_specs
 
 
 def test_cli_profile_bad_mesh_exits_2():
@@ -182,13 +187,13 @@ def test_cli_profile_bad_mesh_exits_2():
 
 def test_python_api_with_a_custom_sweep_and_a_1d_mesh(tmp_path):
     mesh = jax.make_mesh((4,), ("x",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4])
-    sweep = Sweep(matmul_sizes=(64, 256), memory_bytes=(1 << 16, 1 << 22), message_bytes=(1 << 12, 1 << 20),
-                  dtypes=("float32",), repeats=2)
+    sweep = Sweep(matmul_sizes=(64, 256), memory_bytes=(1 << 16, 1 << 22), message_bytes=(1 << 12, 1 << 16, 1 << 20),
+                  dtypes=("float32",), repeats=3)
     path = tmp_path / "p.json"
     cluster = profile(mesh, path, sweep=sweep, name="tiny", show_progress=False)
     assert Cluster.load(path) == cluster and cluster.name == "tiny"
     assert cluster.devices_per_node == 4 and dict(cluster.peak_flops_by_dtype).keys() == {"float32"}
-    assert len(cluster.measured["collectives"]) == len(KINDS) * 2
+    assert len(cluster.measured["collectives"]) == len(KINDS) * 3
     assert all(math.isfinite(v) and v > 0 for v in (cluster.intra_node.bandwidth, cluster.hbm_bandwidth))
 
 
