@@ -37,3 +37,19 @@ def elementwise_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
         result.append(Strategy(spec_name(out), ins, outs, (), local_elements(out_shape, out, mesh),
                                io_bytes(op, ins, outs, mesh)))
     return result
+
+
+@register("bitcast_convert_type")
+def bitcast_convert_type_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    """Elementwise when both dtypes are as wide; otherwise the narrower side has one more
+    (trailing) dim holding the pieces of one wide element: it stays whole."""
+    shape, out_shape = op.in_shapes[0], op.out_shapes[0]
+    if len(shape) == len(out_shape):
+        return elementwise_rule(op, mesh)
+    lead = shape if len(shape) < len(out_shape) else out_shape
+    result = []
+    for spec in enumerate_specs(lead, mesh):
+        ins, outs = (spec + ((),) * (len(shape) - len(lead)),), (spec + ((),) * (len(out_shape) - len(lead)),)
+        result.append(Strategy(f"bitcast {spec_name(spec)}", ins, outs, (), local_elements(lead, spec, mesh),
+                               io_bytes(op, ins, outs, mesh)))
+    return result

@@ -3,7 +3,10 @@
 ``random_bits`` / ``random_split`` map keys [*K] to [*K, *shape] and ``random_wrap`` /
 ``random_unwrap`` convert [*K, *key_data] <-> [*K]: the leading key dims follow one
 layout and the trailing dims stay whole (the bits drawn from one key depend on the
-whole generated shape). ``random_fold_in`` / ``random_seed`` are elementwise on keys and
+whole generated shape), unless jax draws them partitionably (the default
+``jax_threefry_partitionable``: an element's bits depend on the key and the element's
+index only, so ``random_bits`` may split the generated dims too; the trace records this
+as a param). ``random_fold_in`` / ``random_seed`` are elementwise on keys and
 ``threefry2x32`` is an elementwise hash of its four operands.
 """
 
@@ -24,10 +27,14 @@ def leading_key_dims_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     tensors = op.in_shapes + op.out_shapes
     if any(len(s) < rank or tuple(s[:rank]) != tuple(keys) for s in tensors):
         return []
+    # The trace's fact (shardsearch.trace.PARTITIONABLE_BITS; named here, not imported:
+    # strategies see plain data only).
+    every_dim = op.primitive == "random_bits" and op.params.get("shardsearch_partitionable_bits", False)
     result = []
-    for spec in enumerate_specs(keys, mesh):
+    for out in enumerate_specs(op.out_shapes[0] if every_dim else keys, mesh):
+        spec = out[:rank]
         ins = tuple(spec + ((),) * (len(s) - rank) for s in op.in_shapes)
-        outs = tuple(spec + ((),) * (len(s) - rank) for s in op.out_shapes)
+        outs = tuple(out + ((),) * (len(s) - len(out)) for s in op.out_shapes)
         work = local_elements(op.out_shapes[0], outs[0], mesh)
         result.append(Strategy(f"{op.primitive} {spec_name(spec)}", ins, outs, (), work, io_bytes(op, ins, outs, mesh)))
     return result

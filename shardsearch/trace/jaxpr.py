@@ -72,6 +72,20 @@ def _source(eqn) -> str:
         return ""
 
 
+# Added to a node's params (never to the equation that is re-run): facts about jax's
+# state a strategy rule needs but cannot look up, since rules never import jax.
+PARTITIONABLE_BITS = "shardsearch_partitionable_bits"
+
+
+def _facts(eqn) -> dict[str, Any]:
+    if eqn.primitive.name != "random_bits":
+        return {}
+    # Partitionable threefry draws each element from the key and the element's own
+    # index (an iota), so any block of the bits can be drawn on its own device.
+    impl = getattr(getattr(eqn.invars[0].aval.dtype, "_impl", None), "name", None)
+    return {PARTITIONABLE_BITS: bool(jax.config.jax_threefry_partitionable) and impl == "threefry2x32"}
+
+
 class _Builder:
     def __init__(self):
         self.nodes: list[OpNode] = []
@@ -112,7 +126,8 @@ class _Builder:
                     outs = self.walk(body, (), ins)
             else:
                 infos = [_info(v.aval) for v in eqn.outvars]
-                nid = self.add(NodeKind.OP, eqn.primitive.name, dict(eqn.params), ins, infos, _source(eqn), eqn)
+                params = {**eqn.params, **_facts(eqn)}
+                nid = self.add(NodeKind.OP, eqn.primitive.name, params, ins, infos, _source(eqn), eqn)
                 outs = [ValueRef(nid, k) for k in range(len(infos))]
             for v, x in zip(eqn.outvars, outs):
                 if not isinstance(v, jcore.DropVar):
