@@ -124,15 +124,21 @@ def fit_profile(measured: dict, *, devices_per_node: int, memory_bytes: float, n
         peaks[dtype] = 1.0 / slope
     _, slope = fit_line([m["nbytes"] for m in measured["memory"]], [m["seconds"] for m in measured["memory"]],
                         what="memory pass", amount="bytes", rate="memory bandwidth")
-    links, per_kind = {}, {}
+    links, per_kind, unfitted = {}, {}, []
     for scope, crosses in (("intra_node", False), ("inter_node", True)):
         rows = [c for c in measured["collectives"] if c["crosses_nodes"] == crosses]
         if not rows:
             continue
         links[scope] = _link_of(rows, f"collectives ({scope})")
         for kind in dict.fromkeys(c["kind"] for c in rows):
-            per_kind.setdefault(kind, {})[scope] = _link_of([c for c in rows if c["kind"] == kind],
-                                                            f"{kind} ({scope})")
+            try:
+                link = _link_of([c for c in rows if c["kind"] == kind], f"{kind} ({scope})")
+            except ProfileError:  # one kind's few points can be noise; the pooled Link stands
+                unfitted.append(f"{kind} ({scope})")
+                continue
+            per_kind.setdefault(kind, {})[scope] = link
+    if unfitted:
+        description += f" No Link of its own for {', '.join(unfitted)}: times did not grow with size."
     if not links:
         raise ProfileError(NOT_A_PROFILE.format(keys=sorted(measured)))
     # A single-host profile measures no cross-node link (and vice versa): reuse the other.
@@ -159,9 +165,10 @@ def profile(mesh: Any = None, path: str | os.PathLike | None = None, *, quick: b
     """Time the devices of ``mesh`` (a jax Mesh, or a shape such as ``(2, 4)``; default: all
     devices in one axis), fit a Cluster, and write it as JSON to ``path`` if given.
 
-    ``quick`` uses a short sweep (seconds; for tests); the default sweep takes up to a minute or
-    two. Devices of one process count as one node (``devices_per_node``); collectives over an
-    axis whose groups span processes are fitted as the inter-node link.
+    ``quick`` uses a short sweep (about 10 s on 8 CPU devices; for tests); the default one
+    takes 10-30 s there. Devices of one process count as one node (``devices_per_node``);
+    collectives over an axis whose groups span processes are fitted as the inter-node link.
+    In a multi-process run every process must call this; process 0 writes the file.
     """
     import jax
 
@@ -187,18 +194,39 @@ def profile(mesh: Any = None, path: str | os.PathLike | None = None, *, quick: b
             bar.update(task, description=f"{section}: {label}")
             measured[section].append(run())
             bar.advance(task)
-    what = f"{len(devices)} x {devices[0].device_kind} ({platform})"
+    if len(processes) > 1:
+        _keep_slowest_across_processes(measured)
+    local = [d for d in devices if d.process_index == jax.process_index()]
     cluster = fit_profile(
         measured, devices_per_node=len(devices) // len(processes), num_nodes=len(processes),
-        memory_bytes=memory_bytes or _memory_per_device(devices), name=name or f"profiled-{platform}",
-        description=f"Measured by `shardsearch profile` on {what}, mesh "
-                    f"{dict(zip(mesh.axis_names, mesh.devices.shape))}, jax {jax.__version__}."
-                    + ("" if len(processes) > 1 else " One process: no inter-node link was measured; "
-                       "inter_node repeats the intra-node fit."),
+        memory_bytes=memory_bytes or _memory_per_device(local), name=name or f"profiled-{platform}",
+        description=_describe(measured, len(devices)),
     )
-    if path is not None:
+    if path is not None and jax.process_index() == 0:
         write_profile(cluster, path)
     return cluster
+
+
+def _keep_slowest_across_processes(measured: dict) -> None:
+    """Every process keeps the slowest process's timings, so all fit the same profile (and
+    plan alike with it)."""
+    from jax.experimental import multihost_utils
+
+    rows = [r for section in ("matmul", "memory", "collectives") for r in measured[section]]
+    seconds = multihost_utils.process_allgather(np.array([r["seconds"] for r in rows], np.float32))
+    for row, slowest in zip(rows, np.max(np.asarray(seconds), axis=0)):
+        row["seconds"] = float(slowest)
+
+
+def _describe(measured: dict, num_devices: int) -> str:
+    mesh = dict(zip(measured["mesh"]["axis_names"], measured["mesh"]["axis_sizes"]))
+    text = (f"Measured by `shardsearch profile` on {num_devices} x {measured['device_kind']} "
+            f"({measured['platform']}), mesh {mesh}, jax {measured['jax_version']}.")
+    scopes = {c["crosses_nodes"] for c in measured["collectives"]}
+    if len(scopes) == 1:
+        seen, other = ("inter_node", "intra_node") if True in scopes else ("intra_node", "inter_node")
+        text += f" Only the {seen} link was measured; {other} repeats its fit."
+    return text
 
 
 def write_profile(cluster: Cluster, path: str | os.PathLike) -> None:
@@ -323,13 +351,12 @@ def _crosses(mesh, axis: str) -> bool:
     return bool((groups != groups[:, :1]).any())
 
 
-def _memory_per_device(devices) -> float:
-    stats = devices[0].memory_stats() or {}
+def _memory_per_device(local_devices) -> float:
+    stats = local_devices[0].memory_stats() or {}
     if stats.get("bytes_limit"):
         return float(stats["bytes_limit"])
     try:
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError) as e:
         raise ProfileError(UNKNOWN_MEMORY) from e
-    local = sum(1 for d in devices if d.process_index == devices[0].process_index)
-    return float(host) / local
+    return float(host) / len(local_devices)

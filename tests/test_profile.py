@@ -5,9 +5,13 @@ synthetic data with known answers, and as the least-squares optimum of the real 
 the file format, and that a written profile steers the planner's cost.
 """
 
+import io
 import json
 import math
+import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,9 +24,11 @@ from cost_model import Cluster, CollectiveKind, Link, ProfileError, collective_t
 from cost_model.mesh import MeshShape
 from cost_model.profile import Sweep, charged_bytes, fit_line, fit_link, fit_profile
 from shardsearch.cli import app
+from shardsearch.runtime.launch import launch
 from tests.helpers import abstract_mlp_args, make_train_step
 
 KINDS = [k.value for k in CollectiveKind]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- fitting ----------------------------------------------------------------------------
@@ -93,6 +99,20 @@ def test_fit_profile_single_node_reuses_the_intra_node_link():
     assert fitted.intra_node.bandwidth == pytest.approx(1e11)
 
 
+def test_fit_profile_skips_a_kind_whose_times_are_flat():
+    truth = Cluster(name="t", devices_per_node=8, peak_flops=1e12, memory_bytes=1e9,
+                    peak_flops_by_dtype={"float32": 1e12}, intra_node=Link(1e11, 5e-6), inter_node=Link(1, 1))
+    measured = _synthetic_measured(truth, MeshShape(("data",), (8,)))
+    for row in measured["collectives"]:
+        if row["kind"] == "all-to-all":
+            row["seconds"] = 1e-3 * 1e4 / row["nbytes"]  # larger messages faster: noise, not a link
+    fitted = fit_profile(measured, devices_per_node=8, memory_bytes=1e9)
+    assert ("all-to-all", "intra_node") not in {(k, s) for k, s, _ in fitted.collectives}
+    assert ("all-reduce", "intra_node") in {(k, s) for k, s, _ in fitted.collectives}
+    assert "No Link of its own for all-to-all (intra_node)" in fitted.description
+    assert fitted.collective_link("all-to-all", False) == fitted.intra_node  # falls back to the pooled one
+
+
 def test_fit_profile_rejects_a_file_without_timings():
     with pytest.raises(ProfileError, match="'measured' section.*shardsearch profile"):
         fit_profile({"matmul": []}, devices_per_node=8, memory_bytes=1e9)
@@ -116,6 +136,7 @@ def test_cli_profile_writes_a_loadable_profile(cli_profile):
     assert f"--cluster {path}" in res.output and "all-reduce (intra-node)" in res.output
     data = json.loads(path.read_text())
     assert data["name"] == "cpu-2x4" and data["devices_per_node"] == 8 and data["num_nodes"] == 1
+    assert "Only the intra_node link was measured; inter_node repeats its fit" in data["description"]
     cluster = Cluster.load(path)
     assert cluster == Cluster.from_dict(data) and cluster.to_dict() == data
     assert set(data["peak_flops_by_dtype"]) == {"float32", "bfloat16"}
@@ -203,3 +224,35 @@ def test_profile_rejects_bad_input():
     sweep = Sweep(matmul_sizes=(64,), memory_bytes=(1024,), message_bytes=(1024,), dtypes=("float128",))
     with pytest.raises(ProfileError, match="'float128'"):
         profile((2,), sweep=sweep, show_progress=False)
+
+
+# A worker of a 2-process run: each process profiles the (2, 4) mesh over all 8 devices.
+MULTIHOST_WORKER = """
+import sys
+import jax
+from shardsearch.runtime.distributed import initialize_from_env
+initialize_from_env()
+from cost_model import profile
+c = profile((2, 4), sys.argv[1], quick=True, show_progress=False)
+print("fitted", c.intra_node, c.inter_node, dict(c.peak_flops_by_dtype))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_measure_the_inter_node_link(tmp_path):
+    """2 processes x 4 CPU devices: the 'data' axis crosses processes, so its collectives
+    are the inter-node link; both processes fit the same profile; process 0 writes it."""
+    out, path = io.StringIO(), tmp_path / "two-nodes.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    code = launch([sys.executable, "-c", MULTIHOST_WORKER, str(path)], 2, local_devices=4, out=out, env=env,
+                  timeout_s=300)
+    assert code == 0, out.getvalue()[-3000:]
+    fitted = sorted(line[4:] for line in out.getvalue().splitlines() if line[4:].startswith("fitted "))
+    assert len(fitted) == 2 and fitted[0] == fitted[1]  # the same timings, hence the same figures
+    cluster = Cluster.load(path)
+    assert (cluster.devices_per_node, cluster.num_nodes) == (4, 2)
+    crossing = {r["axes"][0] for r in cluster.measured["collectives"] if r["crosses_nodes"]}
+    assert crossing == {"data"}
+    assert cluster.inter_node != cluster.intra_node
+    assert "Only the" not in cluster.description  # both links were measured
+    assert fitted[0] == f"fitted {cluster.intra_node} {cluster.inter_node} {dict(cluster.peak_flops_by_dtype)}"
