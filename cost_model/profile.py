@@ -57,7 +57,7 @@ class Sweep:
     """What to time. Sizes grow by 4x (matmul by 2x) so the fitted slope is well defined."""
 
     matmul_sizes: tuple[int, ...]
-    memory_bytes: tuple[int, ...]  # per device, per elementwise pass (read + write)
+    memory_bytes: tuple[int, ...]  # per device: the buffer one elementwise pass reads and rewrites
     message_bytes: tuple[int, ...]  # per device, in collectives.py's byte conventions
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
     repeats: int = 5
