@@ -105,6 +105,8 @@ def bench(
     mesh: list[str] = typer.Option(["2x4"], help="mesh shape; repeat for several"),
     config: Optional[list[str]] = typer.Option(None, help="config names (default: the scaled-down ones)"),
     out: Optional[Path] = typer.Option(None, help="report folder (default: benchmarks/results)"),
+    wallclock: bool = typer.Option(True, "--wallclock/--no-wallclock",
+                                   help="also run each program on the fake CPU mesh (secondary column)"),
 ):
     """Plan + hand-written baselines on a suite, judged by the compiled programs."""
     sys.path.insert(0, os.getcwd())
@@ -116,7 +118,7 @@ def bench(
     from cost_model.errors import ShardsearchError  # jax not imported yet: run() sets the device count
 
     try:
-        path = run(suite, cluster, mesh, config or None, out or RESULTS)
+        path = run(suite, cluster, mesh, config or None, out or RESULTS, wallclock=wallclock)
     except ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err
