@@ -29,6 +29,7 @@ class SearchConfig:
     seed: int = 0
     constrain_intermediates: bool = True  # pin every planned intermediate layout
     follow_elementwise: bool = True  # merge cheap unary ops into their producer before the ILP
+    tie_repeats: bool = True  # repeated layers share one strategy per operator (solve one layer)
     verbose: bool = False  # print progress of each stage
 
     @classmethod

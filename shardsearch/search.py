@@ -14,6 +14,7 @@ from cost_model import Cluster, MeshShape
 from shardsearch.config import SearchConfig
 from shardsearch.graph import OpGraph
 from shardsearch.plan import Plan, assemble_plan
+from shardsearch.repeats import tie_labels
 from shardsearch.solve import solve
 from shardsearch.solve.build import build_problem, combined_all_reduces
 from shardsearch.strategies.per_node import graph_strategies
@@ -48,14 +49,20 @@ def search(
     if log:
         n = sum(len(s) for s in strategies.per_node)
         log(f"traced {len(graph.nodes)} nodes, {n} strategies in {time.perf_counter() - t0:.2f} s")
+    ties = None
+    if config.tie_repeats:
+        ties = tie_labels(graph, [len(s) for s in strategies.per_node])
+        if log:
+            log(f"repeated layers: {len(graph.nodes) - len(np.unique(ties))} nodes tied to an earlier copy")
     # The merged all-reduce of gradients pays one launch latency for all its members,
     # which depends on the plan: solve with each member paying 1/k of it, where k is
     # the number the previous solution merged, until k settles (a fixed point).
     share, seen = 1.0 / max(combined_all_reduces(graph, None, strategies.per_node), 1), set()
+    edge_memo: dict = {}
     while True:
         problem, costs = build_problem(
             graph, strategies.per_node, cluster, mesh, memory_budget,
-            follow=config.follow_elementwise, combined_share=share,
+            follow=config.follow_elementwise, combined_share=share, edge_memo=edge_memo,
         )
         solution = solve(
             problem,
@@ -64,6 +71,7 @@ def search(
             seed=config.seed,
             backend=config.solver.value,
             log=log,
+            ties=ties,
         )
         k = combined_all_reduces(graph, [strategies.per_node[i][c] for i, c in enumerate(solution.choice)])
         new_share = 1.0 / max(k, 1)

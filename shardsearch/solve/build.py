@@ -106,18 +106,26 @@ def node_costs(
     combined = off_critical_path(graph)
     no_latency = with_latency_share(cluster, combined_share)
     compute, comm = [], []
+    # Repeated layers share their strategy lists (strategies/per_node.py caches them):
+    # a node priced like an earlier one (same list, same fusion context) reuses its row.
+    seen: dict = {}
     for node, strats in zip(graph.nodes, strategies):
         fused = node.kind is NodeKind.OP and node.primitive in FUSIBLE
         ends = node.id in graph_outputs or any(graph.nodes[u].primitive not in FUSIBLE for u, _ in users[node.id])
-        times = []
-        for s in strats:
-            nbytes = _fused_bytes(graph, node, s, mesh, ends) if fused else s.bytes_accessed
-            times.append(compute_time(cluster, s.flops, nbytes))
-        compute.append(np.array(times))
-        comm.append(np.array([
-            sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c) for c in s.collectives)
-            for s in strats
-        ]))
+        starts = tuple(isinstance(r, ValueRef) and graph.nodes[r.node].primitive not in FUSIBLE for r in node.inputs)
+        key = (id(strats), fused, ends, starts, node.id in combined)
+        if key not in seen:
+            times = []
+            for s in strats:
+                nbytes = _fused_bytes(graph, node, s, mesh, ends) if fused else s.bytes_accessed
+                times.append(compute_time(cluster, s.flops, nbytes))
+            seen[key] = (np.array(times), np.array([
+                sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c)
+                    for c in s.collectives)
+                for s in strats
+            ]))
+        compute.append(seen[key][0])
+        comm.append(seen[key][1])
     return CostTables(compute, comm)
 
 
@@ -148,14 +156,17 @@ def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> N
         )
 
 
-def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None):
+def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None, seen: dict):
     info = graph.nodes[ref.node].outputs[ref.index]
-    srcs = [s.out_specs[ref.index] for s in strategies[ref.node]]
+    srcs = tuple(s.out_specs[ref.index] for s in strategies[ref.node])
     if operand is None:  # tie to an argument node: its layout is its output spec
-        dsts = [s.out_specs[0] for s in strategies[dst]]
+        dsts = tuple(s.out_specs[0] for s in strategies[dst])
     else:
-        dsts = [s.in_specs[operand] for s in strategies[dst]]
-    return reshard_matrix(cluster, mesh, info.shape, info.dtype.itemsize, srcs, dsts)
+        dsts = tuple(s.in_specs[operand] for s in strategies[dst])
+    key = (info.shape, info.dtype.itemsize, srcs, dsts)  # repeated layers repeat their edges
+    if key not in seen:
+        seen[key] = reshard_matrix(cluster, mesh, info.shape, info.dtype.itemsize, list(srcs), list(dsts))
+    return seen[key]
 
 
 # Layout ops with one tensor operand: they follow it whenever every layout it can
@@ -204,8 +215,12 @@ def build_problem(
     memory_budget: float | None,
     follow: bool = True,
     combined_share: float = 1.0,
+    edge_memo: dict | None = None,
 ) -> tuple[Problem, CostTables]:
+    """``edge_memo``: reshard matrices by (shape, itemsize, layouts); pass the same dict
+    to rebuild the problem of the same graph, mesh and cluster without recomputing them."""
     costs = node_costs(graph, strategies, cluster, mesh, combined_share)
+    seen = {} if edge_memo is None else edge_memo
     edges, edge_costs = [], []
     follows = {}
     for node in graph.nodes:
@@ -215,11 +230,11 @@ def build_problem(
         for j, ref in enumerate(node.inputs):
             if isinstance(ref, ValueRef):
                 edges.append((ref.node, node.id))
-                edge_costs.append(_edge(graph, strategies, cluster, mesh, ref, node.id, j))
+                edge_costs.append(_edge(graph, strategies, cluster, mesh, ref, node.id, j, seen))
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
             edges.append((out.node, graph.input_nodes[arg]))
-            edge_costs.append(_edge(graph, strategies, cluster, mesh, out, graph.input_nodes[arg], None))
+            edge_costs.append(_edge(graph, strategies, cluster, mesh, out, graph.input_nodes[arg], None, seen))
     _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
     problem = Problem(
         node_costs=[c + m for c, m in zip(costs.compute, costs.comm)],

@@ -31,6 +31,7 @@ from .local import local_search
 from .mip import solve_mip
 from .prune import prune_dominated
 from .problem import Problem, Solution
+from .tie import tie_problem
 
 # The whole objective's upper bound maps to 2**40 (~1.1e12) units: far below 2**53, so
 # CP-SAT's LP (doubles) and int64 sums are exact, while each term is rounded by at most
@@ -39,6 +40,11 @@ from .problem import Problem, Solution
 # The reported objective is re-evaluated in float64 anyway; only ties closer than
 # this may be broken the wrong way.
 _OBJECTIVE_UNITS = 2.0**40
+
+# Tie repeated layers only when the reduced problem has more nodes than this: a small
+# core solves in a second untied, and a shallow model's best plan may treat its first
+# layers differently from the rest (the copies of a tied layer cannot differ).
+TIE_MIN_CORE_NODES = 100
 
 
 class SolverTimeoutError(ShardsearchError):
@@ -169,28 +175,48 @@ def _solve_cpsat(core: Problem, problem: Problem, budget, time_left_s: float, nu
     return reduced_choice, status, bound, nvars, ncons
 
 
-def _reduce(problem: Problem, say):
-    """merge.reduce_problem, then prune dominated strategies and reduce again.
+def _reduce(problem: Problem, say, ties: np.ndarray | None = None, tie_min_nodes: int = TIE_MIN_CORE_NODES):
+    """merge.reduce_problem, then tie repeated nodes, prune dominated strategies, and
+    reduce again after each.
 
     Returns (expand: core choice -> full choice, core problem, cost offset)."""
-    first = reduce_problem(problem)
-    pruned = prune_dominated(first.problem) if first.problem.num_nodes else None
-    if pruned is None:
-        say(f"solve: reduced to {_size(first.problem)} (+{first.cost_offset:.6g} s fixed by elimination)")
-        return first.expand, first.problem, first.cost_offset
-    second = reduce_problem(pruned.problem)
-    say(f"solve: reduced to {_size(first.problem)}, pruned and reduced to {_size(second.problem)}")
+    expands, offset = [], 0.0
+
+    def reduced(p: Problem):
+        nonlocal offset
+        r = reduce_problem(p)
+        expands.append(r.expand)
+        offset += r.cost_offset
+        return r.problem, r.kept
+
+    core, kept = reduced(problem)
+    steps = [f"reduced to {_size(core)}"]
+    if ties is not None and core.num_nodes > tie_min_nodes:
+        tied = tie_problem(core, np.asarray(ties)[kept])
+        if tied.problem.num_nodes < core.num_nodes:
+            expands.append(tied.expand)
+            core, _ = reduced(tied.problem)
+            steps.append(f"tied repeated layers to {_size(core)}")
+    pruned = prune_dominated(core) if core.num_nodes else None
+    if pruned is not None:
+        expands.append(pruned.expand)
+        core, _ = reduced(pruned.problem)
+        steps.append(f"pruned to {_size(core)}")
+    say(f"solve: {', '.join(steps)} (+{offset:.6g} s fixed by elimination)")
 
     def expand(core_choice):
-        return first.expand(pruned.expand(second.expand(core_choice)))
+        for step in reversed(expands):
+            core_choice = step(core_choice)
+        return core_choice
 
-    return expand, second.problem, first.cost_offset + second.cost_offset
+    return expand, core, offset
 
 
 def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
           seed: int = 0, log: Callable[[str], None] | None = None,
           reduce: bool = True, deterministic: bool = True,
-          deterministic_time_s: float | None = None, backend: str = "highs") -> Solution:
+          deterministic_time_s: float | None = None, backend: str = "highs",
+          ties: np.ndarray | None = None, tie_min_nodes: int = TIE_MIN_CORE_NODES) -> Solution:
     """Pick the cheapest strategy per node within the memory budget.
 
     `time_limit_s` caps the wall time of the whole call. The search itself is deterministic
@@ -203,6 +229,9 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
     `backend`: "highs" (default) or "scip" solve the reduced core as a MIP (see mip.py;
     single-threaded, deterministic, several times faster than CP-SAT on our cores);
     "cpsat" uses CP-SAT with `num_workers`, `seed` and the determinism switches above.
+    `ties`: a label per node (repeats.tie_labels); nodes with equal labels take the same
+    strategy, which shrinks a deep model's problem to about two layers'. Applied only
+    when the reduced problem has more than `tie_min_nodes` nodes.
     """
     start = time.perf_counter()
     problem.validate()
@@ -214,7 +243,7 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
         if least > budget:
             raise _memory_error(budget, least)
 
-    expand, core, offset = _reduce(problem, say) if reduce else ((lambda c: np.asarray(c)), problem, 0.0)
+    expand, core, offset = _reduce(problem, say, ties, tie_min_nodes) if reduce else ((lambda c: np.asarray(c)), problem, 0.0)
 
     if core.num_nodes == 0:
         choice, status, bound, nvars, ncons = expand([]), "OPTIMAL", None, 0, 0
