@@ -83,7 +83,7 @@ def test_plan_applied_to_another_mesh_or_program():
     with pytest.raises(ss.PlanError, match=r"made for mesh .*\(2, 4\).* applied on mesh .*\(4, 2\)"):
         plan.apply(make_train_step(optimizer), mesh=(4, 2))
     other = plan.apply(make_train_step(optax.adam(1e-3)))
-    with pytest.raises(ss.PlanError, match=r"made for program .* plan again"):
+    with pytest.raises(ss.PlanError, match=r"made for another program .* plan again"):
         other.plan_for(*abstract_mlp_args(64, 32, layers=2, optimizer=optax.adam(1e-3)))
 
 
