@@ -1,6 +1,9 @@
 """Strategy rules that the real models of tests/models/ need (issue 4): dropout bits,
 bitcasts, and the attention / normalization patterns of Flax and Equinox layers."""
 
+import math
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +14,8 @@ from shardsearch.graph import NodeKind
 from shardsearch.strategies import strategies_for
 from shardsearch.strategies.per_node import _op_view
 from shardsearch.trace import trace
+from helpers import collectives
+from models import gpt
 from test_numerics import SLOW_COMPUTE
 from test_strategies import MESH
 from test_strategies_more import MESHES, simulate, traced
@@ -67,3 +72,62 @@ def test_bitcast_convert_type(new, shape, mesh):
     for s in strats:  # the bytes of one wide element stay together
         for spec in s.in_specs + s.out_specs:
             assert len(spec) == 2 or not spec[2], s.name
+
+
+# ---- attention: Megatron-style heads split, without gathering weights or activations ---------
+
+def _full_size_gathers(compiled_text, sizes):
+    """All-gathers whose result has as many elements as one of ``sizes`` (a whole tensor)."""
+    return [c for c in collectives(compiled_text) if c.kind.startswith("all-gather")
+            and any(math.prod(shape) in sizes for _, shape in c.shapes)]
+
+
+def _weight_sizes(params):
+    return {math.prod(x.shape) for x in jax.tree_util.tree_leaves(params) if len(x.shape) >= 2}
+
+
+def test_equinox_attention_splits_heads_through_the_reshape():
+    """eqx.nn.MultiheadAttention projects to heads * head_dim and reshapes to (heads, head_dim):
+    with a wide layer and a small batch the plan splits the heads, carried through the reshape."""
+    batch, seq, width, heads = 2, 128, 1024, 16
+    attn = eqx.nn.MultiheadAttention(heads, width, key=jax.random.PRNGKey(0))
+    params, static = eqx.partition(attn, eqx.is_array)
+    params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+
+    def loss(params, x):
+        layer = eqx.combine(params, static)
+        return jnp.sum(jax.vmap(lambda t: layer(t, t, t))(x) ** 2)
+
+    step = jax.grad(loss)
+    x = jax.ShapeDtypeStruct((batch, seq, width), jnp.float32)
+    auto = ss.auto(step, mesh=(2, 4), cluster="h100-8")
+    plan = auto.plan_for(params, x)
+    specs = dict(zip(plan.in_paths, plan.flat_in_specs))
+    for name in ("query_proj", "key_proj", "value_proj"):  # [heads * head_dim, width]: split on heads
+        assert specs[f"args[0].{name}.weight"][0], plan.summary()
+    assert specs["args[0].output_proj.weight"][1], plan.summary()
+    g = trace(step, (params, x))
+    heads_split = [i for i, p in plan.node_primitive.items() if p == "reshape"
+                   and g.nodes[i].outputs[0].shape[-2:] == (heads, width // heads) and plan.node_out_specs[i][0][-2]]
+    assert heads_split, "no reshape to (heads, head_dim) keeps the heads split"
+    text = auto.lower(params, x).compile().as_text()
+    assert not _full_size_gathers(text, _weight_sizes(params) | {batch * seq * width})
+
+
+@pytest.mark.slow
+def test_wide_gpt_splits_attention_by_heads_and_gathers_no_weight():
+    """The acceptance case of issue 4 part 2: a GPT with a large hidden size and a small
+    batch gets Megatron attention (q/k/v/out kernels split on heads) and its compiled step
+    all-gathers no whole weight matrix and no whole activation (~15 s: plan and compile)."""
+    batch, seq, width = 2, 128, 1024
+    case = gpt.make(abstract=True, batch=batch, width=width, heads=16, seq=seq, vocab=8192, layers=2)
+    auto = ss.auto(case.train_step, mesh=(2, 4), cluster="h100-8")
+    plan = auto.plan_for(*case.args)
+    specs = dict(zip(plan.in_paths, plan.flat_in_specs))
+    for layer in ("Block_0", "Block_1"):
+        attn = f"args[0]['{layer}']['MultiHeadDotProductAttention_0']"
+        for proj in ("query", "key", "value"):  # [width, heads, head_dim]
+            assert specs[f"{attn}['{proj}']['kernel']"][1], plan.summary()
+        assert specs[f"{attn}['out']['kernel']"][0], plan.summary()  # [heads, head_dim, width]
+    text = auto.lower(*case.args).compile().as_text()
+    assert not _full_size_gathers(text, _weight_sizes(case.args[0]) | {batch * seq * width})

@@ -57,12 +57,15 @@ class GPT(nn.Module):
         return embed.attend(x.astype(jnp.float32))  # tied: logits against the embedding table
 
 
-def make(scan: bool = False, dtype=jnp.float32, seed: int = 0) -> ModelCase:
-    model = GPT(scan=scan, dtype=dtype)
+def make(scan: bool = False, dtype=jnp.float32, seed: int = 0, abstract: bool = False, batch: int = BATCH,
+         **sizes) -> ModelCase:
+    """``sizes``: GPT fields (vocab, seq, width, heads, layers); ``abstract``: arguments as
+    ShapeDtypeStructs (nothing allocated), for planning and compiling large configs."""
+    model = GPT(scan=scan, dtype=dtype, **sizes)
     optimizer = optax.adamw(1e-3)
     kp, kb = jax.random.split(jax.random.PRNGKey(seed))
-    batch = token_batch(kb, BATCH, SEQ, VOCAB)
-    params = model.init(kp, batch["tokens"])["params"]
+    data = token_batch(kb, batch, model.seq, model.vocab)
+    params = (jax.eval_shape if abstract else lambda f, *a: f(*a))(lambda k: model.init(k, data["tokens"])["params"], kp)
 
     def loss_fn(params, batch):
         logits = model.apply({"params": params}, batch["tokens"])
@@ -71,4 +74,7 @@ def make(scan: bool = False, dtype=jnp.float32, seed: int = 0) -> ModelCase:
     name = "gpt_scan" if scan else "gpt"
     if dtype != jnp.float32:
         name += "_" + jnp.dtype(dtype).name
-    return ModelCase(name, grad_step(loss_fn, optimizer), (params, optimizer.init(params), batch))
+    opt_state = jax.eval_shape(optimizer.init, params) if abstract else optimizer.init(params)
+    if abstract:
+        data = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), data)
+    return ModelCase(name, grad_step(loss_fn, optimizer), (params, opt_state, data))
