@@ -53,10 +53,27 @@ def _signatures(graph: OpGraph, num_strategies) -> np.ndarray:
     return out
 
 
+def _periods(sig: np.ndarray, max_period: int) -> np.ndarray:
+    """Periods worth scanning: distances from a node to the next node of its signature
+    seen more than once, and their small multiples (a layer's period shows up once for
+    every operator that appears once per layer)."""
+    order = np.lexsort((np.arange(len(sig)), sig))  # by signature, then position
+    same = sig[order[1:]] == sig[order[:-1]]
+    gaps = (order[1:] - order[:-1])[same]
+    gaps = gaps[gaps <= max_period]
+    if not len(gaps):
+        return gaps
+    counts = np.bincount(gaps)
+    base = np.flatnonzero(counts >= 2)  # a period seen once is no repeat of substance
+    # Multiples too: blocks that alternate wiring (A B A B) repeat only every 2 layers.
+    periods = np.unique(np.concatenate([base * k for k in (1, 2, 3, 4)]))
+    return periods[periods <= max_period]
+
+
 def _candidates(sig: np.ndarray, max_period: int) -> list[Repeat]:
-    n = len(sig)
     found = []
-    for p in range(1, min(max_period, n // 2) + 1):
+    for p in _periods(sig, max_period):
+        p = int(p)
         same = np.concatenate([[False], sig[:-p] == sig[p:], [False]])
         edges = np.flatnonzero(np.diff(same.astype(np.int8)))
         for s, e in zip(edges[::2], edges[1::2]):  # same[s+1 .. e] true: sig[i]==sig[i+p], i in [s, e)
