@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+from jax.sharding import PartitionSpec
 
 from cost_model import Cluster
 from shardsearch.apply import as_auto_mesh, build_jitted, mesh_shape, place_args
@@ -66,7 +67,7 @@ class AutoSharded:
         return out
 
     def _entry(self, args: tuple) -> _Entry:
-        key = _signature(args)
+        key = (_signature(args), self.config.pins)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._make_entry(args)
@@ -116,6 +117,7 @@ def auto(
     cluster: Cluster | str | None = None,
     memory_budget: float | None = None,
     donate_argnums: Sequence[int] | int = (),
+    pins: Mapping[str, PartitionSpec] | Sequence[tuple[str, PartitionSpec]] | None = None,
     **options: Any,
 ) -> AutoSharded:
     """Automatically shard ``fn`` over ``mesh``; returns a callable like ``jax.jit(fn)``.
@@ -124,21 +126,30 @@ def auto(
     ``cluster``: the hardware to optimize for: a ``cost_model.Cluster``, a preset name
     (``cost_model.preset_names()``) or a profile JSON path; default ``"h100-8"``.
     ``memory_budget``: bytes per device; ``None`` means the cluster's device memory.
-    ``options``: fields of ``shardsearch.SearchConfig`` (``time_limit_s``, ``verbose``, ...).
+    ``pins``: argument layouts to keep, ``{path: PartitionSpec}``; a path is the
+    ``jax.tree_util.keystr`` of a leaf in the argument tuple (``"[0]['embed']['wte']"``)
+    or a regex fully matching such paths. The search chooses the rest around them.
+    ``options``: fields of ``shardsearch.SearchConfig`` (``time_limit_s``, ``verbose``,
+    ``cache`` (reuse plans from the on-disk plan cache), ...).
     """
-    config = SearchConfig.from_options(options)
+    config = SearchConfig.from_options(_with_pins(options, pins))
     return AutoSharded(
         fn, mesh=mesh, cluster=cluster, memory_budget=memory_budget, donate_argnums=donate_argnums, config=config
     )
 
 
-def plan(fn: Callable, *args, mesh, cluster=None, memory_budget=None, **options) -> Plan:
+def _with_pins(options: dict, pins) -> dict:
+    return options if pins is None else {**options, "pins": pins}
+
+
+def plan(fn: Callable, *args, mesh, cluster=None, memory_budget=None, pins=None, **options) -> Plan:
     """Search a plan for ``fn(*args)`` without compiling or running it.
 
     Needs no devices: ``mesh`` may be a shape tuple (e.g. ``(8, 8)`` on a laptop),
     a ``jax.sharding.Mesh`` or an ``AbstractMesh``; ``args`` may be ShapeDtypeStructs.
+    ``pins`` and ``options`` as for ``shardsearch.auto``.
     """
-    config = SearchConfig.from_options(options)
+    config = SearchConfig.from_options(_with_pins(options, pins))
     cluster = Cluster.load(cluster)
     budget = cluster.memory_bytes if memory_budget is None else float(memory_budget)
     found = search(fn, args, mesh=mesh_shape(mesh), cluster=cluster, memory_budget=budget, config=config)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
 
 from shardsearch.errors import OptionError
+from shardsearch.pins import Pins, normalize_pins
 
 UNKNOWN_OPTION = (
     "unknown option {name}={value!r} passed to shardsearch. Valid options: {valid}. "
@@ -31,9 +33,16 @@ class SearchConfig:
     follow_elementwise: bool = True  # merge cheap unary ops into their producer before the ILP
     tie_repeats: bool = True  # repeated layers share one strategy per operator (solve one layer)
     verbose: bool = False  # print progress of each stage
+    # argument layouts fixed by the user: {path or regex: PartitionSpec} (see shardsearch.pins)
+    pins: Pins = ()
+    cache: bool = True  # reuse plans from the on-disk plan cache (see shardsearch.cache)
+
+    def __post_init__(self):
+        # a dict or list of pairs becomes an ordered tuple, so configs stay hashable
+        object.__setattr__(self, "pins", normalize_pins(self.pins))
 
     @classmethod
-    def from_options(cls, options: dict) -> "SearchConfig":
+    def from_options(cls, options: dict[str, Any]) -> "SearchConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         for k, v in options.items():
             if k not in names:

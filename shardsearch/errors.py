@@ -12,6 +12,7 @@ __all__ = [
     "PlanError",
     "CheckpointError",
     "DistributedError",
+    "PinError",
 ]
 
 
@@ -41,3 +42,7 @@ class DistributedError(ShardsearchError):
 
 class CheckpointError(ShardsearchError):
     """A checkpoint cannot be written or read back into the state it is restored as."""
+
+
+class PinError(ShardsearchError):
+    """A pinned sharding (``pins=``) names no argument or is not a valid layout for it."""

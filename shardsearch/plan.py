@@ -42,6 +42,7 @@ class SolveStats:
     objective: float  # seconds
     bound: float  # seconds
     search_s: float = 0.0  # trace + strategies + costs + solve, end to end
+    cached: bool = False  # read back from the plan cache (shardsearch.cache), not searched now
 
 
 @dataclasses.dataclass(frozen=True)
