@@ -59,6 +59,20 @@ def _load_target(target: str):
     return func()
 
 
+def _parse_pin(text: str):
+    """``PATH=SPEC`` with SPEC like ``model,-`` (``-`` replicated, ``data+model`` two axes)."""
+    from jax.sharding import PartitionSpec
+
+    path, eq, spec = text.rpartition("=")
+    if not eq or not path:
+        raise typer.BadParameter(f"{text!r} is not PATH=SPEC; write it like \"[0]['embed']['wte']=model,-\"")
+    entries = []
+    for entry in (e.strip() for e in spec.split(",")) if spec.strip() else ():
+        axes = tuple(a for a in entry.split("+") if a) if entry not in ("-", "None", "") else ()
+        entries.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return path, PartitionSpec(*entries)
+
+
 @app.command()
 def plan(
     target: str = typer.Argument(..., help="MODULE:FUNCTION returning (train_step, example_args)"),
@@ -67,15 +81,20 @@ def plan(
     memory_budget: Optional[float] = typer.Option(None, help="bytes per device (default: the cluster's memory)"),
     time_limit: float = typer.Option(30.0, help="solver time limit in seconds"),
     out: Optional[Path] = typer.Option(None, help="write the plan as JSON here"),
+    pin: Optional[list[str]] = typer.Option(
+        None, help="keep an argument's layout: PATH=SPEC, e.g. \"[0]['embed']['wte']=model,-\" "
+                   "(PATH a keystr path or regex; SPEC per dim: an axis, a+b, or - for replicated); repeatable"),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse a plan from the plan cache"),
 ):
     """Search a plan and print it."""
     import shardsearch as ss
 
+    pins = [_parse_pin(p) for p in pin or ()]
     try:
         fn, args = _load_target(target)
         result = ss.plan(
             fn, *args, mesh=_parse_mesh(mesh), cluster=cluster, memory_budget=memory_budget,
-            time_limit_s=time_limit, verbose=True,
+            time_limit_s=time_limit, verbose=True, pins=pins, cache=cache,
         )
     except ss.ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
@@ -87,12 +106,20 @@ def plan(
 
 
 @app.command()
-def explain(path: Path = typer.Argument(..., help="a plan JSON written by `shardsearch plan --out`")):
-    """Print a saved plan."""
+def explain(
+    path: Path = typer.Argument(..., help="a plan JSON written by `shardsearch plan --out` or plan.save"),
+    top: int = typer.Option(10, min=1, help="rows in each top-consumers list"),
+    operators: bool = typer.Option(True, "--operators/--no-operators", help="print the per-operator table"),
+    primitive: Optional[list[str]] = typer.Option(None, help="only these primitives in the operator table; repeatable"),
+):
+    """Take a saved plan apart: each operator's strategy, the top communication
+    (operators' collectives, resharding edges) and memory (argument buffers) consumers."""
     import shardsearch as ss
+    from shardsearch.report import explain as explain_plan
 
     try:
-        typer.echo(ss.Plan.load(path).summary())
+        plan = ss.Plan.load(path)
+        typer.echo(explain_plan(plan, top=top, operators=operators, primitives=tuple(primitive or ())))
     except ss.ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err

@@ -55,6 +55,24 @@ class FallbackOp:
     label: str
 
 
+@dataclasses.dataclass(frozen=True)
+class ReshardEdge:
+    """A tensor the plan moves between layouts on its way from ``src`` to ``dst``."""
+
+    src: int  # producing node
+    dst: int  # consuming node (an argument's node: a result returned in that argument's layout)
+    src_name: str  # "dot_general #12", or an argument path
+    dst_name: str
+    shape: tuple[int, ...]
+    from_spec: Spec
+    to_spec: Spec
+    seconds: float  # what the cost model charged for it per step
+
+
+# The dearest resharding edges a plan keeps for ``explain`` (a deep model has thousands).
+MAX_RESHARD_EDGES = 100
+
+
 def to_partition_spec(spec: Spec) -> PartitionSpec:
     entries = [None if not d else (d[0] if len(d) == 1 else tuple(d)) for d in spec]
     while entries and entries[-1] is None:  # P('data', None) == P('data') to XLA
@@ -85,6 +103,12 @@ class Plan:
     # (shape, dtype name) of each argument leaf, to say what differs when a plan is
     # applied to another program; () for plans read from files that predate them
     in_avals: tuple[tuple[tuple[int, ...], str], ...] = ()
+    # What `shardsearch explain` reads; empty for plans from files that predate them.
+    node_compute_s: dict[int, float] = dataclasses.field(default_factory=dict)  # chosen strategy's compute
+    node_comm_s: dict[int, float] = dataclasses.field(default_factory=dict)  # its own collectives
+    node_label: dict[int, str] = dataclasses.field(default_factory=dict)  # source line of each operator
+    reshard_edges: tuple[ReshardEdge, ...] = ()  # dearest first, at most MAX_RESHARD_EDGES
+    in_local_bytes: tuple[float, ...] = ()  # per-device bytes of each argument leaf
 
     def summary(self) -> str:
         from shardsearch.report import summarize
@@ -117,7 +141,7 @@ class Plan:
 
         from shardsearch.apply.plan_io import plan_to_dict
 
-        chosen = {k: v for k, v in plan_to_dict(self).items() if k not in ("stats", "predicted")}
+        chosen = {k: v for k, v in plan_to_dict(self, costs=False).items() if k not in ("stats", "predicted")}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_trees(self, in_tree, out_tree) -> "Plan":
@@ -162,6 +186,41 @@ def _resharded_operands(graph: OpGraph, chosen: list[Strategy]) -> dict[int, dic
                 if want != chosen[ref.node].out_specs[ref.index]:
                     out.setdefault(n.id, {})[j] = want
     return out
+
+
+def _node_name(graph: OpGraph, i: int) -> str:
+    node = graph.nodes[i]
+    return node.label if node.kind is NodeKind.INPUT else f"{node.primitive} #{i}"
+
+
+def _edge_layouts(graph: OpGraph, chosen: list[Strategy], u: int, v: int) -> tuple[int, Spec] | None:
+    """(output of ``u``, layout ``v`` needs it in) for a problem edge u -> v, preferring
+    an operand that is actually resharded; None for an edge of a kind not known here."""
+    node = graph.nodes[v]
+    if node.kind is NodeKind.OP:
+        wants = [(r.index, chosen[v].in_specs[j]) for j, r in enumerate(node.inputs)
+                 if isinstance(r, ValueRef) and r.node == u]
+    else:  # a result returned in its argument's layout
+        arg = graph.input_nodes.index(v) if v in graph.input_nodes else -1
+        wants = [(r.index, chosen[v].out_specs[0]) for r, a in zip(graph.outputs, graph.output_aliases)
+                 if a == arg and isinstance(r, ValueRef) and r.node == u]
+    moved = [(i, want) for i, want in wants if want != chosen[u].out_specs[i]]
+    return (moved or wants or [None])[0]
+
+
+def _reshard_edges(graph: OpGraph, chosen: list[Strategy], problem: Problem, choice) -> tuple[ReshardEdge, ...]:
+    priced = []
+    for e, (u, v) in enumerate(np.asarray(problem.edges).reshape(-1, 2)):
+        seconds = float(problem.edge_costs[e][choice[u], choice[v]])
+        layouts = _edge_layouts(graph, chosen, int(u), int(v)) if seconds > 0 else None
+        if layouts is not None:
+            priced.append((seconds, int(u), int(v), layouts))
+    priced.sort(key=lambda x: (-x[0], x[1], x[2]))  # deterministic order among equal costs
+    return tuple(
+        ReshardEdge(u, v, _node_name(graph, u), _node_name(graph, v), graph.nodes[u].outputs[i].shape,
+                    chosen[u].out_specs[i], want, seconds)
+        for seconds, u, v, (i, want) in priced[:MAX_RESHARD_EDGES]
+    )
 
 
 def assemble_plan(
@@ -223,6 +282,11 @@ def assemble_plan(
         ),
         program_hash=program_hash,
         in_avals=tuple((graph.nodes[n].outputs[0].shape, graph.nodes[n].outputs[0].dtype.name) for n in graph.input_nodes),
+        node_compute_s={n.id: float(costs.compute[n.id][choice[n.id]]) for n in ops},
+        node_comm_s={n.id: float(costs.comm[n.id][choice[n.id]]) for n in ops},
+        node_label={n.id: n.label for n in ops},
+        reshard_edges=_reshard_edges(graph, chosen, problem, choice),
+        in_local_bytes=tuple(float(problem.node_memory[n][choice[n]]) for n in graph.input_nodes),
     )
     return plan.with_trees(graph.in_tree, graph.out_tree)
 

@@ -2,6 +2,7 @@
 
 import json
 
+from jax.sharding import PartitionSpec as P
 from typer.testing import CliRunner
 
 from shardsearch.cli import app
@@ -34,3 +35,93 @@ def test_presets_lists_the_profiles():
     res = runner.invoke(app, ["presets"])
     assert res.exit_code == 0
     assert all(name in res.output for name in ("h100-8", "a100-8", "2x4-slow"))
+
+
+PIN = "[0][0]['w']=model,-"
+
+
+def _planned(tmp_path, *extra):
+    out = tmp_path / "plan.json"
+    res = runner.invoke(app, ["plan", TARGET, "--mesh", "2x4", "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _rows(output: str, section: str) -> list[list[str]]:
+    """The table rows under a section heading of `explain` (header row left out)."""
+    block = output.split(section, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    return [r.split() for r in block if r.startswith("  ")]
+
+
+def test_plan_with_a_pin_then_explain_the_consumers(tmp_path):
+    import shardsearch as ss
+
+    out = _planned(tmp_path, "--pin", PIN)
+    data = json.loads(out.read_text())
+    assert {a["path"]: a["spec"] for a in data["arguments"]}["args[0][0]['w']"] == [["model"], []]
+    plan = ss.Plan.load(out)
+    res = runner.invoke(app, ["explain", str(out), "--top", "3"])
+    assert res.exit_code == 0, res.output
+    text = res.output
+    # every operator in the table, with its strategy
+    ops = _rows(text, "operators:")
+    assert len(ops) == len(plan.node_strategy) and ops[0][0] == str(min(plan.node_strategy))
+    # communication: the operators whose strategy pays the most collective time, dearest first
+    comm = _rows(text, "top communication")
+    dearest = max(plan.node_comm_s.values())
+    assert len(comm) == 3 and plan.node_comm_s[int(comm[0][0])] == dearest
+    assert [plan.node_comm_s[int(r[0])] for r in comm] == sorted((plan.node_comm_s[int(r[0])] for r in comm), reverse=True)
+    # resharding edges the plan pays, from the pinned weight among them
+    assert plan.reshard_edges and any(e.src_name == "args[0][0]['w']" for e in plan.reshard_edges)
+    assert "args[0][0]['w']" in text.split("top resharding", 1)[1].split("top memory", 1)[0]
+    # memory: the largest per-device argument buffer first
+    mem = _rows(text, "top memory")
+    biggest = max(range(len(plan.in_paths)), key=lambda i: plan.in_local_bytes[i])
+    assert mem[0][0] == plan.in_paths[biggest]
+
+
+def test_explain_filters_operators_and_reads_old_plan_files(tmp_path):
+    out = _planned(tmp_path)
+    res = runner.invoke(app, ["explain", str(out), "--primitive", "dot_general", "--top", "2"])
+    assert res.exit_code == 0, res.output
+    assert {r[1] for r in _rows(res.output, "operators (dot_general):")} == {"dot_general"}
+    res = runner.invoke(app, ["explain", str(out), "--no-operators"])
+    assert res.exit_code == 0 and "operators:" not in res.output and "top memory" in res.output
+    # a plan file from before per-operator costs still explains, and says what it lacks
+    data = json.loads(out.read_text())
+    del data["reshard_edges"]
+    for record in data["operators"]:
+        for key in ("compute_s", "comm_s", "label"):
+            record.pop(key)
+    for record in data["arguments"]:
+        record.pop("local_bytes")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    res = runner.invoke(app, ["explain", str(old)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("predates per-operator costs") == 2
+    assert _rows(res.output, "top memory")  # sized from the recorded shapes instead
+
+
+def test_explain_fields_survive_save_and_load(tmp_path):
+    import optax
+
+    import shardsearch as ss
+    from helpers import abstract_mlp_args, make_train_step
+
+    optimizer = optax.adam(1e-3)
+    plan = ss.plan(make_train_step(optimizer), *abstract_mlp_args(64, 256, layers=2, optimizer=optimizer),
+                   mesh=(2, 4), pins={"[0][0]['w']": P("model")})
+    plan.save(tmp_path / "p.json")
+    back = ss.Plan.load(tmp_path / "p.json")
+    for field in ("node_compute_s", "node_comm_s", "node_label", "reshard_edges", "in_local_bytes"):
+        assert getattr(back, field) == getattr(plan, field), field
+    assert plan.node_comm_s and plan.node_label and plan.in_local_bytes
+    assert back.fingerprint() == plan.fingerprint()
+
+
+def test_bad_pin_option_exits_2(tmp_path):
+    res = runner.invoke(app, ["plan", TARGET, "--mesh", "2x4", "--pin", "no-equals-sign"])
+    assert res.exit_code == 2 and "is not PATH=SPEC" in res.output
+    res = runner.invoke(app, ["plan", TARGET, "--mesh", "2x4", "--pin", "[0][0]['w']=tensor"])
+    assert res.exit_code == 2 and "names mesh axis 'tensor'" in res.output

@@ -76,9 +76,39 @@ def _aval_json(aval) -> dict[str, Any]:
     return {"shape": list(aval[0]), "dtype": aval[1]} if aval else {}
 
 
-def plan_to_dict(plan) -> dict[str, Any]:
+def _op_costs(plan, i: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if i in plan.node_compute_s:
+        out["compute_s"] = plan.node_compute_s[i]
+    if i in plan.node_comm_s:
+        out["comm_s"] = plan.node_comm_s[i]
+    if i in plan.node_label:
+        out["label"] = plan.node_label[i]
+    return out
+
+
+def _edge_json(edge) -> dict[str, Any]:
+    d = dataclasses.asdict(edge)
+    return {**d, "shape": list(edge.shape), "from_spec": _spec_json(edge.from_spec), "to_spec": _spec_json(edge.to_spec)}
+
+
+def _explain_json(plan, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with what ``shardsearch explain`` reads: per-operator costs and source lines,
+    per-argument bytes, the dearest resharding edges (all optional when loading)."""
+    for record in d["operators"]:
+        record.update(_op_costs(plan, record["node"]))
+    if plan.in_local_bytes:
+        for record, nbytes in zip(d["arguments"], plan.in_local_bytes):
+            record["local_bytes"] = nbytes
+    d["reshard_edges"] = [_edge_json(e) for e in plan.reshard_edges]
+    return d
+
+
+def plan_to_dict(plan, costs: bool = True) -> dict[str, Any]:
+    """The plan as JSON-ready data; ``costs=False`` leaves out the predicted figures per
+    operator and edge (what was chosen only, as ``Plan.fingerprint`` hashes)."""
     in_avals = plan.in_avals or ((),) * len(plan.in_paths)
-    return {
+    d = {
         "format": FORMAT,
         "version": VERSION,
         "program_hash": plan.program_hash,
@@ -103,6 +133,7 @@ def plan_to_dict(plan) -> dict[str, Any]:
         ],
         "fallback": [dataclasses.asdict(f) for f in plan.fallback],
     }
+    return _explain_json(plan, d) if costs else d
 
 
 def _in_avals(arguments: list) -> tuple:
@@ -115,6 +146,22 @@ def _in_avals(arguments: list) -> tuple:
         if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
             raise ValueError(f"argument {a['path']}: shape must be a list of sizes, got {shape!r}")
         out.append((tuple(shape), str(dtype)))
+    return tuple(out)
+
+
+def _reshard_edges(d: dict, mesh: MeshShape) -> tuple:
+    from shardsearch.plan import ReshardEdge
+
+    if "reshard_edges" not in d:  # a file from before explain
+        return ()
+    out = []
+    for e in _field(d, "reshard_edges", list):
+        where = f"reshard edge {e.get('src')} -> {e.get('dst')}"
+        out.append(ReshardEdge(
+            src=int(e["src"]), dst=int(e["dst"]), src_name=str(e["src_name"]), dst_name=str(e["dst_name"]),
+            shape=tuple(int(n) for n in e["shape"]), from_spec=_spec_load(e["from_spec"], mesh, where),
+            to_spec=_spec_load(e["to_spec"], mesh, where), seconds=float(e["seconds"]),
+        ))
     return tuple(out)
 
 
@@ -164,6 +211,14 @@ def plan_from_dict(d: dict[str, Any], where: str = "plan"):
             ),
             program_hash=str(d["program_hash"]),
             in_avals=_in_avals(arguments),
+            node_compute_s={int(o["node"]): float(o["compute_s"]) for o in ops if "compute_s" in o},
+            node_comm_s={int(o["node"]): float(o["comm_s"]) for o in ops if "comm_s" in o},
+            node_label={int(o["node"]): str(o["label"]) for o in ops if "label" in o},
+            reshard_edges=_reshard_edges(d, mesh),
+            in_local_bytes=(
+                tuple(float(a["local_bytes"]) for a in arguments)
+                if arguments and all("local_bytes" in a for a in arguments) else ()
+            ),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
