@@ -65,7 +65,8 @@ def make(scan: bool = False, dtype=jnp.float32, seed: int = 0, abstract: bool = 
     optimizer = optax.adamw(1e-3)
     kp, kb = jax.random.split(jax.random.PRNGKey(seed))
     data = token_batch(kb, batch, model.seq, model.vocab)
-    params = (jax.eval_shape if abstract else lambda f, *a: f(*a))(lambda k: model.init(k, data["tokens"])["params"], kp)
+    init = lambda k: model.init(k, data["tokens"])["params"]  # noqa: E731
+    params = jax.eval_shape(init, kp) if abstract else init(kp)
 
     def loss_fn(params, batch):
         logits = model.apply({"params": params}, batch["tokens"])
