@@ -1,9 +1,10 @@
 """The plan cache: the same program, mesh, cluster and options give the saved plan back.
 
 A plan is stored as a plan file (``Plan.save``) named by a hash of everything the search
-depends on: the traced program (``program_hash``: operators, shapes, edges), the argument
-and result paths, the mesh, the cluster's figures, the memory budget, the pins and the
-search options (``verbose`` and ``cache`` change no plan, so they are left out). A hit
+depends on: the planner's own code, the traced program (``program_hash``: operators,
+shapes, edges), the argument and result paths, the mesh, the cluster's figures, the
+memory budget, the pins and the search options (``verbose`` and ``cache`` change no
+plan, so they are left out). A hit
 skips strategies, costs and the solver; tracing still runs, since the key needs it.
 
 Files live in ``$SHARDSEARCH_CACHE_DIR``, else ``~/.cache/shardsearch``. Turn the cache
@@ -59,6 +60,21 @@ def _cluster_figures(cluster: Cluster) -> dict:
     return d
 
 
+def planner_hash() -> str:
+    """A hash of the planner's own code and presets (shardsearch and cost_model), so a
+    changed strategy rule or cost figure never serves a plan the old code chose."""
+    import cost_model
+    import shardsearch
+
+    h = hashlib.sha256()
+    for package in (shardsearch, cost_model):
+        root = Path(package.__file__).parent
+        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _option(value):
     if hasattr(value, "value"):  # an enum
         return value.value
@@ -71,10 +87,8 @@ def plan_key(
     graph: OpGraph, program_hash: str, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
     config: SearchConfig,
 ) -> str:
-    from shardsearch import __version__
-
     parts = {
-        "shardsearch": __version__,
+        "planner": planner_hash(),
         "plan_format": PLAN_FORMAT_VERSION,
         "program": program_hash,
         "in_paths": list(graph.in_paths),

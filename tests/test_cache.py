@@ -74,6 +74,13 @@ def test_a_changed_program_misses(cache_dir):
     assert not ss.plan(lambda w, x: jnp.sin(x @ w).sum(), *ARGS, mesh=(2, 4), cluster=SLOW_COMPUTE).stats.cached
 
 
+def test_changed_planner_code_misses(cache_dir, monkeypatch):
+    _plan()
+    assert _plan().stats.cached
+    monkeypatch.setattr(cache, "planner_hash", lambda: "edited-rules")  # as after editing a strategy rule
+    assert not _plan().stats.cached
+
+
 def test_reporting_options_share_the_entry(cache_dir):
     _plan()
     assert _plan(verbose=True).stats.cached
