@@ -13,7 +13,7 @@ import pytest
 import shardsearch as ss
 from shardsearch.graph import NodeKind
 from shardsearch.strategies import strategies_for
-from shardsearch.strategies.per_node import _op_view
+from shardsearch.strategies.per_node import _op_view, graph_strategies
 from shardsearch.trace import trace
 from helpers import collectives
 from models import gpt
@@ -206,3 +206,22 @@ def test_loss_scaled_bf16_step_plans_without_fallback_and_matches_jit():
     for a, b in zip(jax.tree_util.tree_leaves(got[0]), jax.tree_util.tree_leaves(want[0])):
         assert a.dtype == jnp.float32  # master weights stay float32
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=2e-4)
+
+
+# ---- optimizers ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "adafactor", "lion", "lamb", "rmsprop", "sgd", "adabelief"])
+def test_optimizer_updates_have_a_rule_for_every_operator(name):
+    """Common optax optimizers, behind global-norm clipping, emit only operators with rules
+    (no while / cond): their update plans like the rest of the step."""
+    make = getattr(optax, name)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), make(1e-3, momentum=0.9) if name == "sgd" else make(1e-3))
+    params = {"w": jnp.ones((64, 32)), "b": jnp.ones((32,)), "e": jnp.ones((16, 8, 4))}
+
+    def update(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    g = trace(update, (params, opt.init(params), params))
+    strats = graph_strategies(g, MESH)
+    assert not strats.fallback, sorted({g.nodes[i].primitive for i in strats.fallback})
