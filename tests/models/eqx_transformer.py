@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import optax
 
 from models.common import ModelCase
