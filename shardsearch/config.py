@@ -25,7 +25,7 @@ class Solver(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    time_limit_s: float = 30.0  # the ILP's wall-clock limit; the best plan found so far is used
+    time_limit_s: float = 30.0  # wall-clock limit of the whole search; the best plan found so far is used
     solver: Solver = Solver.HIGHS
     num_workers: int = 8  # CP-SAT workers (results stay deterministic)
     seed: int = 0

@@ -77,7 +77,8 @@ def search(
         )
         solution = solve(
             problem,
-            time_limit_s=config.time_limit_s,
+            # one budget for all the solves of the fixed point, at least a second each
+            time_limit_s=max(1.0, config.time_limit_s - (time.perf_counter() - t0)),
             num_workers=config.num_workers,
             seed=config.seed,
             backend=config.solver.value,
