@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -16,6 +15,7 @@ from shardsearch.config import SearchConfig
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.plan import Plan, assemble_plan
+from shardsearch.progress import StageLog
 from shardsearch.repeats import tie_labels
 from shardsearch.solve import solve
 from shardsearch.solve.build import build_problem, combined_all_reduces
@@ -29,12 +29,6 @@ class Searched:
     plan: Plan
 
 
-def _logger(verbose: bool) -> Callable[[str], None] | None:
-    if not verbose:
-        return None
-    return lambda msg: print(f"[shardsearch] {msg}", file=sys.stderr, flush=True)
-
-
 def search(
     fn: Callable,
     args: Sequence[Any],
@@ -44,7 +38,15 @@ def search(
     memory_budget: float | None,
     config: SearchConfig,
 ) -> Searched:
-    log = _logger(config.verbose)
+    log = StageLog(config.verbose)
+    try:
+        log("tracing")
+        return _search(fn, args, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config, log=log)
+    finally:
+        log.close()
+
+
+def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
     t0 = time.perf_counter()
     graph = trace(fn, args)
     pinned = resolve_pins(config.pins, graph, mesh)
