@@ -94,6 +94,16 @@ def _collectives(mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
         ordered = tuple(a for a in mesh.axis_names if a in axes)  # mesh order: deterministic
         out.append(Collective(CollectiveKind.ALL_GATHER, ordered, nbytes))
 
+    # A dim's whole split of several axes moving, in order, onto a dim split by nothing:
+    # XLA views those axes as one and moves the tensor with one all-to-all over them.
+    for s_dim, axes in enumerate(src):
+        d_dim = next((i for i, d in enumerate(dst) if d == axes and i != s_dim), None)
+        if len(axes) > 1 and d_dim is not None and not cur[d_dim] and cur[s_dim] == list(axes):
+            nbytes = local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
+            out.append(Collective(CollectiveKind.ALL_TO_ALL, tuple(a for a in mesh.axis_names if a in axes), nbytes))
+            cur[s_dim], cur[d_dim] = [], list(axes)
+            moved = [a for a in moved if a not in axes]
+
     # Moves while the tensor is most split (small buffers), then the gathers, which
     # may unblock more moves; a move that is still not clean is gathered and re-sliced.
     stuck = try_moves(moved)

@@ -14,7 +14,9 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from cost_model import MeshShape, Spec
+from shardsearch.fidelity import planned_collectives
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
+from shardsearch.memory import carried_args, memory_breakdown
 from shardsearch.solve.build import CostTables
 from shardsearch.solve.evaluate import evaluate
 from shardsearch.solve.problem import Problem, Solution
@@ -28,7 +30,20 @@ class Predicted:
     compute_s: float
     comm_s: float  # collectives inside operators + resharding between them
     total_s: float
-    peak_bytes: float  # resident arguments per device (activations are not yet counted)
+    peak_bytes: float  # the step's peak per device (shardsearch.memory), no argument donated
+    # The memory model's breakdown and the communication the plan pays for, per device
+    # (0 / () in plan files that predate them). See shardsearch.memory.MemoryBreakdown.
+    params_bytes: float = 0.0
+    opt_state_bytes: float = 0.0
+    inputs_bytes: float = 0.0
+    outputs_bytes: float = 0.0
+    activations_bytes: float = 0.0  # kept by the forward pass for the backward pass
+    peak_donated_bytes: float = 0.0  # the peak when every carried argument is donated
+    comm_bytes: float = 0.0
+    collectives: tuple = ()  # (kind, mesh axes, count, bytes) per kind of collective and axes
+
+    def __post_init__(self):  # plan files give lists
+        object.__setattr__(self, "collectives", tuple(tuple(c) for c in self.collectives))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +183,14 @@ class Plan:
 
         return sharding_rules(self, argnum)
 
+    def fidelity(self, compiled):
+        """What this plan predicted next to what XLA compiled for it (collectives per kind
+        and mesh axes, communication bytes, peak memory); ``print()`` it for a table.
+        ``compiled``: ``auto(fn, ...).lower(*args).compile()`` or ``plan.apply(fn).lower(...).compile()``."""
+        from shardsearch.fidelity import fidelity
+
+        return fidelity(self, compiled)
+
     def apply(self, fn: Callable, *, mesh=None, donate_argnums=()):
         """``fn`` compiled with this plan, without searching again (see ``shardsearch.auto``)."""
         from shardsearch.api import AutoSharded
@@ -250,7 +273,11 @@ def assemble_plan(
     ops = [n for n in graph.nodes if n.kind is NodeKind.OP]
     breakdown = evaluate(problem, choice)
     compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice)))
-    memory = float(sum(problem.node_memory[i][c] for i, c in enumerate(choice)))
+    node_out_specs = {n.id: chosen[n.id].out_specs for n in ops}
+    operand_specs = _resharded_operands(graph, chosen)
+    memory = [memory_breakdown(graph, flat_in, node_out_specs, mesh, node_operand_specs=operand_specs,
+                               donated=frozenset(donated)) for donated in ((), carried_args(graph))]
+    collectives = planned_collectives(graph, chosen, mesh)
     plan = Plan(
         mesh=mesh,
         cluster=cluster,
@@ -260,11 +287,17 @@ def assemble_plan(
         flat_out_specs=tuple(flat_out),
         in_paths=graph.in_paths,
         out_paths=graph.out_paths,
-        node_out_specs={n.id: chosen[n.id].out_specs for n in ops},
-        node_operand_specs=_resharded_operands(graph, chosen),
+        node_out_specs=node_out_specs,
+        node_operand_specs=operand_specs,
         node_strategy={n.id: chosen[n.id].name for n in ops},
         node_primitive={n.id: n.primitive for n in ops},
-        predicted=Predicted(compute, breakdown.total - compute, breakdown.total, memory),
+        predicted=Predicted(
+            compute, breakdown.total - compute, breakdown.total, memory[0].peak_bytes,
+            params_bytes=memory[0].params_bytes, opt_state_bytes=memory[0].opt_state_bytes,
+            inputs_bytes=memory[0].inputs_bytes, outputs_bytes=memory[0].outputs_bytes,
+            activations_bytes=memory[0].activations_bytes, peak_donated_bytes=memory[1].peak_bytes,
+            comm_bytes=float(sum(c[3] for c in collectives)), collectives=collectives,
+        ),
         stats=SolveStats(
             num_nodes=len(graph.nodes),
             num_variables=solution.num_variables,

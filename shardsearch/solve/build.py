@@ -9,6 +9,7 @@ it takes them in, and that resharding is paid every step.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from cost_model import Cluster, CollectiveKind, Link, MeshShape, collective_cost, compute_time, reshard_matrix
 from cost_model.mesh import local_bytes
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
+from shardsearch.memory import carried_args, kept_for_backward, lifetimes, live_at, peak_point
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
 from shardsearch.strategies.elementwise import ELEMENTWISE
@@ -124,20 +126,59 @@ def node_costs(
                     for c in s.collectives)
                 for s in strats
             ]))
-        compute.append(seen[key][0])
-        comm.append(seen[key][1])
+        compute.append(seen[key][0] * node.trips)  # a scan body's operator runs every iteration
+        comm.append(seen[key][1] * node.trips)
     return CostTables(compute, comm)
 
 
 def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape) -> list[np.ndarray]:
-    """Bytes per device a node keeps resident: its argument/constant buffer (v1)."""
+    """Bytes per device each strategy of a node adds to the step's peak, as one linear sum.
+
+    The ILP keeps a single budget row (merge.py eliminates nodes by dynamic programming,
+    which a max over time would defeat), so this is a linear proxy of the peak that
+    ``shardsearch.memory`` computes by liveness:
+      * an argument: its buffer, twice if the step returns its next value (that result
+        has a buffer of its own: whether the caller donates is not known while planning);
+      * an operator: each output live at the unsharded program's peak point
+        (``memory.peak_point``) or kept for the backward pass (live across the forward
+        end, ``memory.kept_for_backward``; in a training step whose activations dominate
+        the two points coincide), and each result it returns that is no argument's next
+        value (a loss), in the strategy's layout;
+      * constants: nothing (XLA embeds them in the program, outside the figures).
+    The true peak is arguments + max over time(live temporaries + results made so far);
+    the proxy adds the results and the kept activations instead of taking the larger,
+    so it over-counts by the smaller of the two, and it leaves out the short-lived working
+    set at the peak (one operator's temporaries, resharded copies).
+    """
+    carried = carried_args(graph)
+    counted: dict[int, list[int]] = collections.defaultdict(list)  # node -> output indices, once per use
+    lives = lifetimes(graph)
+    # the two places a plan's peak lands: where the unsharded program peaks, and where
+    # the backward pass starts (the peak of a plan that splits the state but not the
+    # activations); a value live at both counts once
+    for v in sorted(set(live_at(peak_point(graph, lives), lives)) | set(kept_for_backward(graph, lives)),
+                    key=lambda v: (v.ref.node, v.ref.index)):
+        counted[v.ref.node].append(v.ref.index)
+    for ref, arg in zip(graph.outputs, graph.output_aliases or (None,) * len(graph.outputs)):
+        if isinstance(ref, ValueRef) and arg is None:
+            counted[ref.node].append(ref.index)
+    arg_of = {n: i for i, n in enumerate(graph.input_nodes)}
+    seen: dict = {}  # repeated layers share strategy lists: price each (list, outputs) once
     mem = []
     for node, strats in zip(graph.nodes, strategies):
-        if node.kind is NodeKind.OP:
+        outs = list(counted.get(node.id, ()))
+        if node.kind is NodeKind.INPUT:
+            outs += [0] * (1 + (arg_of[node.id] in carried))
+        if node.kind is NodeKind.CONST or not outs:
             mem.append(np.zeros(len(strats)))
             continue
-        info = node.outputs[0]
-        mem.append(np.array([local_bytes(info.shape, info.dtype.itemsize, s.out_specs[0], mesh) for s in strats]))
+        key = (id(strats), tuple(outs))
+        if key not in seen:
+            seen[key] = np.array([
+                sum(local_bytes(node.outputs[k].shape, node.outputs[k].dtype.itemsize, s.out_specs[k], mesh) for k in outs)
+                for s in strats
+            ])
+        mem.append(seen[key])
     return mem
 
 
@@ -207,6 +248,12 @@ def _follow_mapping(graph, strategies, costs: CostTables, node) -> tuple[int, np
     return ref.node, np.array(mapping, dtype=np.int64)
 
 
+def _node_name(node) -> str:
+    """``12:dot_general float32[16, 64, 512]``; an argument by its path (for messages)."""
+    what = node.label if node.kind is NodeKind.INPUT else node.primitive
+    return f"{node.id}:{what} " + ", ".join(f"{o.dtype.name}{list(o.shape)}" for o in node.outputs)
+
+
 def build_problem(
     graph: OpGraph,
     strategies: list[list[Strategy]],
@@ -230,7 +277,16 @@ def build_problem(
         for j, ref in enumerate(node.inputs):
             if isinstance(ref, ValueRef):
                 edges.append((ref.node, node.id))
-                edge_costs.append(_edge(graph, strategies, cluster, mesh, ref, node.id, j, seen))
+                matrix = _edge(graph, strategies, cluster, mesh, ref, node.id, j, seen)
+                trips = max(graph.nodes[ref.node].trips, node.trips)  # paid in every iteration
+                edge_costs.append(matrix * trips if trips != 1 else matrix)
+    for loop in graph.loops:
+        # The next carry is resharded into the carry's layout between iterations.
+        for ref, carry in zip(loop.carry_out, loop.carries):
+            if isinstance(ref, ValueRef) and ref.node != carry:
+                edges.append((ref.node, carry))
+                matrix = _edge(graph, strategies, cluster, mesh, ref, carry, 0, seen)
+                edge_costs.append(matrix * ((loop.length - 1) * graph.nodes[carry].trips))
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
             edges.append((out.node, graph.input_nodes[arg]))
@@ -243,6 +299,6 @@ def build_problem(
         edge_costs=edge_costs,
         memory_budget=memory_budget,
         follows=follows,
-        names=[f"{n.id}:{n.primitive}" for n in graph.nodes],
+        names=[_node_name(n) for n in graph.nodes],
     )
     return problem, costs

@@ -27,7 +27,7 @@ from shardsearch.errors import MemoryBudgetError, ShardsearchError
 
 from .evaluate import evaluate
 from .merge import min_memory, reduce_problem
-from .local import local_search
+from .local import fit_memory, local_search
 from .mip import solve_mip
 from .prune import prune_dominated
 from .problem import Problem, Solution
@@ -56,11 +56,35 @@ def _size(p: Problem) -> str:
     return f"{p.num_nodes} nodes, {len(p.edge_costs)} edges, {strategies} strategies"
 
 
-def _memory_error(budget: float, least: float) -> MemoryBudgetError:
-    return MemoryBudgetError(
-        f"no sharding plan fits memory_budget={budget:.6g} bytes per device: the smallest "
-        f"achievable memory is {least:.6g} bytes. Raise memory_budget to at least "
-        f"{math.ceil(least)} bytes or use a larger mesh.")
+MEMORY_BUDGET_TOO_SMALL = (
+    "no sharding plan fits memory_budget={budget:.6g} bytes per device: the smallest "
+    "achievable memory is {least:.6g} bytes. Raise memory_budget to at least "
+    "{least_int} bytes or use a larger mesh. The largest tensors, per device at their "
+    "smallest layout (an argument counts twice when the step returns its next value): {largest}.")
+
+# How many tensors the memory error names.
+_LARGEST_SHOWN = 5
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if b < 1024 or unit == "GiB":
+            return f"{int(b)} B" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return ""
+
+
+def _memory_error(budget: float, least: float, problem: Problem) -> MemoryBudgetError:
+    """``least``: the smallest memory any plan needs (the budget row's minimum), the
+    smallest budget that fits; the tensors named are the nodes whose least memory is
+    largest."""
+    least_each = [float(np.min(m)) for m in problem.node_memory]
+    top = sorted((i for i, b in enumerate(least_each) if b > 0), key=lambda i: (-least_each[i], i))
+    largest = "; ".join(
+        f"{problem.names[i] if problem.names else f'node {i}'} ({_fmt_bytes(least_each[i])})"
+        for i in top[:_LARGEST_SHOWN]) or "none"
+    return MemoryBudgetError(MEMORY_BUDGET_TOO_SMALL.format(
+        budget=budget, least=least, least_int=math.ceil(least), largest=largest))
 
 
 class _Model:
@@ -241,7 +265,7 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
     if budget is not None:
         least = min_memory(problem)
         if least > budget:
-            raise _memory_error(budget, least)
+            raise _memory_error(budget, least, problem)
 
     expand, core, offset = _reduce(problem, say, ties, tie_min_nodes) if reduce else ((lambda c: np.asarray(c)), problem, 0.0)
 
@@ -255,11 +279,13 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
         bound = offset + core_bound
     else:
         hint = local_search(core) if not core.follows else None
+        if hint is not None and core.memory_budget is not None and not evaluate(core, hint).feasible:
+            hint = fit_memory(core, hint)  # a start within the budget
         if hint is not None:
             say(f"solve: heuristic start {offset + evaluate(core, hint).total:.6g} s")
         res = solve_mip(core, backend=backend, time_limit_s=time_limit_s - (time.perf_counter() - start), hint=hint)
         if res.status == "INFEASIBLE":
-            raise _memory_error(budget, min_memory(problem))
+            raise _memory_error(budget, min_memory(problem), problem)
         if res.choice is not None:
             choice = expand(res.choice)
             status, bound = res.status, offset + res.bound

@@ -51,3 +51,42 @@ def local_search(p: Problem, starts: list[np.ndarray] | None = None, max_sweeps:
         if cost < best_cost:
             best, best_cost = choice, cost
     return best
+
+
+def fit_memory(p: Problem, choice: np.ndarray) -> np.ndarray | None:
+    """``choice`` changed node by node until the memory budget holds: each step takes the
+    switch that frees the most bytes per second of cost it adds (neighbours fixed).
+    None if no switch frees anything while the budget is still exceeded. The MIP needs
+    a feasible start: under a binding budget it may find none of its own in time."""
+    choice = np.array(choice, dtype=np.int64)
+    if p.memory_budget is None:
+        return choice
+    mems = [np.asarray(m, dtype=np.float64) for m in p.node_memory]
+    incident: list[list[tuple[int, bool]]] = [[] for _ in range(p.num_nodes)]
+    edges = np.asarray(p.edges).reshape(-1, 2)
+    for e, (u, v) in enumerate(edges):
+        incident[int(u)].append((e, True))
+        incident[int(v)].append((e, False))
+    used = sum(float(m[c]) for m, c in zip(mems, choice))
+    while used > p.memory_budget:
+        best = None
+        for v in range(p.num_nodes):
+            saved = mems[v][choice[v]] - mems[v]
+            if not (saved > 0).any():
+                continue
+            total = np.array(p.node_costs[v], dtype=np.float64)
+            for e, v_is_row in incident[v]:
+                u, w = edges[e]
+                m = p.edge_costs[e]
+                total = total + (m[:, choice[w]] if v_is_row else m[choice[u], :])
+            added = np.maximum(total - total[choice[v]], 1e-15)
+            ratio = np.where(saved > 0, saved / added, -np.inf)
+            s = int(np.argmax(ratio))
+            if best is None or ratio[s] > best[0]:
+                best = (ratio[s], v, s)
+        if best is None:
+            return None
+        _, v, s = best
+        used -= mems[v][choice[v]] - mems[v][s]
+        choice[v] = s
+    return choice
