@@ -21,6 +21,7 @@ import numpy as np
 from .collectives import CollectiveKind
 from .errors import ClusterError, ShardsearchError
 from .mesh import MeshShape
+from .topology import NodeSpan, mesh_spans
 
 DEFAULT_PRESET = "h100-8"
 
@@ -45,10 +46,13 @@ _HINTS = {
     "collectives": 'fitted Links per collective, e.g. {"all-reduce": {"intra_node": '
     '{"bandwidth": 4e11, "latency": 8e-6}}}, as `shardsearch profile` writes them',
     "measured": "a dict of the raw timings a profile was fitted to (kept as written)",
+    "matmul_efficiency": 'the fraction of peak a matmul of a given size reaches, e.g. '
+    '{"flops": [1e8, 1e10, 1e12], "efficiency": [0.03, 0.6, 0.8]} (FLOPs per device of one '
+    'matmul, increasing; efficiency in (0, 1]; interpolated in log FLOPs, flat past the ends)',
 }
 _REQUIRED = ("devices_per_node", "peak_flops", "memory_bytes", "intra_node", "inter_node")
 _OPTIONAL = ("name", "hbm_bandwidth", "description", "sources",
-             "peak_flops_by_dtype", "num_nodes", "collectives", "measured")
+             "peak_flops_by_dtype", "num_nodes", "collectives", "measured", "matmul_efficiency")
 _LINK_KEYS = ("bandwidth", "latency")
 _SCOPES = ("intra_node", "inter_node")
 # dtypes a per-dtype peak may be given for (numpy/jax names).
@@ -62,6 +66,8 @@ UNKNOWN_COLLECTIVE = ("cluster 'collectives' has unknown collective {kind!r}; "
 UNKNOWN_SCOPE = ("cluster 'collectives.{kind}' has unknown key {scope!r}; "
                  "use intra_node and/or inter_node")
 BAD_NUM_NODES = "cluster 'num_nodes' must be a positive integer ({hint}), got {value!r}; fix the value"
+BAD_EFFICIENCY = ("cluster 'matmul_efficiency' {problem} ({hint}), got {value!r}; "
+                  "fix the lists")
 NOT_JSON = "cluster 'measured' must hold only JSON data ({hint}): {error}; write plain numbers, strings, lists, dicts"
 
 
@@ -130,6 +136,10 @@ class Cluster:
     # profile; a dict {kind: {scope: Link or link dict}} is accepted and normalized.
     collectives: tuple[tuple[str, str, Link], ...] = dataclasses.field(default=(), repr=False)
     measured: dict | None = dataclasses.field(default=None, compare=False, repr=False)
+    # Sorted (FLOPs, fraction of peak) points of a matmul's efficiency against its size;
+    # empty: every matmul runs at peak. A dict {"flops": [...], "efficiency": [...]} is
+    # accepted and normalized.
+    matmul_efficiency: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         dpn = self.devices_per_node
@@ -150,6 +160,7 @@ class Cluster:
         object.__setattr__(self, "num_nodes", _num_nodes(self.num_nodes))
         object.__setattr__(self, "collectives", _collective_links(self.collectives))
         object.__setattr__(self, "measured", _json_copy(self.measured))
+        object.__setattr__(self, "matmul_efficiency", _efficiency_points(self.matmul_efficiency))
 
     def peak_flops_for(self, dtype) -> float:
         """Peak FLOP/s for a dtype (name or numpy/jax dtype); ``peak_flops`` if not listed."""
@@ -162,6 +173,23 @@ class Cluster:
         scope = "inter_node" if crosses_nodes else "intra_node"
         fitted = {(k, sc): link for k, sc, link in self.collectives}
         return fitted.get((getattr(kind, "value", kind), scope), getattr(self, scope))
+
+    def matmul_efficiency_at(self, flops: float) -> float:
+        """The fraction of peak a matmul of ``flops`` (per device) reaches: the curve
+        interpolated linearly in log FLOPs, flat past its ends; 1.0 without a curve."""
+        if not self.matmul_efficiency:
+            return 1.0
+        xs, ys = zip(*self.matmul_efficiency)
+        return float(np.interp(np.log(max(float(flops), xs[0])), np.log(xs), ys))
+
+    def with_latency_share(self, share: float) -> Cluster:
+        """The cluster with every launch latency (both Links and every fitted per-kind
+        Link) scaled by ``share``: collectives that the compiler merges share one launch."""
+        def scaled(link: Link) -> Link:
+            return Link(link.bandwidth, link.latency * share)
+        return dataclasses.replace(
+            self, intra_node=scaled(self.intra_node), inter_node=scaled(self.inter_node),
+            collectives=tuple((kind, scope, scaled(link)) for kind, scope, link in self.collectives))
 
     # ---- dicts -----------------------------------------------------------------------
 
@@ -209,6 +237,7 @@ class Cluster:
             num_nodes=num_nodes,
             collectives=d.get("collectives", {}),
             measured=d.get("measured"),
+            matmul_efficiency=d.get("matmul_efficiency", ()),
         )
 
     def to_dict(self) -> dict:
@@ -233,6 +262,9 @@ class Cluster:
             d["collectives"] = {}
             for kind, scope, link in self.collectives:
                 d["collectives"].setdefault(kind, {})[scope] = link.to_dict()
+        if self.matmul_efficiency:
+            xs, ys = zip(*self.matmul_efficiency)
+            d["matmul_efficiency"] = {"flops": list(xs), "efficiency": list(ys)}
         if self.measured is not None:
             d["measured"] = _json_copy(self.measured)
         return d
@@ -261,11 +293,18 @@ class Cluster:
 
     # ---- topology --------------------------------------------------------------------
 
+    def node_spans(self, mesh: MeshShape, axes: str | Sequence[str]) -> tuple[NodeSpan, ...]:
+        """How the groups of a collective over ``axes`` sit on this cluster's nodes (the
+        distinct layouts; one for every even mesh): see ``cost_model.topology``."""
+        return mesh_spans(self.devices_per_node, mesh, _axes_tuple(mesh, axes))
+
     def crosses_nodes(self, mesh: MeshShape, axes: str | Sequence[str]) -> bool:
         """Whether some group of a collective over ``axes`` spans more than one node."""
-        return _crosses(self.devices_per_node, mesh, _axes_tuple(mesh, axes))
+        return any(s.crosses_nodes for s in self.node_spans(mesh, axes))
 
     def link_for(self, mesh: MeshShape, axes: str | Sequence[str]) -> Link:
+        """The slower Link a collective over ``axes`` uses (``collectives`` prices the
+        intra- and inter-node parts of a group that spans nodes each on its own Link)."""
         return self.inter_node if self.crosses_nodes(mesh, axes) else self.intra_node
 
 
@@ -315,6 +354,31 @@ def _collective_links(table) -> tuple[tuple[str, str, Link], ...]:
     return tuple(sorted(out, key=lambda t: t[:2]))
 
 
+def _efficiency_points(table) -> tuple[tuple[float, float], ...]:
+    if isinstance(table, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in table):
+        # the normalized form (dataclasses.replace, hashing): checked like the dict
+        table = {"flops": [x for x, _ in table], "efficiency": [y for _, y in table]} if table else {}
+        if not table:
+            return ()
+    hint = _HINTS["matmul_efficiency"]
+
+    def bad(problem):
+        return ClusterError(BAD_EFFICIENCY.format(problem=problem, hint=hint, value=table))
+
+    if not isinstance(table, dict) or set(table) != {"flops", "efficiency"}:
+        raise bad('must be a dict with exactly the keys "flops" and "efficiency"')
+    xs, ys = table["flops"], table["efficiency"]
+    if not isinstance(xs, (list, tuple)) or not isinstance(ys, (list, tuple)) or len(xs) != len(ys) or not xs:
+        raise bad("needs two non-empty lists of the same length")
+    xs = [_number("cluster 'matmul_efficiency.flops'", "matmul_efficiency", x) for x in xs]
+    ys = [_number("cluster 'matmul_efficiency.efficiency'", "matmul_efficiency", y) for y in ys]
+    if any(b <= a for a, b in zip(xs, xs[1:])):
+        raise bad("needs strictly increasing flops")
+    if any(y > 1 for y in ys):
+        raise bad("needs every efficiency in (0, 1]: a fraction of peak_flops")
+    return tuple(zip(xs, ys))
+
+
 def _json_copy(value):
     """A deep copy that is plain JSON data (so the profile can be written back), or None."""
     if value is None:
@@ -334,14 +398,6 @@ def _axes_tuple(mesh: MeshShape, axes: str | Sequence[str]) -> tuple[str, ...]:
             raise ShardsearchError(f"mesh axis {a!r} is not in the mesh {mesh.axis_names}; "
                                    "use one of the mesh's axis names")
     return axes
-
-
-@functools.lru_cache(maxsize=4096)
-def _crosses(devices_per_node: int, mesh: MeshShape, axes: tuple[str, ...]) -> bool:
-    if not axes:
-        return False
-    nodes = mesh.device_groups(axes) // devices_per_node
-    return bool((nodes != nodes[:, :1]).any())
 
 
 # ---- presets ---------------------------------------------------------------------------

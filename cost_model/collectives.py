@@ -1,4 +1,4 @@
-"""Alpha-beta costs of collectives over mesh axes.
+"""Alpha-beta costs of collectives over mesh axes, aware of which links their groups cross.
 
 Byte conventions (per device, see ``Collective.nbytes``):
   ALL_REDUCE      the buffer each device holds (same before and after)
@@ -7,15 +7,40 @@ Byte conventions (per device, see ``Collective.nbytes``):
   ALL_TO_ALL      the buffer each device holds (same size before and after)
   PERMUTE         the buffer each device sends (and receives)
 
-Times are alpha-beta over a group of n devices (the product of the sizes of
-``axes``), at the Link that ``Cluster.link_for`` picks for those axes: ring
-bandwidth terms, and one launch latency per collective (NCCL-style pipelined
-collectives pay about one fixed latency each for small messages, not one per hop;
-this also makes two collectives cost more than one that moves the same bytes):
-  ALL_REDUCE                  2(n-1)/n * B/bw + lat
-  ALL_GATHER, REDUCE_SCATTER   (n-1)/n * B/bw + lat
-  ALL_TO_ALL                   (n-1)/n * B/bw + lat
-  PERMUTE                              B/bw + lat
+A group of n devices (the product of the sizes of ``axes``) lies on k nodes with
+between lo and hi members per node (``topology.NodeSpan``; lo = hi = m when the
+axis splits evenly). Links: ``Cluster.collective_link(kind, crosses_nodes)`` gives
+the intra-node Link (bandwidth bw_i, latency lat_i) and the inter-node one (bw_e,
+lat_e), fitted per collective kind when a profile has them. Each bandwidth is per
+device, with every device of a node sending at once (as every group of a mesh-axis
+collective runs at the same time).
+
+Inside one node (k = 1), ring bandwidth terms and one launch latency (NCCL-style
+pipelined collectives pay about one fixed latency each for small messages, not one
+per hop; this also makes two collectives cost more than one that moves the same bytes):
+  ALL_REDUCE                  2(n-1)/n * B/bw_i + lat_i
+  ALL_GATHER, REDUCE_SCATTER   (n-1)/n * B/bw_i + lat_i
+  ALL_TO_ALL                   (n-1)/n * B/bw_i + lat_i
+  PERMUTE                              B/bw_i + lat_i
+
+Across nodes (k > 1), the two-level (hierarchical) schedule that NCCL's tree and
+hierarchical algorithms approach: the intra-node part moves at bw_i, the inter-node
+part at bw_e, each device of a node carrying 1/m of its node's inter-node traffic
+(rail-optimized NICs; one latency, the slower link's):
+  ALL_REDUCE      reduce-scatter in the node, all-reduce of B/m across the k nodes,
+                  all-gather in the node:
+                  2(m-1)/m * B/bw_i + 2(k-1)/(k m) * B/bw_e + lat_e
+  ALL_GATHER      gather across nodes (B/m per device), then inside the node;
+  REDUCE_SCATTER  the reverse:
+                   (m-1)/m * B/bw_i +  (k-1)/(k m) * B/bw_e + lat_e
+  ALL_TO_ALL      every device sends B/n to each peer; the (k-1)/k of B bound for
+                  other nodes cannot be combined, so it all crosses:
+                  (m-1)/n * B/bw_i +   (k-1)/k  * B/bw_e + lat_e
+  PERMUTE         some pair crosses, and the group waits for it:  B/bw_e + lat_e
+With uneven groups, (k-1)/(k m) = (n-m)/(n m) is taken at m = lo (the node with the
+fewest members carries the most per device) and the intra terms at m = hi. One member
+per node (m = 1) gives the flat ring at bw_e, n = k. No overlap between the levels is
+assumed. Where a collective's groups differ (uneven meshes), the slowest group counts.
 """
 
 from __future__ import annotations
@@ -25,6 +50,7 @@ import enum
 from typing import TYPE_CHECKING, Sequence
 
 from .mesh import MeshShape
+from .topology import NodeSpan
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -45,7 +71,7 @@ class Collective:
     nbytes: float
 
 
-# kind -> bandwidth factor as a function of the group size n
+# kind -> bandwidth factor of the ring inside one node, as a function of the group size n
 _RING = {
     CollectiveKind.ALL_REDUCE: lambda n: 2 * (n - 1) / n,
     CollectiveKind.ALL_GATHER: lambda n: (n - 1) / n,
@@ -54,27 +80,46 @@ _RING = {
     CollectiveKind.PERMUTE: lambda n: 1.0,
 }
 
+# kind -> (intra-node factor, inter-node factor) of a group spanning nodes, from
+# (n, lo, hi): the group size and the fewest / most members on one node.
+_TWO_LEVEL = {
+    CollectiveKind.ALL_REDUCE: lambda n, lo, hi: (2 * (hi - 1) / hi, 2 * (n - lo) / (n * lo)),
+    CollectiveKind.ALL_GATHER: lambda n, lo, hi: ((hi - 1) / hi, (n - lo) / (n * lo)),
+    CollectiveKind.REDUCE_SCATTER: lambda n, lo, hi: ((hi - 1) / hi, (n - lo) / (n * lo)),
+    CollectiveKind.ALL_TO_ALL: lambda n, lo, hi: ((hi - 1) / n, (n - lo) / n),
+    CollectiveKind.PERMUTE: lambda n, lo, hi: (0.0, 1.0),
+}
+
+
+def span_collective_time(cluster: Cluster, kind: CollectiveKind | str, span: NodeSpan, nbytes: float) -> float:
+    """Seconds one collective takes over groups laid on nodes as ``span`` says."""
+    kind = CollectiveKind(kind)
+    if span.size <= 1:
+        return 0.0
+    intra = cluster.collective_link(kind, False)
+    if not span.crosses_nodes:
+        return _RING[kind](span.size) * float(nbytes) / intra.bandwidth + intra.latency
+    inter = cluster.collective_link(kind, True)
+    f_intra, f_inter = _TWO_LEVEL[kind](span.size, span.min_per_node, span.max_per_node)
+    return float(nbytes) * (f_intra / intra.bandwidth + f_inter / inter.bandwidth) + inter.latency
+
 
 def group_collective_time(cluster: Cluster, kind: CollectiveKind | str, group_size: int,
                           crosses_nodes: bool, nbytes: float) -> float:
-    """Seconds one collective takes over groups of ``group_size`` devices, at the
-    inter-node Link if a group spans nodes, else the intra-node one."""
-    kind = CollectiveKind(kind)
-    if group_size <= 1:
-        return 0.0
-    link = cluster.inter_node if crosses_nodes else cluster.intra_node
-    return _RING[kind](group_size) * float(nbytes) / link.bandwidth + link.latency
+    """Seconds one collective takes over groups of ``group_size`` devices, either all on
+    one node or (``crosses_nodes``) each on its own node: the flat ring at the inter-node
+    Link. Use ``span_collective_time`` when the groups' layout on nodes is known."""
+    span = NodeSpan.across(group_size) if crosses_nodes else NodeSpan.inside(group_size)
+    return span_collective_time(cluster, kind, span, nbytes)
 
 
 def collective_time(cluster: Cluster, mesh: MeshShape, kind: CollectiveKind | str,
                     axes: str | Sequence[str], nbytes: float) -> float:
-    """Seconds one collective takes; ``nbytes`` follows the module's byte conventions."""
+    """Seconds one collective over ``axes`` takes; ``nbytes`` follows the module's byte
+    conventions. The groups' layout on nodes comes from the mesh's device order."""
     kind = CollectiveKind(kind)
-    axes = (axes,) if isinstance(axes, str) else tuple(axes)
-    if not axes:
-        return 0.0
-    crosses = cluster.crosses_nodes(mesh, axes)  # also checks the axis names
-    return group_collective_time(cluster, kind, mesh.group_size(axes), crosses, nbytes)
+    spans = cluster.node_spans(mesh, axes)  # also checks the axis names
+    return max(span_collective_time(cluster, kind, s, nbytes) for s in spans)
 
 
 def collective_cost(cluster: Cluster, mesh: MeshShape, c: Collective) -> float:

@@ -1,4 +1,4 @@
-"""Cost of moving a tensor from one sharding (spec) to another.
+"""Cost of moving a tensor from one sharding (spec) to another, as XLA's partitioner does it.
 
 Per mesh axis ``a`` (after dropping axes of size 1, which split nothing):
   * stays   same tensor dim in src and dst, same axes before it in that dim: free
@@ -6,12 +6,25 @@ Per mesh axis ``a`` (after dropping axes of size 1, which split nothing):
   * moved   present in both but not staying: one all-to-all over ``a``, when the
             move is one XLA does in place (``a`` is the minor-most split of its
             source dim and lands as the minor-most split of its target dim on top
-            of the target's other splits); otherwise it is gathered and re-sliced,
-            which is what XLA's partitioner falls back to ("full rematerialization")
+            of the target's other splits)
   * removed present in src, absent in dst: gathered
-All-to-alls run first (while the tensor is still split, so buffers are small), then
-one all-gather over all removed axes together. Every pair of valid specs gets a
-finite cost: there is always this path.
+All-to-alls run while the tensor is most split (an added axis that must sit before
+a moved one in its target dim is sliced first, as XLA does: it is free and shrinks the
+buffer); then one all-gather over all removed axes together; the other added axes are
+sliced last. Two more paths that XLA
+takes (checked against its output on a 2x4 mesh, tests/test_topology.py):
+  * refinement: every dim of dst is split into a multiple of the pieces src splits it
+    into, so each device's new piece lies inside some device's old one: one
+    collective-permute of the new piece (a reorder of the axes of one dim included);
+    the reverse (src refines dst, in another axis order): a permute of the old pieces,
+    then an all-gather over the axes dst no longer uses. XLA takes each piece from the
+    first device holding it, so a permute is priced over the axes src replicates over too;
+  * moves that are not in place, with no fewer pieces in dst than the tensor has now:
+    an all-to-all that reshapes the tile grid, then a collective-permute that puts each
+    piece on its device.
+Otherwise a move that is still not in place is gathered and re-sliced (XLA's "full
+rematerialization"). Every pair of valid specs gets a finite cost: there is always
+this path.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ import numpy as np
 
 from .collectives import Collective, CollectiveKind, collective_cost
 from .errors import ShardsearchError
-from .mesh import MeshShape, Spec, local_bytes, spec_str, used_axes
+from .mesh import MeshShape, Spec, local_bytes, shard_count, spec_str, used_axes
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -57,58 +70,106 @@ def _places(spec: Spec) -> dict[str, tuple[int, tuple[str, ...]]]:
     return {a: (i, d[:k]) for i, d in enumerate(spec) for k, a in enumerate(d)}
 
 
+def _refines(mesh: MeshShape, src: Spec, dst: Spec) -> bool:
+    """Every dim of ``dst`` cut into a multiple of the pieces ``src`` cuts it into."""
+    return all(mesh.group_size(d) % mesh.group_size(s) == 0 for s, d in zip(src, dst))
+
+
+def _mesh_order(mesh: MeshShape, axes) -> tuple[str, ...]:
+    return tuple(a for a in mesh.axis_names if a in set(axes))  # deterministic
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _collectives(mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
                  src: Spec, dst: Spec) -> tuple[Collective, ...]:
     _check(mesh, shape, src, "source")
     _check(mesh, shape, dst, "destination")
     src, dst = _drop_trivial(mesh, src), _drop_trivial(mesh, dst)
-    if src == dst:
-        return ()
+    if all(d[:len(s)] == s for s, d in zip(src, dst)):
+        return ()  # only adds splits (or nothing changes): each device slices what it holds
+    # A permute's pairs: XLA takes each piece from the first device that holds it, which
+    # may sit anywhere along the axes src replicates over: price it over those too.
+    replicated = [a for a in mesh.axis_names if mesh.axis_size(a) > 1 and a not in used_axes(src)]
+    changed = [a for s, d in zip(src, dst) if d[:len(s)] != s for a in s]
+    permute_axes = _mesh_order(mesh, changed + replicated)
+    if _refines(mesh, src, dst):
+        return (Collective(CollectiveKind.PERMUTE, permute_axes, local_bytes(shape, itemsize, dst, mesh)),)
+    if _refines(mesh, dst, src) and any(s[:len(d)] != d for s, d in zip(src, dst)):
+        # src's pieces tile dst's, in another order: XLA permutes them so each group of
+        # devices that must end up with one piece of dst holds its parts, then gathers.
+        gone = _mesh_order(mesh, [a for a in used_axes(src) if a not in used_axes(dst)])
+        return (Collective(CollectiveKind.PERMUTE, permute_axes, local_bytes(shape, itemsize, src, mesh)),
+                Collective(CollectiveKind.ALL_GATHER, gone, local_bytes(shape, itemsize, dst, mesh)))
     sp, dp = _places(src), _places(dst)
-    moved = [a for a in used_axes(src) if a in dp and sp[a] != dp[a]]
-    removed = [a for a in used_axes(src) if a not in dp]
     cur = [list(d) for d in src]  # the intermediate layout
     out: list[Collective] = []
 
-    def try_moves(axes: list[str]) -> list[str]:
-        """All-to-all the axes whose move is clean now; return the others."""
-        left = []
-        for a in axes:
-            s_dim, (d_dim, d_before) = sp[a][0], dp[a]
-            if cur[s_dim][-1:] != [a] or cur[d_dim] != list(d_before):
-                left.append(a)
+    def nbytes() -> float:
+        return local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
+
+    def held(a: str) -> bool:
+        return any(a in d for d in cur)
+
+    def in_place(a: str) -> bool:
+        d_dim, before = dp[a]
+        return cur[d_dim][:len(before) + 1] == [*before, a]
+
+    def slice_added(only_for_moves: bool) -> bool:
+        """Slice each dst axis not held whose splits before it are in place (free);
+        ``only_for_moves``: only those a pending all-to-all needs in place first."""
+        needed = {b for a in used_axes(src) if a in dp and held(a) and not in_place(a) for b in dp[a][1]}
+        progress = False
+        for j, d in enumerate(dst):
+            for k, a in enumerate(d):
+                if not held(a) and cur[j] == list(d[:k]) and (a in needed or not only_for_moves):
+                    cur[j].append(a)
+                    progress = True
+        return progress
+
+    def move_in_place() -> bool:
+        """All-to-all each axis whose move is clean now."""
+        progress = False
+        for a in used_axes(src):
+            if a not in dp or not held(a) or in_place(a):
                 continue
-            nbytes = local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
-            out.append(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes))
-            cur[s_dim].remove(a)
-            cur[d_dim].append(a)
-        return left
+            s_dim = next(i for i, d in enumerate(cur) if a in d)
+            d_dim, before = dp[a]
+            if s_dim != d_dim and cur[s_dim][-1] == a and cur[d_dim] == list(before):
+                out.append(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes()))
+                cur[s_dim].remove(a)
+                cur[d_dim].append(a)
+                progress = True
+        return progress
+
+    def settle(only_for_moves: bool = True) -> None:
+        while slice_added(only_for_moves) | move_in_place():
+            pass
 
     def gather(axes: list[str]) -> None:
-        if not axes:
-            return
-        for a in axes:
-            cur[sp[a][0]].remove(a)
-        nbytes = local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
-        ordered = tuple(a for a in mesh.axis_names if a in axes)  # mesh order: deterministic
-        out.append(Collective(CollectiveKind.ALL_GATHER, ordered, nbytes))
+        if axes:
+            for d in cur:
+                d[:] = [a for a in d if a not in axes]
+            out.append(Collective(CollectiveKind.ALL_GATHER, _mesh_order(mesh, axes), nbytes()))
 
     # A dim's whole split of several axes moving, in order, onto a dim split by nothing:
     # XLA views those axes as one and moves the tensor with one all-to-all over them.
     for s_dim, axes in enumerate(src):
         d_dim = next((i for i, d in enumerate(dst) if d == axes and i != s_dim), None)
         if len(axes) > 1 and d_dim is not None and not cur[d_dim] and cur[s_dim] == list(axes):
-            nbytes = local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
-            out.append(Collective(CollectiveKind.ALL_TO_ALL, tuple(a for a in mesh.axis_names if a in axes), nbytes))
+            out.append(Collective(CollectiveKind.ALL_TO_ALL, _mesh_order(mesh, axes), nbytes()))
             cur[s_dim], cur[d_dim] = [], list(axes)
-            moved = [a for a in moved if a not in axes]
 
-    # Moves while the tensor is most split (small buffers), then the gathers, which
-    # may unblock more moves; a move that is still not clean is gathered and re-sliced.
-    stuck = try_moves(moved)
-    gather(removed)
-    gather(try_moves(stuck))
+    settle()
+    gather([a for a in used_axes(src) if a not in dp])
+    settle()
+    stuck = [a for a in used_axes(src) if held(a) and not in_place(a)]
+    if stuck and shard_count(dst, mesh) >= shard_count(tuple(map(tuple, cur)), mesh):
+        axes = _mesh_order(mesh, stuck)
+        out.append(Collective(CollectiveKind.ALL_TO_ALL, axes, nbytes()))
+        out.append(Collective(CollectiveKind.PERMUTE, axes, local_bytes(shape, itemsize, dst, mesh)))
+        return tuple(out)
+    gather(stuck)
+    settle(only_for_moves=False)
     return tuple(out)
 
 

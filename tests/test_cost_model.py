@@ -52,8 +52,9 @@ def test_collective_formulas_inter_node():
     assert collective_time(c, MESH_2x4, AG, ("data",), 400) == pytest.approx(20 + 5)
     assert collective_time(c, MESH_2x4, RS, "data", 400) == pytest.approx(25.0)
     assert collective_time(c, MESH_2x4, A2A, ("data",), 400) == pytest.approx(25.0)
-    # both axes: n=8, crosses nodes
-    assert collective_time(c, MESH_2x4, AR, ("data", "model"), 400) == pytest.approx(2 * 7 / 8 * 40 + 5)
+    # both axes: n=8 on 2 nodes of 4: reduce-scatter and all-gather inside the node at
+    # bw 100, all-reduce of a quarter of the buffer across the nodes at bw 10 (test_topology)
+    assert collective_time(c, MESH_2x4, AR, ("data", "model"), 400) == pytest.approx(2 * 3 / 4 * 4 + 2 * 1 / 8 * 40 + 5)
     assert collective_time(c, MESH_2x4, CollectiveKind.PERMUTE, ("data",), 400) == pytest.approx(45.0)
 
 
@@ -238,16 +239,19 @@ def test_reshard_2d_swap_both_axes():
     src, dst = (("data",), ("model",)), (("model",), ("data",))
     cs = reshard_collectives(MESH_2x4, (8, 16), 2, src, dst)
     # neither move is an in-place all-to-all (each target dim is still split by the
-    # other axis): XLA gathers the tensor and slices the new layout
-    assert cs == [Collective(AG, ("data", "model"), 256.0)]
-    expected = 7 / 8 * 256 / 10 + 5  # the group of both axes crosses nodes
+    # other axis): XLA reshapes the tile grid with an all-to-all, then permutes the pieces
+    P = CollectiveKind.PERMUTE
+    assert cs == [Collective(A2A, ("data", "model"), 32.0), Collective(P, ("data", "model"), 32.0)]
+    # the group of both axes spans 2 nodes of 4 (test_topology pins the two-level formulas)
+    expected = (3 / 8 * 32 / 100 + 1 / 2 * 32 / 10 + 5) + (32 / 10 + 5)
     assert reshard_cost(c, MESH_2x4, (8, 16), 2, src, dst) == pytest.approx(expected)
 
 
-def test_reshard_2d_move_then_gather():
+def test_reshard_2d_coarsen_is_permute_then_gather():
     cs = reshard_collectives(MESH_2x4, (8, 16), 2, (("data",), ("model",)), ((), ("data",)))
-    # gather model first, which frees dim 1, then move data there with an all-to-all
-    assert cs == [Collective(AG, ("model",), 128.0), Collective(A2A, ("data",), 128.0)]
+    # src's 8 pieces tile dst's 2 in another order: XLA permutes the pieces so each group
+    # that ends with one piece of dst holds its parts, then gathers (test_topology's table)
+    assert cs == [Collective(CollectiveKind.PERMUTE, ("data", "model"), 32.0), Collective(AG, ("model",), 128.0)]
 
 
 def test_reshard_gathers_removed_axes_together():
@@ -255,10 +259,10 @@ def test_reshard_gathers_removed_axes_together():
     assert cs == [Collective(AG, ("data", "model"), 256.0)]
 
 
-def test_reshard_reorder_within_dim_is_gather_and_slice():
-    # XLA cannot reorder the tiles of one dim in place ("full rematerialization")
+def test_reshard_reorder_within_dim_is_one_permute():
+    # XLA reorders the tiles of one dim with a collective-permute of the new piece
     cs = reshard_collectives(MESH_2x4, (8, 16), 2, (("data", "model"), ()), (("model", "data"), ()))
-    assert cs == [Collective(AG, ("data", "model"), 256.0)]
+    assert cs == [Collective(CollectiveKind.PERMUTE, ("data", "model"), 32.0)]
 
 
 def test_reshard_ignores_size_one_axes():

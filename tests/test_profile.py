@@ -180,8 +180,14 @@ def test_profile_round_trip_steers_the_plan(cli_profile):
     (half the bandwidth, twice the latency: every collective takes exactly twice as long)."""
     fast = Cluster.load(cli_profile[0])
     d = fast.to_dict()
-    slow = Cluster.from_dict({**d, **{k: {"bandwidth": d[k]["bandwidth"] / 2, "latency": d[k]["latency"] * 2}
-                                      for k in ("intra_node", "inter_node")}})
+
+    def slower(link):
+        return {"bandwidth": link["bandwidth"] / 2, "latency": link["latency"] * 2}
+
+    # the fitted per-kind Links price their collectives too (Cluster.collective_link)
+    slow = Cluster.from_dict({**d, **{k: slower(d[k]) for k in ("intra_node", "inter_node")},
+                              "collectives": {kind: {scope: slower(link) for scope, link in scopes.items()}
+                                              for kind, scopes in d.get("collectives", {}).items()}})
     args = abstract_mlp_args(4096, 1024, layers=2)
     p_fast, p_slow = (ss.plan(make_train_step(optax.adam(1e-3)), *args, mesh=(2, 4), cluster=c)
                       for c in (str(cli_profile[0]), slow))  # cluster= takes the file's path

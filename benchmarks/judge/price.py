@@ -19,8 +19,9 @@ import jax
 
 from benchmarks.judge.hlo import HloCollective, parse_collectives
 from cost_model.cluster import Cluster
-from cost_model.collectives import group_collective_time
+from cost_model.collectives import span_collective_time
 from cost_model.compute import compute_time
+from cost_model.topology import spans_of_groups
 
 _NUM_PARTITIONS = re.compile(r"\bnum_partitions=(\d+)")
 _REPLICA_COUNT = re.compile(r"\breplica_count=(\d+)")
@@ -82,7 +83,9 @@ def price_collective(c: HloCollective, cluster: Cluster, num_devices: int) -> Pr
     size = max((len(set(g)) for g in groups), default=1)
     crosses = any(len({d // cluster.devices_per_node for d in g}) > 1 for g in groups)
     nbytes = float(c.nbytes) * (size if c.kind == "reduce-scatter" else 1)  # RS: operand bytes
-    seconds = group_collective_time(cluster, c.kind, size, crosses, nbytes)
+    # priced as the planner prices it: two-level where a group spans nodes, the slowest group
+    seconds = max(span_collective_time(cluster, c.kind, s, nbytes)
+                  for s in spans_of_groups(groups, cluster.devices_per_node))
     return PricedCollective(c.kind, nbytes, size, crosses, seconds)
 
 
