@@ -61,6 +61,34 @@ class OpNode:
     outputs: tuple[TensorInfo, ...]
     label: str = ""  # where it came from: argument path or source line
     payload: Any = None  # jax equation / constant value, for re-running
+    trips: int = 1  # times it runs per step: the trip count of the loops around it
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """A ``scan`` planned once: its body's operators are nodes of the graph, run
+    ``length`` times inside ``jax.lax.scan`` when the graph is re-run.
+
+    Its nodes, in graph order: one ``scan_slice`` per xs operand (the per-iteration
+    slice), one ``scan_carry`` per carry (the loop-carried value at the top of the
+    body), the body's nodes, then one ``scan_out`` per carry (the final value) and one
+    ``scan_stack`` per ys output (the stacked per-iteration outputs).
+    """
+
+    length: int
+    reverse: bool
+    unroll: Any
+    slices: tuple[int, ...]
+    carries: tuple[int, ...]
+    body: tuple[int, ...]
+    carry_out: tuple[Operand, ...]  # the body's next carry values, read inside the loop
+    ys: tuple[Operand, ...]  # the body's per-iteration outputs
+    outs: tuple[int, ...]
+    stacks: tuple[int, ...]
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return self.slices + self.carries + self.body + self.outs + self.stacks
 
 
 @dataclasses.dataclass
@@ -74,6 +102,7 @@ class OpGraph:
     out_tree: Any  # PyTreeDef of the result
     # flat output index -> flat argument index it is the next value of (params in, params out)
     output_aliases: tuple[int | None, ...] = ()
+    loops: tuple[Loop, ...] = ()  # scans planned once (outermost first); see Loop
 
     def info(self, ref: Operand) -> TensorInfo:
         if isinstance(ref, LiteralValue):

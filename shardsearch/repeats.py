@@ -48,7 +48,7 @@ def _signatures(graph: OpGraph, num_strategies) -> np.ndarray:
     for n in graph.nodes:
         params = tuple(sorted((k, repr(v)) for k, v in n.params.items())) if n.kind is NodeKind.OP else ()
         ins = tuple(graph.info(r) for r in n.inputs)
-        key = (n.kind, n.primitive, params, ins, n.outputs, num_strategies[n.id])
+        key = (n.kind, n.primitive, params, ins, n.outputs, num_strategies[n.id], n.trips)
         out[n.id] = codes.setdefault(key, len(codes))
     return out
 

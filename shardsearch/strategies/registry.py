@@ -9,7 +9,7 @@ from cost_model.mesh import MeshShape, replicated
 
 # Importing the rule modules fills the registry.
 from shardsearch.strategies import dot, elementwise, layout, reduce, slicing  # noqa: F401
-from shardsearch.strategies import conv, gather, misc, prng  # noqa: F401
+from shardsearch.strategies import conv, gather, loop, misc, prng  # noqa: F401
 from shardsearch.strategies.base import OpView, Strategy, rule_for
 
 

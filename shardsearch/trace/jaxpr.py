@@ -1,8 +1,11 @@
 """Trace a function to a jaxpr and flatten it into an OpGraph.
 
 Call-like equations (jit, closed_call, custom_jvp/vjp, remat) are inlined so the
-search sees the operators inside them. Control flow (scan, while, cond) stays one
-node: it has no strategy rule yet and is kept replicated.
+search sees the operators inside them. A ``scan`` is planned once: its body's
+equations become nodes (run ``length`` times, see graph.Loop) between slice/carry
+nodes and out/stack nodes, so a model whose layers are stacked under ``scan`` gets
+the same per-operator plan as an unrolled one. ``while`` and ``cond`` stay one node:
+they have no strategy rule yet and are kept replicated.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from shardsearch.errors import TraceError
-from shardsearch.graph import LiteralValue, NodeKind, OpGraph, OpNode, TensorInfo, ValueRef
+from shardsearch.graph import LiteralValue, Loop, NodeKind, OpGraph, OpNode, TensorInfo, ValueRef
 
 # Primitives whose body is inlined, and the param that holds the body.
 _INLINE = {
@@ -89,11 +92,34 @@ def _facts(eqn) -> dict[str, Any]:
 class _Builder:
     def __init__(self):
         self.nodes: list[OpNode] = []
+        self.loops: list[Loop] = []
+        self.trips = 1  # trip count of the loops being walked
 
     def add(self, kind, primitive, params, inputs, outputs, label="", payload=None) -> int:
         nid = len(self.nodes)
-        self.nodes.append(OpNode(nid, kind, primitive, params, tuple(inputs), tuple(outputs), label, payload))
+        self.nodes.append(OpNode(nid, kind, primitive, params, tuple(inputs), tuple(outputs), label, payload,
+                                 self.trips))
         return nid
+
+    def scan(self, eqn, ins: list) -> list:
+        """A scan's body walked once, between its slice/carry and out/stack nodes."""
+        p, body = eqn.params, eqn.params["jaxpr"]
+        nc, nk, length = p["num_consts"], p["num_carry"], int(p["length"])
+        invars, label = body.jaxpr.invars, _source(eqn)
+        op = lambda prim, x, var: self.add(NodeKind.OP, prim, {"length": length}, [x], [_info(var.aval)], label)
+        slices = tuple(op("scan_slice", x, v) for x, v in zip(ins[nc + nk:], invars[nc + nk:]))
+        carries = tuple(op("scan_carry", k, v) for k, v in zip(ins[nc:nc + nk], invars[nc:nc + nk]))
+        first = len(self.nodes)
+        self.trips *= length
+        outs = self.walk(body.jaxpr, body.consts, list(ins[:nc]) + [ValueRef(n) for n in carries + slices])
+        self.trips //= length
+        body_ids = tuple(range(first, len(self.nodes)))
+        carry_out, ys = tuple(outs[:nk]), tuple(outs[nk:])
+        finals = tuple(op("scan_out", c, v) for c, v in zip(carry_out, eqn.outvars[:nk]))
+        stacks = tuple(op("scan_stack", y, v) for y, v in zip(ys, eqn.outvars[nk:]))
+        self.loops.append(Loop(length, bool(p["reverse"]), p.get("unroll", 1), slices, carries, body_ids,
+                               carry_out, ys, finals, stacks))
+        return [ValueRef(n) for n in finals + stacks]
 
     def const(self, value) -> Any:
         arr = np.asarray(value) if not hasattr(value, "aval") else value
@@ -118,7 +144,9 @@ class _Builder:
         for eqn in jaxpr.eqns:
             ins = [read(v) for v in eqn.invars]
             body_key = _INLINE.get(eqn.primitive.name)
-            if body_key is not None and body_key in eqn.params:
+            if eqn.primitive.name == "scan" and int(eqn.params["length"]) >= 1:
+                outs = self.scan(eqn, ins)
+            elif body_key is not None and body_key in eqn.params:
                 body = eqn.params[body_key]
                 if isinstance(body, jcore.ClosedJaxpr):
                     outs = self.walk(body.jaxpr, body.consts, ins)
@@ -156,7 +184,8 @@ def trace(fn: Callable, args: Sequence[Any]) -> OpGraph:
     outs = b.walk(closed.jaxpr, closed.consts, [ValueRef(n) for n in input_nodes])
     out_paths = tuple("out" + jax.tree_util.keystr(p) for p, _ in out_leaves_with_paths)
     aliases = output_aliases(sds, out_shapes)
-    return OpGraph(b.nodes, tuple(outs), tuple(input_nodes), tuple(in_paths), out_paths, in_tree, out_tree, aliases)
+    return OpGraph(b.nodes, tuple(outs), tuple(input_nodes), tuple(in_paths), out_paths, in_tree, out_tree, aliases,
+                   tuple(b.loops))
 
 
 def output_aliases(args: tuple, out) -> tuple[int | None, ...]:

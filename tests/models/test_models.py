@@ -63,10 +63,8 @@ def test_sharded_step_matches_jit(planned):
     assert_close_with_paths(got[1], want[1])
 
 
-def test_no_big_operator_falls_back_to_replicated(planned, request):
+def test_no_big_operator_falls_back_to_replicated(planned):
     case, _, plan = planned
-    if case.name == "gpt_scan":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="scan has no strategy rule yet (issue 4 part 4)"))
     big = [f for f in plan.fallback if max((math.prod(s) for s in f.shapes), default=0) > TRIVIAL_ELEMENTS]
     assert not big, plan.summary()
     if not plan.fallback:

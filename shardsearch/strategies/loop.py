@@ -1,0 +1,34 @@
+"""The seams of a scan planned once (trace/jaxpr.py, graph.Loop).
+
+scan_slice   xs [length, ...] -> one iteration's slice [...]: any layout of the slice,
+             with the stacked dim whole (each iteration reads its own row locally).
+scan_stack   one iteration's output [...] -> ys [length, ...]: the same, reversed.
+scan_carry, scan_out   the loop-carried value entering the body / leaving the loop:
+             identities (the carry keeps its layout from iteration to iteration; the
+             solver charges the body's next-carry -> carry resharding per iteration).
+"""
+
+from __future__ import annotations
+
+from cost_model.mesh import MeshShape
+
+from shardsearch.strategies.base import OpView, Strategy, register
+from shardsearch.strategies.specs import enumerate_specs, io_bytes, spec_name
+
+
+@register("scan_slice", "scan_stack")
+def stacked_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    slicing = op.primitive == "scan_slice"
+    row = op.out_shapes[0] if slicing else op.in_shapes[0]
+    result = []
+    for spec in enumerate_specs(row, mesh):
+        stacked = ((),) + spec
+        ins, outs = ((stacked,), (spec,)) if slicing else ((spec,), (stacked,))
+        result.append(Strategy(f"{spec_name(ins[0])} -> {spec_name(outs[0])}", ins, outs, (), 0.0,
+                               io_bytes(op, ins, outs, mesh) / 2))
+    return result
+
+
+@register("scan_carry", "scan_out")
+def carry_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    return [Strategy(spec_name(s), (s,), (s,), (), 0.0, 0.0) for s in enumerate_specs(op.in_shapes[0], mesh)]
