@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from cost_model import Cluster, CollectiveKind, Link, MeshShape, collective_cost, compute_time, reshard_matrix
+from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, compute_time, reshard_matrix
 from cost_model.mesh import local_bytes
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, kept_for_backward, lifetimes, live_at, peak_point
@@ -51,12 +51,8 @@ def _fused_bytes(graph: OpGraph, node, strategy: Strategy, mesh: MeshShape, ends
 
 
 def with_latency_share(cluster: Cluster, share: float) -> Cluster:
-    """The cluster with each collective's launch latency scaled by ``share``."""
-    return dataclasses.replace(
-        cluster,
-        intra_node=Link(cluster.intra_node.bandwidth, cluster.intra_node.latency * share),
-        inter_node=Link(cluster.inter_node.bandwidth, cluster.inter_node.latency * share),
-    )
+    """The cluster with each collective's launch latency (fitted per-kind links too) scaled by ``share``."""
+    return cluster.with_latency_share(share)
 
 
 def _priced_on(c, off_path: bool, cluster: Cluster, combined: Cluster) -> Cluster:
