@@ -10,7 +10,7 @@ import equinox as eqx
 import jax
 import optax
 
-from models.common import ModelCase
+from models.common import ModelCase, grad_step
 
 VOCAB, SEQ, WIDTH, HEADS, BATCH, CLASSES = 64, 16, 32, 4, 8, 8
 
@@ -66,9 +66,5 @@ def make(seed: int = 0) -> ModelCase:
         logits = jax.vmap(model)(batch["tokens"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
 
-    def train_step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    train_step = grad_step(loss_fn, optimizer)
     return ModelCase("equinox", train_step, (params, optimizer.init(params), batch))

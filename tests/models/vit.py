@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from models.common import ModelCase
+from models.common import ModelCase, grad_step
 
 BATCH, SIZE, PATCH, WIDTH, HEADS, LAYERS, CLASSES = 8, 16, 4, 32, 4, 2, 8
 
@@ -58,9 +58,5 @@ def make(seed: int = 0) -> ModelCase:
         logits = nnx.merge(graphdef, params)(batch["images"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
 
-    def train_step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    train_step = grad_step(loss_fn, optimizer)
     return ModelCase("vit", train_step, (params, optimizer.init(params), batch))
