@@ -16,6 +16,7 @@ Formulation (on the reduced problem; also valid on a raw one, follows included):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Callable
@@ -266,6 +267,19 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
         least = min_memory(problem)
         if least > budget:
             raise _memory_error(budget, least, problem)
+        if reduce:
+            # A budget stops the reduction from eliminating any node whose memory depends
+            # on its strategy, so the core grows tenfold. Solve without it first: if that
+            # plan fits, it is also the best plan within the budget (exact).
+            free = solve(dataclasses.replace(problem, memory_budget=None), time_limit_s=time_limit_s,
+                         num_workers=num_workers, seed=seed, log=log, deterministic=deterministic,
+                         deterministic_time_s=deterministic_time_s, backend=backend, ties=ties,
+                         tie_min_nodes=tie_min_nodes)
+            if evaluate(problem, free.choice).feasible:
+                say("solve: the best plan without the memory budget fits it")
+                return dataclasses.replace(free, solve_s=time.perf_counter() - start)
+            say("solve: the best plan without the memory budget exceeds it: solving with it")
+            time_limit_s = max(1.0, time_limit_s - (time.perf_counter() - start))
 
     expand, core, offset = _reduce(problem, say, ties, tie_min_nodes) if reduce else ((lambda c: np.asarray(c)), problem, 0.0)
 
