@@ -1,6 +1,6 @@
 """Every model of tests/models/ planned by shardsearch, next to data parallel and FSDP.
 
-python -m benchmarks.models_vs_baselines --cluster h100-8 --cluster 2x4-slow --mesh 2x4
+python -m benchmarks.models_vs_baselines --cluster h100-8 --cluster 2x4-slow --cluster slow-compute --mesh 2x4
 
 The models carry no logical axis names (benchmarks/baselines.py needs them), so the two
 baselines are built from argument positions alone: every model's step is
@@ -229,7 +229,8 @@ def markdown(rows: Sequence[Row], notes: str = "") -> str:
         "`memory_analysis` (arguments + outputs + temporaries - aliases). DP splits the batch's "
         "per-example leaves on their leading dim; FSDP also splits each parameter and optimizer-state "
         "leaf on its largest dim the mesh axes divide. Ratios below 1 mean shardsearch is faster. "
-        "Regenerate with `python -m benchmarks.models_vs_baselines --cluster h100-8 --cluster 2x4-slow --mesh 2x4`.",
+        "Regenerate with `python -m benchmarks.models_vs_baselines --cluster h100-8 --cluster 2x4-slow "
+        "--cluster slow-compute --mesh 2x4` (about 6 minutes on 2 cores; the Findings section is written by hand).",
         "",
         "| model | cluster | shardsearch ms | DP ms | FSDP ms | ss / DP | ss / FSDP | memory KiB/dev ss / DP / FSDP "
         "| leaves split ss / FSDP | plan s | predicted ms | ok |",
