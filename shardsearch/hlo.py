@@ -69,12 +69,22 @@ def _iota(dims: list[int], perm: list[int] | None) -> np.ndarray:
     return ids.transpose(perm) if perm else ids
 
 
+_AXIS_REF = re.compile(r"\s*'?([^':]+)'?(?::\((\d+)\)(\d+))?\s*")
+
+
+def _axis_ref(text: str) -> tuple[str, tuple[int, int] | None]:
+    """``'x'`` -> ('x', None); ``'x':(2)4`` -> ('x', (2, 4)): pre-size 2, size 4."""
+    name, pre, size = _AXIS_REF.fullmatch(text).groups()
+    return name, (int(pre), int(size)) if pre else None
+
+
 def device_groups(replica_groups: str, num_devices: int) -> list[list[int]]:
     """The device groups of a collective, from any syntax XLA prints.
 
     ``{{0,1},{2,3}}`` explicit; ``{}`` all devices; ``[2,4]<=[4,2]T(1,0)`` iota (an
     iota over [4,2], transposed, reshaped to 2 groups of 4); ``mesh['x'=2,'y'=4] {'y'}``
-    groups along the named axes, optionally over ``device_ids=(<iota>)``.
+    groups along the named axes, optionally over ``device_ids=(<iota>)``; an axis may be
+    named in part, ``{'y':(2)2}``: the size-2 piece of y below a more-major piece of size 2.
     """
     text = replica_groups.strip()
     if text in ("", "{}"):
@@ -94,9 +104,19 @@ def device_groups(replica_groups: str, num_devices: int) -> list[list[int]]:
         ids = _iota(_ints(im.group(2)), _ints(im.group(3)) if im.group(3) else None).reshape(sizes)
     else:
         ids = np.arange(int(np.prod(sizes))).reshape(sizes)
-    grouped = [names.index(a.strip().strip("'")) for a in m.group(3).split(",") if a.strip()]
-    rest = [i for i in range(len(names)) if i not in grouped]
-    size = int(np.prod([sizes[i] for i in grouped])) if grouped else 1
+    # Grouped axes: 'x' (the whole axis) or 'x':(k)m, the sub-axis of size m whose
+    # more-major part has size k. Each axis is cut into factors at every such bound.
+    refs = [_axis_ref(part) for part in m.group(3).split(",") if part.strip()]
+    factors = []  # (axis, pre-size, size), major to minor
+    for name, n in zip(names, sizes):
+        cuts = {1, n} | {c for a, sub in refs if a == name and sub for c in (sub[0], sub[0] * sub[1])}
+        cuts = sorted(cuts)
+        factors += [(name, lo, hi // lo) for lo, hi in zip(cuts, cuts[1:])] or [(name, 1, 1)]
+    ids = ids.reshape([f[2] for f in factors])
+    grouped = [i for i, (name, pre, size) in enumerate(factors)
+               if any(a == name and (sub is None or sub[0] <= pre < sub[0] * sub[1]) for a, sub in refs)]
+    rest = [i for i in range(len(factors)) if i not in grouped]
+    size = int(np.prod([factors[i][2] for i in grouped])) if grouped else 1
     return ids.transpose(rest + grouped).reshape(-1, size).tolist()
 
 

@@ -43,6 +43,15 @@ def test_replica_group_syntaxes():
     assert device_groups("mesh['x'=2,'y'=4] {'x'}", 8) == [[0, 4], [1, 5], [2, 6], [3, 7]]
 
 
+def test_sub_axis_groups():
+    # 'y':(k)m is the size-m piece of y under a more-major piece of size k (y = 2 x 2 here)
+    assert device_groups("mesh['x'=2,'y'=4] {'y':(2)2}", 8) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert device_groups("mesh['x'=2,'y'=4] {'y':(1)2}", 8) == [[0, 2], [1, 3], [4, 6], [5, 7]]
+    assert device_groups("mesh['x'=2,'y'=4] {'x','y':(2)2}", 8) == [[0, 1, 4, 5], [2, 3, 6, 7]]
+    groups = device_groups("mesh['a'=2,'b'=4], device_ids=([4,2]T(1,0)) {'b':(2)2}", 8)
+    assert sorted(map(sorted, groups)) == [[0, 2], [1, 3], [4, 6], [5, 7]]
+
+
 def test_node_crossing():
     ar, tup, ag, *_ = parse_collectives(HLO)
     assert not ar.crosses_nodes(8, 4) and ar.crosses_nodes(8, 2)

@@ -301,7 +301,5 @@ def test_matches_what_xla_emits(xla_reshards, src, dst):
         assert [(c.kind, c.nbytes) for c in xla] == [(c.kind.value, c.nbytes) for c in ours]
     xb, ob = sum(c.nbytes for c in xla), sum(c.nbytes for c in ours)
     assert xb / 2 <= ob <= xb * 2
-    if "(2)" in xla_reshards[src, dst]:  # a group over part of an axis: shardsearch.hlo cannot read it yet
-        return
     judged = judge_text(xla_reshards[src, dst], SLOW, num_devices=8).comm_s
     assert judged / 3 <= reshard_cost(SLOW, MESH_2x4, SHAPE, 4, S(src), S(dst)) <= 2 * judged
