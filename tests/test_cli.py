@@ -125,3 +125,14 @@ def test_bad_pin_option_exits_2(tmp_path):
     assert res.exit_code == 2 and "is not PATH=SPEC" in res.output
     res = runner.invoke(app, ["plan", TARGET, "--mesh", "2x4", "--pin", "[0][0]['w']=tensor"])
     assert res.exit_code == 2 and "names mesh axis 'tensor'" in res.output
+
+
+def test_bench_writes_a_judged_report(tmp_path):
+    res = runner.invoke(app, ["bench", "--suite", "mlp", "--config", "mlp-tiny", "--mesh", "2x4",
+                              "--out", str(tmp_path), "--no-wallclock"])
+    assert res.exit_code == 0, res.output
+    report = (tmp_path / "mlp-h100-8.md").read_text()
+    assert "| shardsearch |" in report and "| data parallel |" in report and "## Verdict" in report
+    assert (tmp_path / "mlp-h100-8.png").stat().st_size > 0
+    res = runner.invoke(app, ["bench", "--suite", "nope"])
+    assert res.exit_code != 0
