@@ -91,6 +91,20 @@ class Loop:
         return self.slices + self.carries + self.body + self.outs + self.stacks
 
 
+@dataclasses.dataclass(frozen=True)
+class Remat:
+    """A ``jax.checkpoint`` region whose operators are inlined for planning: re-run,
+    they go back inside ``jax.checkpoint`` so the compiled step recomputes them in the
+    backward pass (with ``prevent_cse``) instead of keeping their results."""
+
+    members: tuple[int, ...]  # the region's nodes, in graph order
+    inputs: tuple[Operand, ...]  # outer values bound to the region's inputs
+    outputs: tuple[Operand, ...]  # the region's results
+    prevent_cse: bool
+    policy: Any
+    payload: Any = None  # the checkpoint equation, re-bound with the pinned body
+
+
 @dataclasses.dataclass
 class OpGraph:
     nodes: list[OpNode]
@@ -102,7 +116,8 @@ class OpGraph:
     out_tree: Any  # PyTreeDef of the result
     # flat output index -> flat argument index it is the next value of (params in, params out)
     output_aliases: tuple[int | None, ...] = ()
-    loops: tuple[Loop, ...] = ()  # scans planned once (outermost first); see Loop
+    loops: tuple[Loop, ...] = ()  # scans planned once; see Loop
+    remats: tuple[Remat, ...] = ()  # checkpoint regions, inlined for planning; see Remat
 
     def info(self, ref: Operand) -> TensorInfo:
         if isinstance(ref, LiteralValue):

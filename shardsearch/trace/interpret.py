@@ -2,7 +2,8 @@
 
 This is how a plan is applied: the apply stage passes ``constrain`` to pin the
 layout of intermediates with ``with_sharding_constraint``. A scan planned once
-(graph.Loop) runs as ``jax.lax.scan`` again, its body's nodes pinned inside it.
+(graph.Loop) runs as ``jax.lax.scan`` again, its body's nodes pinned inside it, and a
+checkpoint region (graph.Remat) inside ``jax.checkpoint`` again.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from shardsearch.graph import LiteralValue, Loop, NodeKind, OpGraph
+from shardsearch.graph import LiteralValue, Loop, NodeKind, OpGraph, Remat, ValueRef
 
 Constrain = Callable[[int, list[Any]], list[Any]]
 
@@ -32,19 +33,25 @@ class _Runner:
             return ref.value
         return values[ref.node][ref.index]
 
-    def run(self, node_ids: Sequence[int], values: dict, loops: Sequence[Loop]) -> None:
-        """Evaluate ``node_ids`` in order into ``values``; ``loops`` are the loops among
-        them (nested ones included), each run whole when its first member comes up."""
-        top = [l for l in loops if not any(l is not o and l.members[0] in set(o.body) for o in loops)]
-        start = {l.members[0]: l for l in top}
+    def run(self, node_ids: Sequence[int], values: dict, regions: Sequence[Loop | Remat]) -> None:
+        """Evaluate ``node_ids`` in order into ``values``; ``regions`` are the loops and
+        checkpoint regions among them (nested ones included), each run whole when its
+        first member comes up."""
+        inside = {id(r): set(r.members) for r in regions}
+        top = [r for r in regions if not any(r is not o and r.members[0] in inside[id(o)] for o in regions)]
+        start = {r.members[0]: r for r in top}
         skip: set[int] = set()
         for nid in node_ids:
             if nid in skip:
                 continue
             if nid in start:
-                loop = start[nid]
-                self.run_loop(loop, values, [l for l in loops if l is not loop and l.members[0] in set(loop.body)])
-                skip.update(loop.members)
+                region = start[nid]
+                nested = [r for r in regions if r is not region and r.members[0] in inside[id(region)]]
+                if isinstance(region, Loop):
+                    self.run_loop(region, values, nested)
+                else:
+                    self.run_remat(region, values, nested)
+                skip.update(region.members)
                 continue
             node = self.graph.nodes[nid]
             if node.kind is NodeKind.INPUT:
@@ -57,6 +64,34 @@ class _Runner:
                 res = eqn.primitive.bind(*operands, **eqn.params)
                 outs = list(res) if eqn.primitive.multiple_results else [res]
             values[nid] = self.pin(nid, outs)
+
+    def run_remat(self, region: Remat, values: dict, nested: list) -> None:
+        """The region's nodes inside jax.checkpoint, reading its inputs as arguments."""
+        refs = [r for r in region.inputs if isinstance(r, ValueRef)]
+
+        def fn(*args):
+            local = dict(values)
+            for ref, arg in zip(refs, args):
+                outs = list(local[ref.node])
+                outs[ref.index] = arg
+                local[ref.node] = outs
+            self.run(region.members, local, nested)
+            return [self.read(local, r) for r in region.outputs]
+
+        args = [self.read(values, r) for r in refs]
+        body = jax.make_jaxpr(fn)(*args)
+        if region.payload is not None and not body.consts:
+            # The original equation with the pinned body: keeps its params (a backward
+            # pass's region is marked differentiated, which is what makes XLA recompute).
+            results = region.payload.primitive.bind(*args, **{**region.payload.params, "jaxpr": body.jaxpr})
+        else:
+            results = jax.checkpoint(fn, prevent_cse=region.prevent_cse, policy=region.policy)(*args)
+        members = set(region.members)
+        for ref, v in zip(region.outputs, results):
+            if isinstance(ref, ValueRef) and ref.node in members:  # not a pass-through input
+                outs = list(values.get(ref.node, [None] * len(self.graph.nodes[ref.node].outputs)))
+                outs[ref.index] = v
+                values[ref.node] = outs
 
     def run_loop(self, loop: Loop, values: dict, nested: list[Loop]) -> None:
         def operand(nid):  # the one operand of a slice / carry / out / stack node, pinned
@@ -93,5 +128,5 @@ def eval_graph(
     ``constrain_operands(node, operands)`` each operator's operands before it runs."""
     runner = _Runner(graph, flat_args, constrain or _identity, constrain_operands or _identity)
     values: dict[int, list[Any]] = {}
-    runner.run([n.id for n in graph.nodes], values, graph.loops)
+    runner.run([n.id for n in graph.nodes], values, graph.loops + graph.remats)
     return [runner.read(values, r) for r in graph.outputs]

@@ -18,7 +18,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from shardsearch.errors import TraceError
-from shardsearch.graph import LiteralValue, Loop, NodeKind, OpGraph, OpNode, TensorInfo, ValueRef
+from shardsearch.graph import LiteralValue, Loop, NodeKind, OpGraph, OpNode, Remat, TensorInfo, ValueRef
 
 # Primitives whose body is inlined, and the param that holds the body.
 _INLINE = {
@@ -33,6 +33,9 @@ _INLINE = {
     "custom_vjp_call": "call_jaxpr",
     "custom_vjp_call_jaxpr": "fun_jaxpr",
 }
+
+# Inlined for planning, but re-run inside jax.checkpoint (graph.Remat).
+_REMAT = frozenset({"remat", "remat2", "checkpoint"})
 
 # Constants at most this big become literals (no node); bigger ones become CONST nodes.
 _LITERAL_MAX_ELEMENTS = 1
@@ -93,6 +96,7 @@ class _Builder:
     def __init__(self):
         self.nodes: list[OpNode] = []
         self.loops: list[Loop] = []
+        self.remats: list[Remat] = []
         self.trips = 1  # trip count of the loops being walked
 
     def add(self, kind, primitive, params, inputs, outputs, label="", payload=None) -> int:
@@ -148,10 +152,15 @@ class _Builder:
                 outs = self.scan(eqn, ins)
             elif body_key is not None and body_key in eqn.params:
                 body = eqn.params[body_key]
+                first = len(self.nodes)
                 if isinstance(body, jcore.ClosedJaxpr):
                     outs = self.walk(body.jaxpr, body.consts, ins)
                 else:
                     outs = self.walk(body, (), ins)
+                if eqn.primitive.name in _REMAT and len(self.nodes) > first:
+                    self.remats.append(Remat(tuple(range(first, len(self.nodes))), tuple(ins), tuple(outs),
+                                             bool(eqn.params.get("prevent_cse", True)), eqn.params.get("policy"),
+                                             eqn))
             else:
                 infos = [_info(v.aval) for v in eqn.outvars]
                 params = {**eqn.params, **_facts(eqn)}
@@ -185,7 +194,7 @@ def trace(fn: Callable, args: Sequence[Any]) -> OpGraph:
     out_paths = tuple("out" + jax.tree_util.keystr(p) for p, _ in out_leaves_with_paths)
     aliases = output_aliases(sds, out_shapes)
     return OpGraph(b.nodes, tuple(outs), tuple(input_nodes), tuple(in_paths), out_paths, in_tree, out_tree, aliases,
-                   tuple(b.loops))
+                   tuple(b.loops), tuple(b.remats))
 
 
 def output_aliases(args: tuple, out) -> tuple[int | None, ...]:
