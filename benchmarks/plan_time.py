@@ -16,13 +16,15 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def measure(layers: list[int], mesh: tuple[int, ...], cluster: str, config: str = "gpt-tiny") -> list[tuple]:
+def measure(layers: list[int], mesh: tuple[int, ...], cluster: str, config: str = "gpt-tiny",
+            batch: int | None = None) -> list[tuple]:
     import shardsearch as ss
     from benchmarks.models import gpt
 
     rows = []
     for n in layers:
         cfg = dataclasses.replace(gpt.CONFIGS[config], name=f"{config}-{n}L", layers=n)
+        cfg = dataclasses.replace(cfg, batch=batch) if batch else cfg
         w = gpt.make_workload(cfg)
         t0 = time.perf_counter()
         plan = ss.plan(w.train_step, *w.args, mesh=mesh, cluster=cluster, cache=False)  # time the search
@@ -40,13 +42,15 @@ def main() -> None:
     ap.add_argument("--mesh", default="2x4")
     ap.add_argument("--cluster", default="h100-8")
     ap.add_argument("--config", default="gpt-tiny", help="GPT config whose widths to use (depth varies)")
+    ap.add_argument("--batch", type=int, default=None, help="override the config's batch size")
     a = ap.parse_args()
     mesh = tuple(int(t) for t in a.mesh.split("x"))
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-    rows = measure(a.layers, mesh, a.cluster, a.config)
+    rows = measure(a.layers, mesh, a.cluster, a.config, a.batch)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"plan-time-{a.config}-{a.cluster}"
-    lines = [f"# Trace + plan time vs depth (GPT at {a.config} widths, AdamW, mesh {a.mesh}, {a.cluster})", "",
+    batch = f", batch {a.batch}" if a.batch else ""
+    lines = [f"# Trace + plan time vs depth (GPT at {a.config} widths{batch}, AdamW, mesh {a.mesh}, {a.cluster})", "",
              "Repeated layers are tied (every other copy shares the first two copies' strategies); "
              "the ILP columns are its size after reduction and tying. One run on this 2-core machine.", "",
              "| layers | graph nodes | plan s | ILP nodes | ILP variables | ILP constraints | solver status |",
