@@ -50,11 +50,6 @@ def _fused_bytes(graph: OpGraph, node, strategy: Strategy, mesh: MeshShape, ends
     return total
 
 
-def with_latency_share(cluster: Cluster, share: float) -> Cluster:
-    """The cluster with each collective's launch latency (fitted per-kind links too) scaled by ``share``."""
-    return cluster.with_latency_share(share)
-
-
 def _priced_on(c, off_path: bool, cluster: Cluster, combined: Cluster) -> Cluster:
     # XLA's combiner merges independent all-reduces into one (measured on the CPU
     # backend it leaves reduce-scatters and all-gathers apart, each paying its latency).
@@ -102,7 +97,7 @@ def node_costs(
     users = graph.users()
     graph_outputs = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
     combined = off_critical_path(graph)
-    no_latency = with_latency_share(cluster, combined_share)
+    no_latency = cluster.with_latency_share(combined_share)
     compute, comm = [], []
     # Repeated layers share their strategy lists (strategies/per_node.py caches them):
     # a node priced like an earlier one (same list, same fusion context) reuses its row.
