@@ -105,6 +105,51 @@ class Remat:
     payload: Any = None  # the checkpoint equation, re-bound with the pinned body
 
 
+@dataclasses.dataclass(frozen=True)
+class Cond:
+    """A ``cond`` (``lax.cond`` / ``lax.switch``) whose branches are inlined for planning.
+
+    Each branch's equations are nodes reading the cond's operands directly; each output
+    of the cond is a ``cond_merge`` node whose operands are the branches' corresponding
+    results, all in one layout (strategies/branch.py), so the output has one layout
+    whichever branch ran. Re-run, the branches go back inside ``lax.switch``.
+    Both branches are charged (an upper bound: one of them runs).
+    """
+
+    index: Operand  # the int32 branch index (a scalar, replicated)
+    branches: tuple[tuple[int, ...], ...]  # each branch's nodes, in graph order
+    results: tuple[tuple[Operand, ...], ...]  # each branch's outputs
+    merges: tuple[int, ...]  # one cond_merge node per output
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return tuple(n for b in self.branches for n in b) + self.merges
+
+
+@dataclasses.dataclass(frozen=True)
+class While:
+    """A ``while_loop`` planned once, like a scan whose trip count is unknown.
+
+    Its nodes, in graph order: one ``while_carry`` per carry (the value at the top of an
+    iteration, which the predicate reads too), the predicate's nodes, the body's nodes,
+    then one ``while_out`` per carry (the carry on exit; it reads the carry node). The
+    body's next carry is resharded into the carry's layout at the end of each iteration.
+    Its nodes are charged once per step (trips 1): no sound bound on the iterations
+    is known while planning.
+    """
+
+    carries: tuple[int, ...]
+    cond: tuple[int, ...]  # the predicate's nodes
+    pred: Operand  # the predicate's bool result
+    body: tuple[int, ...]
+    carry_out: tuple[Operand, ...]  # the body's next carry values, read inside the loop
+    outs: tuple[int, ...]
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return self.carries + self.cond + self.body + self.outs
+
+
 @dataclasses.dataclass
 class OpGraph:
     nodes: list[OpNode]
@@ -118,6 +163,29 @@ class OpGraph:
     output_aliases: tuple[int | None, ...] = ()
     loops: tuple[Loop, ...] = ()  # scans planned once; see Loop
     remats: tuple[Remat, ...] = ()  # checkpoint regions, inlined for planning; see Remat
+    conds: tuple[Cond, ...] = ()  # conds with inlined branches; see Cond
+    whiles: tuple[While, ...] = ()  # while loops planned once; see While
+
+    @property
+    def regions(self) -> tuple[Loop | Remat | Cond | While, ...]:
+        """Every region the graph is re-run by (each one run whole, nested ones inside)."""
+        return self.loops + self.remats + self.conds + self.whiles
+
+    def loop_backs(self) -> list[tuple[ValueRef, int, int]]:
+        """(next carry, carry node, times per step) for each loop-carried value whose
+        next value is resharded into the carry's layout between iterations: ``length - 1``
+        times for a scan (its last next-carry leaves the loop as it is), once for a while
+        loop (charged one iteration; its exit value is the carry itself)."""
+        out = []
+        for loop in self.loops:
+            for ref, carry in zip(loop.carry_out, loop.carries):
+                if isinstance(ref, ValueRef) and ref.node != carry:
+                    out.append((ref, carry, (loop.length - 1) * self.nodes[carry].trips))
+        for w in self.whiles:
+            for ref, carry in zip(w.carry_out, w.carries):
+                if isinstance(ref, ValueRef) and ref.node != carry:
+                    out.append((ref, carry, self.nodes[carry].trips))
+        return out
 
     def info(self, ref: Operand) -> TensorInfo:
         if isinstance(ref, LiteralValue):

@@ -271,13 +271,10 @@ def build_problem(
                 matrix = _edge(graph, strategies, cluster, mesh, ref, node.id, j, seen)
                 trips = max(graph.nodes[ref.node].trips, node.trips)  # paid in every iteration
                 edge_costs.append(matrix * trips if trips != 1 else matrix)
-    for loop in graph.loops:
+    for ref, carry, times in graph.loop_backs():
         # The next carry is resharded into the carry's layout between iterations.
-        for ref, carry in zip(loop.carry_out, loop.carries):
-            if isinstance(ref, ValueRef) and ref.node != carry:
-                edges.append((ref.node, carry))
-                matrix = _edge(graph, strategies, cluster, mesh, ref, carry, 0, seen)
-                edge_costs.append(matrix * ((loop.length - 1) * graph.nodes[carry].trips))
+        edges.append((ref.node, carry))
+        edge_costs.append(_edge(graph, strategies, cluster, mesh, ref, carry, 0, seen) * times)
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
             edges.append((out.node, graph.input_nodes[arg]))
