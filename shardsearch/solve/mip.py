@@ -1,5 +1,8 @@
 """The same formulation as ilp.py's CP-SAT model, for a MIP solver (HiGHS or SCIP).
 
+HiGHS runs the sparse-array build of highs.py (through scipy); SCIP runs the model
+built here through OR-Tools' linear solver wrapper.
+
 Edge variables are continuous in [0, 1]: with the marginal constraints
 (sum_t y[s,t] = x_u[s], sum_s y[s,t] = x_v[t]) and integral x they are forced to
 the product x_u[s] * x_v[t], so they need not be integers. LP-based branch and bound
@@ -62,6 +65,12 @@ def _quiet_stdout():
 
 
 def solve_mip(p: Problem, *, backend: str, time_limit_s: float, hint: np.ndarray | None = None) -> MipResult:
+    """``backend``: "highs" (built as sparse arrays, solved through scipy: highs.py) or
+    "scip" (built here through OR-Tools, which takes ``hint``)."""
+    if backend.lower() == "highs":
+        from .highs import solve_highs  # imports mip.MipResult
+
+        return solve_highs(p, time_limit_s=time_limit_s)
     with _quiet_stdout():
         return _solve_mip(p, backend, time_limit_s, hint)
 
