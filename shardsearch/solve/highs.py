@@ -100,3 +100,26 @@ def solve_highs(p: Problem, *, time_limit_s: float) -> MipResult:
     bound = constant + dual / SCALE if choice is not None and dual is not None and np.isfinite(dual) else (
         objective if status == "OPTIMAL" else float("-inf"))
     return MipResult(choice, status, objective, bound, num_vars, len(rows.lo))
+
+
+def formulation_size(p: Problem) -> tuple[int, int]:
+    """(variables, constraints) of the MIP that ``solve_highs`` would build for ``p``,
+    counted without building it (to report a problem's size before reduction).
+    Edge matrices shared between edges (repeated layers) are examined once."""
+    variables, constraints = sum(len(c) for c in p.node_costs), p.num_nodes
+    seen: dict[int, tuple[int, int]] = {}
+    for (u, v), mat in zip(np.asarray(p.edges).reshape(-1, 2), p.edge_costs):
+        if u == v:
+            continue
+        if id(mat) not in seen:
+            m = np.asarray(mat)
+            if np.all(m == m.flat[0]):
+                seen[id(mat)] = (0, 0)
+            else:
+                g = np.unique(m, axis=0)
+                h = np.unique(g, axis=1).shape[1]
+                seen[id(mat)] = (g.shape[0] * h, g.shape[0] + h)
+        variables += seen[id(mat)][0]
+        constraints += seen[id(mat)][1]
+    constraints += sum(len(m) for _, m in p.follows.values()) + (p.memory_budget is not None)
+    return variables, constraints
