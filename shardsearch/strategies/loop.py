@@ -1,4 +1,5 @@
-"""The seams of a scan planned once (trace/jaxpr.py, graph.Loop).
+"""The seams of control flow planned inline: a scan planned once (trace/jaxpr.py,
+graph.Loop), a while loop (graph.While), a cond's branches (graph.Cond).
 
 scan_slice   xs [length, ...] -> one iteration's slice [...]: any layout of the slice,
              with the stacked dim whole (each iteration reads its own row locally).
@@ -6,6 +7,11 @@ scan_stack   one iteration's output [...] -> ys [length, ...]: the same, reverse
 scan_carry, scan_out   the loop-carried value entering the body / leaving the loop:
              identities (the carry keeps its layout from iteration to iteration; the
              solver charges the body's next-carry -> carry resharding per iteration).
+while_carry, while_out  the same for a while loop (while_out reads the carry itself).
+cond_merge   the branches' results for one output of a cond -> the output: every
+             branch hands its result over in the output's layout, so the output has
+             one layout whichever branch ran. It moves nothing: the branch that runs
+             writes the output buffer.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ def stacked_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return result
 
 
-@register("scan_carry", "scan_out")
+@register("scan_carry", "scan_out", "while_carry", "while_out")
 def carry_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return [Strategy(spec_name(s), (s,), (s,), (), 0.0, 0.0) for s in enumerate_specs(op.in_shapes[0], mesh)]
+
+
+@register("cond_merge")
+def merge_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    return [Strategy(spec_name(s), (s,) * len(op.in_shapes), (s,), (), 0.0, 0.0)
+            for s in enumerate_specs(op.out_shapes[0], mesh)]

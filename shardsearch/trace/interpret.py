@@ -2,8 +2,10 @@
 
 This is how a plan is applied: the apply stage passes ``constrain`` to pin the
 layout of intermediates with ``with_sharding_constraint``. A scan planned once
-(graph.Loop) runs as ``jax.lax.scan`` again, its body's nodes pinned inside it, and a
-checkpoint region (graph.Remat) inside ``jax.checkpoint`` again.
+(graph.Loop) runs as ``jax.lax.scan`` again, its body's nodes pinned inside it, a
+checkpoint region (graph.Remat) inside ``jax.checkpoint``, a cond's branches
+(graph.Cond) inside ``jax.lax.switch`` and a while loop (graph.While) as
+``jax.lax.while_loop``, each with the planned layouts pinned inside.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from shardsearch.graph import LiteralValue, Loop, NodeKind, OpGraph, Remat, ValueRef
+from shardsearch.graph import Cond, LiteralValue, Loop, NodeKind, OpGraph, Remat, ValueRef, While
+
+Region = Loop | Remat | Cond | While
 
 Constrain = Callable[[int, list[Any]], list[Any]]
 
@@ -33,12 +37,23 @@ class _Runner:
             return ref.value
         return values[ref.node][ref.index]
 
-    def run(self, node_ids: Sequence[int], values: dict, regions: Sequence[Loop | Remat]) -> None:
-        """Evaluate ``node_ids`` in order into ``values``; ``regions`` are the loops and
-        checkpoint regions among them (nested ones included), each run whole when its
-        first member comes up."""
+    def value(self, values: dict, ref):
+        """An operand as a jax value of its own dtype (a literal too: a value leaving a
+        branch or loop body must have the type the other branches / iterations give)."""
+        if isinstance(ref, LiteralValue):
+            return jax.numpy.asarray(ref.value, dtype=ref.info.dtype)
+        return self.read(values, ref)
+
+    def run(self, node_ids: Sequence[int], values: dict, regions: Sequence[Region]) -> None:
+        """Evaluate ``node_ids`` in order into ``values``; ``regions`` are the loops,
+        conds and checkpoint regions among them (nested ones included), each run whole
+        when its first member comes up."""
         inside = {id(r): set(r.members) for r in regions}
-        top = [r for r in regions if not any(r is not o and r.members[0] in inside[id(o)] for o in regions)]
+        # Regions nest or are apart. A checkpoint region may hold exactly the nodes of a
+        # cond or loop it wraps (or of another checkpoint, listed after the one inside).
+        rank = {id(r): (len(r.members), isinstance(r, Remat), i) for i, r in enumerate(regions)}
+        within = lambda r, o: r is not o and rank[id(r)] < rank[id(o)] and r.members[0] in inside[id(o)]
+        top = [r for r in regions if not any(within(r, o) for o in regions)]
         start = {r.members[0]: r for r in top}
         skip: set[int] = set()
         for nid in node_ids:
@@ -46,11 +61,9 @@ class _Runner:
                 continue
             if nid in start:
                 region = start[nid]
-                nested = [r for r in regions if r is not region and r.members[0] in inside[id(region)]]
-                if isinstance(region, Loop):
-                    self.run_loop(region, values, nested)
-                else:
-                    self.run_remat(region, values, nested)
+                nested = [r for r in regions if within(r, region)]
+                runners = {Loop: self.run_loop, Remat: self.run_remat, Cond: self.run_cond, While: self.run_while}
+                runners[type(region)](region, values, nested)
                 skip.update(region.members)
                 continue
             node = self.graph.nodes[nid]
@@ -117,6 +130,48 @@ class _Runner:
         for n, v in zip(loop.stacks, ys):
             values[n] = self.pin(n, [v])
 
+    def run_cond(self, cond: Cond, values: dict, nested: list) -> None:
+        """The branches inside lax.switch, reading outer values as they are; each hands
+        its results over in the merged outputs' planned layouts."""
+
+        def branch(nodes, results):
+            def fn():
+                local = dict(values)
+                self.run(nodes, local, nested)
+                return [self.pin(m, [self.value(local, r)])[0] for m, r in zip(cond.merges, results)]
+
+            return fn
+
+        index = self.read(values, cond.index)
+        outs = jax.lax.switch(index, [branch(b, r) for b, r in zip(cond.branches, cond.results)])
+        for m, v in zip(cond.merges, outs):
+            values[m] = self.pin(m, [v])
+
+    def run_while(self, loop: While, values: dict, nested: list) -> None:
+        """The predicate and body inside lax.while_loop; the carry keeps its planned layout."""
+
+        def top(carry):  # outer values as they are, the carries at the top of an iteration
+            local = dict(values)
+            for n, v in zip(loop.carries, carry):
+                local[n] = self.pin(n, [v])
+            return local
+
+        def cond_fn(carry):
+            local = top(carry)
+            self.run(loop.cond, local, nested)
+            return self.value(local, loop.pred)
+
+        def body_fn(carry):
+            local = top(carry)
+            self.run(loop.body, local, nested)
+            return [self.pin(n, [self.value(local, r)])[0] for n, r in zip(loop.carries, loop.carry_out)]
+
+        init = [self.pin(n, self.pin_operands(n, [self.value(values, self.graph.nodes[n].inputs[0])]))[0]
+                for n in loop.carries]
+        final = jax.lax.while_loop(cond_fn, body_fn, init)
+        for n, v in zip(loop.outs, final):
+            values[n] = self.pin(n, self.pin_operands(n, [v]))
+
 
 def eval_graph(
     graph: OpGraph,
@@ -128,5 +183,5 @@ def eval_graph(
     ``constrain_operands(node, operands)`` each operator's operands before it runs."""
     runner = _Runner(graph, flat_args, constrain or _identity, constrain_operands or _identity)
     values: dict[int, list[Any]] = {}
-    runner.run([n.id for n in graph.nodes], values, graph.loops + graph.remats)
+    runner.run([n.id for n in graph.nodes], values, graph.regions)
     return [runner.read(values, r) for r in graph.outputs]

@@ -4,8 +4,9 @@ Call-like equations (jit, closed_call, custom_jvp/vjp, remat) are inlined so the
 search sees the operators inside them. A ``scan`` is planned once: its body's
 equations become nodes (run ``length`` times, see graph.Loop) between slice/carry
 nodes and out/stack nodes, so a model whose layers are stacked under ``scan`` gets
-the same per-operator plan as an unrolled one. ``while`` and ``cond`` stay one node:
-they have no strategy rule yet and are kept replicated.
+the same per-operator plan as an unrolled one. A ``cond``'s branches are inlined, its
+outputs merged (graph.Cond); a ``while``'s predicate and body are planned once
+between carry and out nodes (graph.While).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 from jax.extend import core as jcore
 
 from shardsearch.errors import TraceError
-from shardsearch.graph import LiteralValue, Loop, NodeKind, OpGraph, OpNode, Remat, TensorInfo, ValueRef
+from shardsearch.graph import (
+    Cond, LiteralValue, Loop, NodeKind, OpGraph, OpNode, Remat, TensorInfo, ValueRef, While,
+)
 
 # Primitives whose body is inlined, and the param that holds the body.
 _INLINE = {
@@ -97,6 +100,8 @@ class _Builder:
         self.nodes: list[OpNode] = []
         self.loops: list[Loop] = []
         self.remats: list[Remat] = []
+        self.conds: list[Cond] = []
+        self.whiles: list[While] = []
         self.trips = 1  # trip count of the loops being walked
 
     def add(self, kind, primitive, params, inputs, outputs, label="", payload=None) -> int:
@@ -125,6 +130,37 @@ class _Builder:
                                carry_out, ys, finals, stacks))
         return [ValueRef(n) for n in finals + stacks]
 
+    def cond(self, eqn, ins: list) -> list:
+        """Each branch walked on the cond's operands, then one merge node per output."""
+        branches, results = [], []
+        for branch in eqn.params["branches"]:
+            first = len(self.nodes)
+            results.append(tuple(self.walk(branch.jaxpr, branch.consts, ins[1:])))
+            branches.append(tuple(range(first, len(self.nodes))))
+        label, n = _source(eqn), len(branches)
+        merges = tuple(self.add(NodeKind.OP, "cond_merge", {"branches": n}, [r[k] for r in results],
+                                [_info(v.aval)], label) for k, v in enumerate(eqn.outvars))
+        self.conds.append(Cond(ins[0], tuple(branches), tuple(results), merges))
+        return [ValueRef(m) for m in merges]
+
+    def while_loop(self, eqn, ins: list) -> list:
+        """The predicate and the body walked once, between carry and out nodes."""
+        p, label = eqn.params, _source(eqn)
+        cond, body, nc, nb = p["cond_jaxpr"], p["body_jaxpr"], p["cond_nconsts"], p["body_nconsts"]
+        carries = tuple(self.add(NodeKind.OP, "while_carry", {}, [x], [_info(v.aval)], label)
+                        for x, v in zip(ins[nc + nb:], eqn.outvars))
+        at_top = [ValueRef(c) for c in carries]
+        first = len(self.nodes)
+        (pred,) = self.walk(cond.jaxpr, cond.consts, list(ins[:nc]) + at_top)
+        cond_ids = tuple(range(first, len(self.nodes)))
+        first = len(self.nodes)
+        carry_out = tuple(self.walk(body.jaxpr, body.consts, list(ins[nc:nc + nb]) + at_top))
+        body_ids = tuple(range(first, len(self.nodes)))
+        outs = tuple(self.add(NodeKind.OP, "while_out", {}, [ValueRef(c)], [_info(v.aval)], label)
+                     for c, v in zip(carries, eqn.outvars))
+        self.whiles.append(While(carries, cond_ids, pred, body_ids, carry_out, outs))
+        return [ValueRef(n) for n in outs]
+
     def const(self, value) -> Any:
         arr = np.asarray(value) if not hasattr(value, "aval") else value
         info = TensorInfo(tuple(arr.shape), np.dtype(arr.dtype))
@@ -150,6 +186,10 @@ class _Builder:
             body_key = _INLINE.get(eqn.primitive.name)
             if eqn.primitive.name == "scan" and int(eqn.params["length"]) >= 1:
                 outs = self.scan(eqn, ins)
+            elif eqn.primitive.name == "cond" and eqn.outvars:
+                outs = self.cond(eqn, ins)
+            elif eqn.primitive.name == "while" and eqn.outvars:
+                outs = self.while_loop(eqn, ins)
             elif body_key is not None and body_key in eqn.params:
                 body = eqn.params[body_key]
                 first = len(self.nodes)
@@ -194,7 +234,7 @@ def trace(fn: Callable, args: Sequence[Any]) -> OpGraph:
     out_paths = tuple("out" + jax.tree_util.keystr(p) for p, _ in out_leaves_with_paths)
     aliases = output_aliases(sds, out_shapes)
     return OpGraph(b.nodes, tuple(outs), tuple(input_nodes), tuple(in_paths), out_paths, in_tree, out_tree, aliases,
-                   tuple(b.loops), tuple(b.remats))
+                   tuple(b.loops), tuple(b.remats), tuple(b.conds), tuple(b.whiles))
 
 
 def output_aliases(args: tuple, out) -> tuple[int | None, ...]:
