@@ -1,13 +1,32 @@
 """Price the program XLA compiled on a target cluster.
 
-Compute is a per-device roofline over ``cost_analysis`` (FLOPs and bytes accessed);
-communication is the sum of every collective in the optimized HLO, each priced with
-the alpha-beta formulas of ``cost_model.collectives`` (no overlap with compute or
-with each other is assumed). Memory is the per-device figure of ``memory_analysis``.
+Compute is one per-device roofline over the whole program, its FLOP side priced per
+matmul the way the planner prices an operator (``cost_model.compute_time``):
 
-Limitations: XLA's ``cost_analysis`` counts a while/scan body once, not once per
-iteration, so FLOPs (and bytes accessed) of scanned layers are undercounted; the
-same holds for collectives inside a loop body, which are priced once.
+    compute_s = max(matmul_s + other_s, bytes_accessed / hbm_bandwidth)
+    matmul_s  = sum over the dots and convolutions of the optimized HLO (``shardsearch.hlo_compute``)
+                of trips_i * flops_i / (peak_flops_for(dtype_i) * matmul_efficiency_at(flops_i))
+    other_s   = (flops - matmul_flops) / peak_flops_for(the dtype most non-matmul arithmetic
+                is meant in, else float32)
+    flops     = cost_analysis FLOPs + the matmul FLOPs of loop iterations it leaves out
+
+so a float32 matmul runs at the float32 peak (TF32 on H100), a bf16 one at the bf16 peak,
+and a matmul split too finely pays the small-matmul efficiency curve, as in the plan's
+prediction. With no ``peak_flops_by_dtype`` and no ``matmul_efficiency`` this is exactly
+``max(flops / peak_flops, bytes / hbm)``, the judge's formula before per-matmul pricing.
+The planner sums one roofline per operator (sum of max(flop time, byte time)); the judge
+cannot attribute XLA's bytes to operators after fusion, so it takes one max over the
+program: for the same work it is at most the planner's sum, equal when every operator
+is bound the same way.
+
+Communication is the sum of every collective in the optimized HLO, each priced with the
+alpha-beta formulas of ``cost_model.collectives`` (no overlap with compute or with each
+other is assumed). Memory is the per-device figure of ``memory_analysis``.
+
+Loops: XLA's ``cost_analysis`` counts a while/scan body once. Matmuls inside a loop whose
+``known_trip_count`` XLA states are counted every iteration (and added to ``flops``,
+reported in ``loop_flops``); non-matmul FLOPs, bytes accessed and collectives of a loop
+body are still counted once.
 """
 
 from __future__ import annotations
@@ -17,7 +36,7 @@ import re
 
 import jax
 
-from benchmarks.judge.hlo import HloCollective, parse_collectives
+from benchmarks.judge.hlo import HloCollective, HloCompute, hlo_compute, parse_collectives
 from cost_model.cluster import Cluster
 from cost_model.collectives import span_collective_time
 from cost_model.compute import compute_time
@@ -45,6 +64,17 @@ class Judged:
     bytes_accessed: float  # per device
     num_devices: int
     collectives: tuple[PricedCollective, ...]
+    matmul_flops: float = 0.0  # per device, loop trips included (part of ``flops``)
+    matmul_s: float = 0.0  # the matmuls at their dtype's peak and size's efficiency
+    other_s: float = 0.0  # the remaining FLOPs at the peak of their dtype
+    loop_flops: float = 0.0  # matmul FLOPs of loop iterations cost_analysis left out (part of ``flops``)
+    other_dtype: str = "float32"
+    bytes_s: float = 0.0  # the memory side of the roofline: bytes_accessed / hbm_bandwidth
+
+    @property
+    def flops_s(self) -> float:
+        """The FLOP side of the compute roofline."""
+        return self.matmul_s + self.other_s
 
     @property
     def total_s(self) -> float:
@@ -91,20 +121,37 @@ def price_collective(c: HloCollective, cluster: Cluster, num_devices: int) -> Pr
 
 def judge_text(hlo_text: str, cluster: Cluster, *, num_devices: int | None = None, flops: float = 0.0,
                bytes_accessed: float = 0.0, memory_bytes: float = 0.0) -> Judged:
-    """Price optimized HLO text, given the per-device figures XLA reported for it."""
+    """Price optimized HLO text, given the per-device figures XLA reported for it
+    (``flops`` as ``cost_analysis`` counts them: a loop body once)."""
     found = parse_collectives(hlo_text)
     if num_devices is None:
         num_devices = _default_num_devices(hlo_text, found)
     priced = tuple(p for p in (price_collective(c, cluster, num_devices) for c in found) if p.group_size > 1)
+    compute = hlo_compute(hlo_text)
+    total = max(float(flops) + compute.uncounted_loop_flops, compute.matmul_flops)
+    matmul_s, other_dtype = matmul_seconds(compute, cluster), compute.other_dtype or "float32"
+    other_s = compute_time(cluster, total - compute.matmul_flops, 0.0, other_dtype)
+    bytes_s = compute_time(cluster, 0.0, bytes_accessed)
     return Judged(
-        compute_s=compute_time(cluster, flops, bytes_accessed),
+        compute_s=max(matmul_s + other_s, bytes_s),
         comm_s=sum(p.seconds for p in priced),
         memory_bytes=float(memory_bytes),
-        flops=float(flops),
+        flops=total,
         bytes_accessed=float(bytes_accessed),
         num_devices=num_devices,
         collectives=priced,
+        matmul_flops=compute.matmul_flops,
+        matmul_s=matmul_s,
+        other_s=other_s,
+        loop_flops=compute.uncounted_loop_flops,
+        other_dtype=other_dtype,
+        bytes_s=bytes_s,
     )
+
+
+def matmul_seconds(compute: HloCompute, cluster: Cluster) -> float:
+    """Each matmul as the planner prices one: its dtype's peak times the efficiency of its size."""
+    return sum(m.trips * compute_time(cluster, m.flops, 0.0, m.dtype, matmul=True) for m in compute.matmuls)
 
 
 def _cost(compiled) -> dict:
