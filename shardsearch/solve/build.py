@@ -89,6 +89,25 @@ def off_critical_path(graph: OpGraph) -> set[int]:
     return {n.id for n in graph.nodes if n.kind is NodeKind.OP and n.id not in feeds_heavy}
 
 
+# Operators that run on the matrix units: priced at the per-dtype peak scaled by the
+# cluster's matmul efficiency curve at their FLOPs per device (small ones do not fill it).
+MATMULS = frozenset({"dot_general", "conv_general_dilated"})
+
+
+def compute_dtype(graph: OpGraph, node) -> str:
+    """The dtype an operator computes in: its widest floating tensor operand.
+
+    Operands, not the output: a dot of bf16 operands with ``preferred_element_type=f32``
+    runs on the bf16 tensor cores and only accumulates in f32; a bf16 x f32 dot (jnp
+    promotes lazily) converts to f32 and runs at the f32 rate, hence the widest. Integer
+    operands (indices of a gather) do not set the rate when a float one is there; an
+    operator without tensor operands (iota, a random draw) computes in its output dtype.
+    """
+    dtypes = [graph.info(r).dtype for r in node.inputs if isinstance(r, ValueRef)]
+    floats = [d for d in dtypes if "float" in d.name] or dtypes or [o.dtype for o in node.outputs]
+    return max(floats, key=lambda d: d.itemsize).name if floats else "float32"
+
+
 def node_costs(
     graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape, combined_share: float
 ) -> CostTables:
@@ -106,12 +125,14 @@ def node_costs(
         fused = node.kind is NodeKind.OP and node.primitive in FUSIBLE
         ends = node.id in graph_outputs or any(graph.nodes[u].primitive not in FUSIBLE for u, _ in users[node.id])
         starts = tuple(isinstance(r, ValueRef) and graph.nodes[r.node].primitive not in FUSIBLE for r in node.inputs)
-        key = (id(strats), fused, ends, starts, node.id in combined)
+        dtype = compute_dtype(graph, node) if node.kind is NodeKind.OP else None
+        matmul = node.kind is NodeKind.OP and node.primitive in MATMULS
+        key = (id(strats), fused, ends, starts, node.id in combined, dtype, matmul)
         if key not in seen:
             times = []
             for s in strats:
                 nbytes = _fused_bytes(graph, node, s, mesh, ends) if fused else s.bytes_accessed
-                times.append(compute_time(cluster, s.flops, nbytes))
+                times.append(compute_time(cluster, s.flops, nbytes, dtype, matmul=matmul))
             seen[key] = (np.array(times), np.array([
                 sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c)
                     for c in s.collectives)
