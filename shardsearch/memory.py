@@ -120,6 +120,25 @@ def kept_for_backward(graph: OpGraph, lives: Sequence[Lifetime] | None = None) -
     return live_across(forward_end(graph), lifetimes(graph) if lives is None else lives)
 
 
+def resharded_copies(graph: OpGraph, node_operand_specs: Mapping[int, Mapping[int, Spec]] | None
+                     ) -> list[tuple[ValueRef, Spec, int, int]]:
+    """(value, layout, first, last) of each resharded copy a plan makes.
+
+    A value several operators read in the same other layout is moved once (XLA merges
+    the identical collectives: a weight gathered for the forward pass serves the
+    backward pass too). The copy lives from the value's producer to the last reader of
+    that layout: XLA schedules a collective whose operand is ready early (an argument's
+    all-gather runs at the start of the step), and the gathered weight then stays until
+    the backward pass has read it."""
+    last: dict = {}
+    for node, wanted in sorted((node_operand_specs or {}).items()):
+        for j, spec in wanted.items():
+            ref = graph.nodes[node].inputs[j]
+            if isinstance(ref, ValueRef):
+                last[(ref, spec)] = max(node, last.get((ref, spec), node))
+    return [(ref, spec, ref.node, end) for (ref, spec), end in last.items()]
+
+
 def carried_args(graph: OpGraph) -> set[int]:
     """Flat argument indices whose next value the step returns (params, optimizer state)."""
     return {a for a in graph.output_aliases if a is not None}
@@ -195,17 +214,7 @@ def memory_breakdown(
 
     spans = [(v.ref.node, v.last, nbytes(v.ref, out_spec(v.ref))) for v in lives]
     activations = float(sum(b for (first, last, b) in spans if first <= t < last))
-    # A value several operators read in the same other layout is moved once (XLA merges
-    # the identical copies: a weight gathered for the forward pass serves the backward
-    # pass too), and that copy lives from its first reader to its last.
-    copies: dict = {}
-    for node, wanted in sorted((node_operand_specs or {}).items()):
-        for j, spec in wanted.items():
-            ref = graph.nodes[node].inputs[j]
-            if isinstance(ref, ValueRef):
-                first, _ = copies.get((ref, spec), (node, node))
-                copies[(ref, spec)] = (first, node)
-    spans += [(first, last, nbytes(ref, spec)) for (ref, spec), (first, last) in copies.items()]
+    spans += [(first, last, nbytes(ref, spec)) for ref, spec, first, last in resharded_copies(graph, node_operand_specs)]
     profile = _live_profile(len(graph.nodes), spans)
     peak_node = int(np.argmax(profile)) if spans else -1
     live = [b for first, last, b in spans if first <= peak_node <= last]

@@ -17,7 +17,7 @@ import numpy as np
 from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, compute_time, reshard_matrix
 from cost_model.mesh import local_bytes
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
-from shardsearch.memory import carried_args, kept_for_backward, lifetimes, live_at, peak_point
+from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
 from shardsearch.strategies.elementwise import ELEMENTWISE
@@ -159,8 +159,9 @@ def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshSha
       * constants: nothing (XLA embeds them in the program, outside the figures).
     The true peak is arguments + max over time(live temporaries + results made so far);
     the proxy adds the results and the kept activations instead of taking the larger,
-    so it over-counts by the smaller of the two, and it leaves out the short-lived working
-    set at the peak (one operator's temporaries, resharded copies).
+    so it over-counts by the smaller of the two, and it leaves out one operator's
+    short-lived temporaries. Resharded copies live at those points are on the edges
+    (``_edge_memory``).
     """
     carried = carried_args(graph)
     counted: dict[int, list[int]] = collections.defaultdict(list)  # node -> output indices, once per use
@@ -192,6 +193,43 @@ def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshSha
             ])
         mem.append(seen[key])
     return mem
+
+
+def _edge_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape,
+                 edges: list[tuple[int, int]]) -> dict[int, np.ndarray]:
+    """Bytes per device of the resharded copies the budget row counts, per operand edge.
+
+    A copy lives from the value's producer to its reader (``memory.resharded_copies``:
+    a weight all-gathered at the start of the step and read by the backward pass), so
+    the copy made for edge u -> v is counted when that span covers one of the two
+    points ``_node_memory`` counts at: it holds the reader's layout whenever that
+    differs from the producer's. Operand edges come first in ``build_problem``'s list,
+    in graph order. Several readers of one value in the same layout share one copy in
+    the compiled program but each count here (the row is linear), which over-counts.
+    """
+    lives = lifetimes(graph)
+    t_peak, t_fwd = peak_point(graph, lives), forward_end(graph)
+    out: dict[int, np.ndarray] = {}
+    seen: dict = {}
+    e = 0
+    for node in graph.nodes:
+        for j, ref in enumerate(node.inputs):
+            if not isinstance(ref, ValueRef):
+                continue
+            assert edges[e] == (ref.node, node.id), "operand edges must come first, in graph order"
+            live = ref.node <= t_peak <= node.id or ref.node <= t_fwd < node.id
+            if live and node.kind is NodeKind.OP and graph.nodes[ref.node].kind is not NodeKind.CONST:
+                info = graph.info(ref)
+                srcs = tuple(s.out_specs[ref.index] for s in strategies[ref.node])
+                dsts = tuple(s.in_specs[j] for s in strategies[node.id])
+                key = (info.shape, info.dtype.itemsize, srcs, dsts)
+                if key not in seen:
+                    size = [local_bytes(info.shape, info.dtype.itemsize, d, mesh) for d in dsts]
+                    seen[key] = np.array([[0.0 if a == b else size[t] for t, b in enumerate(dsts)] for a in srcs])
+                if seen[key].any():
+                    out[e] = seen[key]
+            e += 1
+    return out
 
 
 def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> None:
@@ -304,6 +342,7 @@ def build_problem(
     problem = Problem(
         node_costs=[c + m for c, m in zip(costs.compute, costs.comm)],
         node_memory=_node_memory(graph, strategies, mesh),
+        edge_memory=_edge_memory(graph, strategies, mesh, edges),
         edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
         edge_costs=edge_costs,
         memory_budget=memory_budget,

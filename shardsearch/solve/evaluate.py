@@ -18,7 +18,7 @@ class CostBreakdown:
     node_cost: float  # seconds: sum of the chosen strategies' costs
     edge_cost: float  # seconds: sum of the chosen entries of every edge matrix
     total: float  # node_cost + edge_cost
-    memory: float  # bytes per device: sum of the chosen strategies' memory
+    memory: float  # bytes per device: the chosen strategies' and resharded copies' memory
     violations: tuple[str, ...]  # empty when the assignment is feasible
 
     @property
@@ -53,9 +53,14 @@ def evaluate(problem: Problem, choice) -> CostBreakdown:
         memory += float(problem.node_memory[i][choice[i]])
 
     edge_cost = 0.0
-    for e, (u, v) in enumerate(np.asarray(problem.edges).reshape(-1, 2)):
+    edges = np.asarray(problem.edges).reshape(-1, 2)
+    for e, (u, v) in enumerate(edges):
         if valid[u] and valid[v]:
             edge_cost += float(problem.edge_costs[e][choice[u], choice[v]])
+    for e, mm in sorted(problem.edge_memory.items()):
+        u, v = edges[e]
+        if valid[u] and valid[v]:
+            memory += float(mm[choice[u], choice[v]])
 
     for v, (u, mapping) in sorted(problem.follows.items()):
         if valid[u] and valid[v] and choice[v] != mapping[choice[u]]:

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from .mip import MipResult
+from .mip import MipResult, edge_groups
 from .problem import Problem
 
 SCALE = 1e6  # seconds -> microseconds
@@ -53,23 +53,27 @@ def solve_highs(p: Problem, *, time_limit_s: float) -> MipResult:
         xs = np.arange(offsets[i], offsets[i + 1])
         rows.add(xs, np.ones(len(xs)), 1.0, 1.0)
     num_vars, constant = num_x, 0.0
-    for (u, v), mat in zip(np.asarray(p.edges).reshape(-1, 2), p.edge_costs):
+    budgeted = p.memory_budget is not None
+    memory = [np.concatenate([np.asarray(m, dtype=np.float64) for m in p.node_memory])]  # per variable
+    for e, ((u, v), mat) in enumerate(zip(np.asarray(p.edges).reshape(-1, 2), p.edge_costs)):
         mat = np.asarray(mat, dtype=np.float64)
+        mm = p.edge_memory.get(e) if budgeted else None  # a resharded copy's bytes
         if u == v:
             costs[0][offsets[u]:offsets[u + 1]] += np.diag(mat)
+            if mm is not None:
+                memory[0][offsets[u]:offsets[u + 1]] += np.diag(mm)
             continue
         base = float(mat.min())
-        if np.all(mat == base):  # a constant matrix decides nothing
+        if np.all(mat == base) and (mm is None or np.all(mm == 0)):  # a constant matrix decides nothing
             constant += base
             continue
         # Strategies with identical rows (columns) share one row (column) of edge variables.
-        distinct_rows, row_of = np.unique(mat, axis=0, return_inverse=True)
-        table, col_of = np.unique(distinct_rows, axis=1, return_inverse=True)
-        row_of, col_of = row_of.reshape(-1), col_of.reshape(-1)
+        row_of, col_of, table, mem_table = edge_groups(mat, mm)
         g_count, h_count = table.shape
         y = num_vars + np.arange(g_count * h_count).reshape(g_count, h_count)
         num_vars += g_count * h_count
         costs.append(table.reshape(-1))
+        memory.append(np.zeros(g_count * h_count) if mem_table is None else mem_table.reshape(-1))
         for g in range(g_count):  # sum_h y[g, h] = sum of x_u over the strategies in row group g
             xs = offsets[u] + np.nonzero(row_of == g)[0]
             rows.add(np.concatenate([xs, y[g]]), np.concatenate([-np.ones(len(xs)), np.ones(h_count)]), 0.0, 0.0)
@@ -79,8 +83,8 @@ def solve_highs(p: Problem, *, time_limit_s: float) -> MipResult:
     for v, (u, mapping) in sorted(p.follows.items()):
         for s, t in enumerate(np.asarray(mapping)):  # x_u[s] <= x_v[mapping[s]]
             rows.add(np.array([offsets[u] + s, offsets[v] + int(t)]), np.array([1.0, -1.0]), -np.inf, 0.0)
-    if p.memory_budget is not None:
-        memory = np.concatenate([np.asarray(m, dtype=np.float64) for m in p.node_memory])
+    if budgeted:
+        memory = np.concatenate(memory)
         used = np.nonzero(memory)[0]
         rows.add(used, memory[used], -np.inf, float(p.memory_budget))
     integrality = np.zeros(num_vars)

@@ -27,6 +27,7 @@ from ortools.sat.python import cp_model
 from shardsearch.errors import MemoryBudgetError, ShardsearchError
 
 from .evaluate import evaluate
+from .lagrange import GAP_TOLERANCE, lagrangian_search
 from .merge import min_memory, reduce_problem
 from .local import fit_memory, local_search
 from .mip import solve_mip
@@ -41,6 +42,9 @@ from .tie import tie_problem
 # The reported objective is re-evaluated in float64 anyway; only ties closer than
 # this may be broken the wrong way.
 _OBJECTIVE_UNITS = 2.0**40
+
+# The exact MIP after the Lagrangian search runs only with at least this many seconds left.
+MIN_EXACT_S = 2.0
 
 # Tie repeated layers only when the reduced problem has more nodes than this: a small
 # core solves in a second untied, and a shallow model's best plan may treat its first
@@ -94,17 +98,21 @@ class _Model:
     def __init__(self, p: Problem):
         self.model = m = cp_model.CpModel()
         node_costs = [np.array(c, dtype=np.float64) for c in p.node_costs]
+        self.node_memory = [np.array(mm, dtype=np.float64) for mm in p.node_memory]
         edges = []
         for e, (u, v) in enumerate(np.asarray(p.edges, dtype=np.int64).reshape(-1, 2)):
             mat = np.asarray(p.edge_costs[e], dtype=np.float64)
+            mm = p.edge_memory.get(e) if p.memory_budget is not None else None
             if u == v:  # self-edge: only the diagonal is reachable
                 node_costs[u] += np.diag(mat)
+                if mm is not None:
+                    self.node_memory[u] += np.diag(mm)
             else:
-                edges.append((u, v, mat))
+                edges.append((u, v, mat, mm))
         self.constant = sum(float(c.min()) for c in node_costs)
-        self.constant += sum(float(mat.min()) for _, _, mat in edges)
+        self.constant += sum(float(mat.min()) for _, _, mat, _ in edges)
         upper = sum(float(c.max() - c.min()) for c in node_costs)
-        upper += sum(float(mat.max() - mat.min()) for _, _, mat in edges)
+        upper += sum(float(mat.max() - mat.min()) for _, _, mat, _ in edges)
         self.scale = _OBJECTIVE_UNITS / upper if upper > 0 else 1.0
 
         self.x = [[m.new_bool_var(f"x{i}_{s}") for s in range(len(c))]
@@ -113,11 +121,14 @@ class _Model:
         for xi, c in zip(self.x, node_costs):
             m.add_exactly_one(xi)
             terms += [(xi[s], k) for s, k in enumerate(self._ints(c - c.min())) if k]
-        for u, v, mat in edges:
+        self.edge_memory = []  # (y variables, memory matrix) of edges whose copies count
+        for u, v, mat, mm in edges:
             coef = self._ints(mat - mat.min())
-            if not coef.any():
+            if not coef.any() and (mm is None or not mm.any()):
                 continue  # constant matrix: nothing to decide
             y = [[m.new_bool_var("") for _ in range(mat.shape[1])] for _ in range(mat.shape[0])]
+            if mm is not None:
+                self.edge_memory.append((y, np.asarray(mm, dtype=np.float64)))
             for s in range(mat.shape[0]):
                 m.add(sum(y[s]) == self.x[u][s])
             for t in range(mat.shape[1]):
@@ -135,7 +146,8 @@ class _Model:
         return np.rint(a * self.scale).astype(np.int64)
 
     def _add_memory(self, p: Problem) -> None:
-        mems = [np.asarray(mm, dtype=np.float64) for mm in p.node_memory]
+        mems = self.node_memory + [mm.reshape(-1) for _, mm in self.edge_memory]
+        variables = self.x + [[b for row in y for b in row] for y, _ in self.edge_memory]
         floor = sum(float(mm.min()) for mm in mems)
         slack = p.memory_budget - floor
         spread = sum(float(mm.max() - mm.min()) for mm in mems)
@@ -144,7 +156,7 @@ class _Model:
         # (memory up, budget down) in units small enough to keep 2**40 resolution.
         unit = 1.0 if integral or spread == 0 else spread / _OBJECTIVE_UNITS
         xs, coefs = [], []
-        for xi, mm in zip(self.x, mems):
+        for xi, mm in zip(variables, mems):
             for s, k in enumerate(np.ceil((mm - mm.min()) / unit).astype(np.int64)):
                 if k:
                     xs.append(xi[s])
@@ -241,7 +253,8 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
           seed: int = 0, log: Callable[[str], None] | None = None,
           reduce: bool = True, deterministic: bool = True,
           deterministic_time_s: float | None = None, backend: str = "highs",
-          ties: np.ndarray | None = None, tie_min_nodes: int = TIE_MIN_CORE_NODES) -> Solution:
+          ties: np.ndarray | None = None, tie_min_nodes: int = TIE_MIN_CORE_NODES,
+          multiplier: float | None = None, exact_after: bool = True) -> Solution:
     """Pick the cheapest strategy per node within the memory budget.
 
     `time_limit_s` caps the wall time of the whole call. The search itself is deterministic
@@ -257,12 +270,19 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
     `ties`: a label per node (repeats.tie_labels); nodes with equal labels take the same
     strategy, which shrinks a deep model's problem to about two layers'. Applied only
     when the reduced problem has more than `tie_min_nodes` nodes.
+    A memory budget that the best plan without it exceeds is met by pricing memory
+    (lagrange.py; `multiplier`: a price from an earlier solve of a similar problem to
+    start from); then, with `exact_after` and time left, the MIP with the budget row
+    tries to beat that plan and its proven optimum is kept if cheaper.
     """
     start = time.perf_counter()
     problem.validate()
     say = log or (lambda _msg: None)
     say(f"solve: {_size(problem)}")
     budget = problem.memory_budget
+    options = dict(num_workers=num_workers, seed=seed, deterministic=deterministic,
+                   deterministic_time_s=deterministic_time_s, backend=backend, ties=ties,
+                   tie_min_nodes=tie_min_nodes)
     if budget is not None:
         least = min_memory(problem)
         if least > budget:
@@ -272,15 +292,69 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
             # on its strategy, so the core grows tenfold. Solve without it first: if that
             # plan fits, it is also the best plan within the budget (exact).
             free = solve(dataclasses.replace(problem, memory_budget=None), time_limit_s=time_limit_s,
-                         num_workers=num_workers, seed=seed, log=log, deterministic=deterministic,
-                         deterministic_time_s=deterministic_time_s, backend=backend, ties=ties,
-                         tie_min_nodes=tie_min_nodes)
+                         log=log, **options)
             if evaluate(problem, free.choice).feasible:
                 say("solve: the best plan without the memory budget fits it")
                 return dataclasses.replace(free, solve_s=time.perf_counter() - start)
-            say("solve: the best plan without the memory budget exceeds it: solving with it")
-            time_limit_s = max(1.0, time_limit_s - (time.perf_counter() - start))
+            say("solve: the best plan without the memory budget exceeds it: pricing memory")
+            return _solve_budgeted(problem, free, start, time_limit_s, multiplier, exact_after, say, options)
+    return _solve_exact(problem, start, time_limit_s, reduce, say, options)
 
+
+def _solve_budgeted(problem: Problem, free: Solution, start: float, time_limit_s: float,
+                    multiplier: float | None, exact_after: bool, say, options: dict) -> Solution:
+    """The Lagrangian search (lagrange.py), then the exact MIP if time is left."""
+    budget = problem.memory_budget
+    deadline = start + time_limit_s
+    found = lagrangian_search(
+        problem, lambda p, limit: solve(p, time_limit_s=limit, **options),
+        free=free, deadline=deadline, start_multiplier=multiplier, say=say)
+    if found.best is None:
+        if found.proven_frugal:
+            raise _memory_error(budget, found.frugal.memory, problem)
+        raise SolverTimeoutError(
+            f"no plan within memory_budget={budget:.6g} bytes found within time_limit_s={time_limit_s} "
+            f"(the least memory found is {found.frugal.memory:.6g} bytes). Raise the time limit, "
+            "or loosen memory_budget.")
+    best, bound = found.best, found.bound
+    gap_left = best.cost - bound > GAP_TOLERANCE * max(abs(best.cost), 1e-30)
+    choice, status = best.choice, "OPTIMAL" if not gap_left else "FEASIBLE"
+    nvars = ncons = reduced = 0
+    time_left = deadline - time.perf_counter()
+    if exact_after and gap_left and time_left >= MIN_EXACT_S:
+        say(f"solve: the exact MIP with the budget row for the {time_left:.1f} s left")
+        try:
+            exact = _solve_exact(problem, time.perf_counter(), time_left, True, say, options)
+        except SolverTimeoutError:
+            exact = None
+        if exact is not None:
+            bound = max(bound, exact.bound)
+            nvars, ncons, reduced = exact.num_variables, exact.num_constraints, exact.reduced_nodes
+            # only a proven optimum replaces the Lagrangian plan: a plan the MIP found
+            # before the wall clock stopped it would depend on the machine's speed
+            if exact.status == "OPTIMAL" and exact.objective < best.cost:
+                choice, status, bound = exact.choice, "OPTIMAL", exact.objective
+            elif exact.status == "OPTIMAL":
+                status, bound = "OPTIMAL", best.cost
+    result = evaluate(problem, choice)
+    if result.violations:  # the search or the reductions have a bug: never hand it on
+        raise AssertionError(f"solver produced an invalid choice: {result.violations[:3]}")
+    bound = min(bound, result.total)
+    elapsed = time.perf_counter() - start
+    gap = (result.total - bound) / result.total if result.total > 0 else 0.0
+    say(f"solve: {status} objective {result.total:.6g} s, {result.memory:.6g} of {budget:.6g} bytes, "
+        f"Lagrangian bound {bound:.6g} s (gap {gap:.3%}, {found.solves} priced solves), {elapsed:.2f} s")
+    return Solution(choice=choice, objective=result.total, bound=bound, status=status, solve_s=elapsed,
+                    num_variables=nvars or free.num_variables, num_constraints=ncons or free.num_constraints,
+                    reduced_nodes=reduced or free.reduced_nodes, multiplier=best.multiplier)
+
+
+def _solve_exact(problem: Problem, start: float, time_limit_s: float, reduce: bool, say, options: dict) -> Solution:
+    """The MIP (with the budget row, if any) on the reduced problem."""
+    budget = problem.memory_budget
+    backend, ties, tie_min_nodes = options["backend"], options["ties"], options["tie_min_nodes"]
+    num_workers, seed = options["num_workers"], options["seed"]
+    deterministic, deterministic_time_s = options["deterministic"], options["deterministic_time_s"]
     expand, core, offset = _reduce(problem, say, ties, tie_min_nodes) if reduce else ((lambda c: np.asarray(c)), problem, 0.0)
 
     if core.num_nodes == 0:

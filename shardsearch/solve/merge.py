@@ -9,9 +9,12 @@ the reduced problem to a full choice of the same cost):
      moved onto its two nodes' costs.
   3. nodes of degree 0, 1 or 2 are eliminated by dynamic programming (min over their
      strategy, argmin recorded), repeated until nothing changes. Only nodes whose
-     memory does not depend on the strategy qualify when a budget can bind, since the
+     memory does not depend on the strategy, and whose edges' memory (resharded copies,
+     ``Problem.edge_memory``) does not either, qualify when a budget can bind, since the
      DP cannot see the budget.
-A budget that even the most memory-hungry assignment meets is dropped first (exact).
+A budget that even the most memory-hungry assignment meets is dropped first (exact), and
+with it all memory. Edge memory is carried along with edge costs: summed over parallel
+edges, its diagonal onto the node for a self-edge, and onto the two nodes when separable.
 """
 
 from __future__ import annotations
@@ -74,14 +77,16 @@ def resolve_follows(problem: Problem) -> tuple[list[int], list[np.ndarray | None
 
 def min_memory(problem: Problem) -> float:
     """The least memory any follows-respecting assignment uses: with follows folded the
-    nodes are independent in memory, so the per-root minima add up exactly."""
+    nodes are independent in memory, so the per-root minima add up exactly. With edge
+    memory, a lower bound (each edge at its own minimum, usually 0: no copy); the exact
+    figure is a problem of its own (``lagrange.least_memory``)."""
     root, maps = resolve_follows(problem)
     mem = {}
     for v in range(problem.num_nodes):
         m = np.asarray(problem.node_memory[v], dtype=np.float64)
         r = root[v]
         mem[r] = mem.get(r, 0.0) + (m if maps[v] is None else m[maps[v]])
-    return float(sum(m.min() for m in mem.values()))
+    return float(sum(m.min() for m in mem.values())) + sum(float(np.min(mm)) for mm in problem.edge_memory.values())
 
 
 def _split(m: np.ndarray):
@@ -93,11 +98,13 @@ def _split(m: np.ndarray):
 
 
 class _Graph:
-    """Mutable working copy. adj[a][b] is the (S_a, S_b) matrix; adj[b][a] its transpose view."""
+    """Mutable working copy. adj[a][b] is the (S_a, S_b) matrix; adj[b][a] its transpose view;
+    madj likewise for the edges whose memory depends on both ends' strategies."""
 
     def __init__(self, costs, mems):
         self.cost, self.mem = costs, mems
         self.adj: dict[int, dict[int, np.ndarray]] = {v: {} for v in costs}
+        self.madj: dict[int, dict[int, np.ndarray]] = {v: {} for v in costs}
         self.queue: collections.deque[int] = collections.deque()
         self.queued: set[int] = set()
 
@@ -106,21 +113,32 @@ class _Graph:
             self.queued.add(v)
             self.queue.append(v)
 
-    def add_edge(self, a: int, b: int, m: np.ndarray) -> None:
+    def add_edge(self, a: int, b: int, m: np.ndarray, mm: np.ndarray | None = None) -> None:
+        """``mm``: the edge's memory matrix, if any."""
         if a == b:  # self-edge: only the diagonal can be chosen
             self.cost[a] = self.cost[a] + np.diag(m)
+            if mm is not None:
+                self.mem[a] = self.mem[a] + np.diag(mm)
             return
-        old = self.adj[a].get(b)
+        old, old_mm = self.adj[a].get(b), self.madj[a].get(b)
         if old is not None:
             m = old + m
+        if old_mm is not None:
+            mm = old_mm if mm is None else old_mm + mm
         parts = _split(m)
-        if parts is None:
+        mparts = (np.zeros(m.shape[0]), np.zeros(m.shape[1])) if mm is None else _split(mm)
+        if parts is None or mparts is None:
             self.adj[a][b], self.adj[b][a] = m, m.T
+            if mm is not None:
+                self.madj[a][b], self.madj[b][a] = mm, mm.T
         else:
             self.cost[a] = self.cost[a] + parts[0]
             self.cost[b] = self.cost[b] + parts[1]
-            self.adj[a].pop(b, None)
-            self.adj[b].pop(a, None)
+            self.mem[a] = self.mem[a] + mparts[0]
+            self.mem[b] = self.mem[b] + mparts[1]
+            for adj in (self.adj, self.madj):
+                adj[a].pop(b, None)
+                adj[b].pop(a, None)
         self.push(a)
         self.push(b)
 
@@ -128,8 +146,17 @@ class _Graph:
         nbrs = list(self.adj.pop(v))
         for u in nbrs:
             del self.adj[u][v]
+            self.madj[u].pop(v, None)
             self.push(u)
+        self.madj.pop(v)
         return nbrs
+
+    def fixed_memory(self, v: int) -> float | None:
+        """v's memory, edges' included, if no strategy of it or its neighbours changes it."""
+        mem = self.mem[v]
+        if not np.all(mem == mem[0]) or any(not np.all(mm == mm.flat[0]) for mm in self.madj[v].values()):
+            return None
+        return float(mem[0]) + sum(float(mm.flat[0]) for mm in self.madj[v].values())
 
 
 def reduce_problem(problem: Problem) -> Reduction:
@@ -150,18 +177,24 @@ def reduce_problem(problem: Problem) -> Reduction:
             followers.append((v, root[v], maps[v]))
 
     budget = problem.memory_budget
-    if budget is not None and sum(m.max() for m in mems.values()) <= budget:
+    most = sum(m.max() for m in mems.values()) + sum(float(np.max(mm)) for mm in problem.edge_memory.values())
+    if budget is not None and most <= budget:
         budget = None  # no assignment can exceed it
 
-    g = _Graph(costs, mems)
-    edges = np.asarray(problem.edges, dtype=np.int64).reshape(-1, 2)
-    for e, (a, b) in enumerate(edges):
-        m = np.asarray(problem.edge_costs[e], dtype=np.float64)
+    def folded(a: int, b: int, m) -> np.ndarray:
+        m = np.asarray(m, dtype=np.float64)
         if maps[a] is not None:
             m = m[maps[a], :]
         if maps[b] is not None:
             m = m[:, maps[b]]
-        g.add_edge(root[a], root[b], m)
+        return m
+
+    g = _Graph(costs, mems)
+    edges = np.asarray(problem.edges, dtype=np.int64).reshape(-1, 2)
+    for e, (a, b) in enumerate(edges):
+        mm = problem.edge_memory.get(e) if budget is not None else None  # memory matters only under a budget
+        g.add_edge(root[a], root[b], folded(a, b, problem.edge_costs[e]),
+                   None if mm is None else folded(a, b, mm))
 
     g.queue.clear()
     g.queued.clear()
@@ -173,10 +206,10 @@ def reduce_problem(problem: Problem) -> Reduction:
         g.queued.discard(v)
         if v not in g.adj or len(g.adj[v]) > 2:
             continue
-        mem = g.mem[v]
-        if budget is not None and not np.all(mem == mem[0]):
+        fixed = g.fixed_memory(v)
+        if budget is not None and fixed is None:
             continue  # its strategy matters to the budget: leave it to the ILP
-        mem_offset += float(mem[0])
+        mem_offset += fixed or 0.0
         cost, nbrs = g.cost[v], list(g.adj[v])
         if not nbrs:
             s = int(np.argmin(cost))
@@ -194,15 +227,17 @@ def reduce_problem(problem: Problem) -> Reduction:
             arg = np.argmin(tot, axis=1)  # (S_u, S_w)
             steps.append((v, u, w, arg))
             g.remove(v)
-            g.add_edge(u, w, tot.min(axis=1))
+            g.add_edge(u, w, tot.min(axis=1))  # v's edge memory was constant: in mem_offset
             continue
         g.remove(v)
 
     kept = sorted(g.adj)
     index = {v: i for i, v in enumerate(kept)}
-    red_edges, red_costs = [], []
+    red_edges, red_costs, red_memory = [], [], {}
     for a in kept:
         for b in sorted(b for b in g.adj[a] if b > a):
+            if b in g.madj[a]:
+                red_memory[len(red_edges)] = g.madj[a][b]
             red_edges.append((index[a], index[b]))
             red_costs.append(g.adj[a][b])
     reduced = Problem(
@@ -212,6 +247,7 @@ def reduce_problem(problem: Problem) -> Reduction:
         edge_costs=red_costs,
         memory_budget=None if budget is None else budget - mem_offset,
         names=[problem.names[v] for v in kept] if problem.names else None,
+        edge_memory=red_memory,
     )
     return Reduction(reduced, offset, mem_offset if budget is not None else 0.0,
                      np.array(kept, dtype=np.int64), n, tuple(steps), tuple(followers))

@@ -64,6 +64,20 @@ def _quiet_stdout():
         os.close(saved)
 
 
+def edge_groups(mat: np.ndarray, mem: np.ndarray | None):
+    """Strategies with identical rows (columns) of an edge's cost and memory matrices --
+    they need or give the same layout of this tensor -- share one row (column) of edge
+    variables: exact, and it shrinks e.g. 90 x 90 pairs of dot strategies to 19 x 19
+    layouts. Returns (row group of each u strategy, column group of each v strategy,
+    cost table, memory table or None) with tables of shape (groups, groups)."""
+    both = mat[:, :, None] if mem is None else np.stack([mat, np.asarray(mem, dtype=np.float64)], axis=2)
+    rows, row_of = np.unique(both.reshape(len(mat), -1), axis=0, return_inverse=True)
+    rows = rows.reshape(len(rows), mat.shape[1], -1)
+    cols, col_of = np.unique(rows.transpose(1, 0, 2).reshape(mat.shape[1], -1), axis=0, return_inverse=True)
+    table = cols.reshape(len(cols), len(rows), -1).transpose(1, 0, 2)
+    return row_of.reshape(-1), col_of.reshape(-1), table[:, :, 0], (None if mem is None else table[:, :, 1])
+
+
 def solve_mip(p: Problem, *, backend: str, time_limit_s: float, hint: np.ndarray | None = None) -> MipResult:
     """``backend``: "highs" (built as sparse arrays, solved through scipy: highs.py) or
     "scip" (built here through OR-Tools, which takes ``hint``)."""
@@ -89,23 +103,27 @@ def _solve_mip(p: Problem, backend: str, time_limit_s: float, hint: np.ndarray |
             one.SetCoefficient(var, 1.0)
             objective.SetCoefficient(var, float(costs[s]))
         x.append(xi)
-    for (u, v), mat in zip(np.asarray(p.edges).reshape(-1, 2), p.edge_costs):
+    budgeted = p.memory_budget is not None
+    mem = solver.Constraint(-solver.infinity(), float(p.memory_budget)) if budgeted else None
+    node_memory = [np.array(mm, dtype=np.float64) for mm in p.node_memory]
+    for e, ((u, v), mat) in enumerate(zip(np.asarray(p.edges).reshape(-1, 2), p.edge_costs)):
         mat = np.asarray(mat, dtype=np.float64)
+        mm = p.edge_memory.get(e) if budgeted else None
         if u == v:
             for s, var in enumerate(x[u]):
                 objective.SetCoefficient(var, objective.GetCoefficient(var) + float(mat[s, s]))
+            if mm is not None:
+                node_memory[u] += np.diag(mm)
             continue
         base = float(mat.min())
-        if np.all(mat == base):  # a constant matrix decides nothing
+        if np.all(mat == base) and (mm is None or np.all(mm == 0)):  # a constant matrix decides nothing
             objective.SetOffset(objective.offset() + base)
             continue
-        # Strategies with identical rows (columns) -- they need or give the same
-        # layout of this tensor -- share one row (column) of edge variables: exact,
-        # and it shrinks e.g. 90 x 90 pairs of dot strategies to 19 x 19 layouts.
-        rows, row_of = np.unique(mat, axis=0, return_inverse=True)
-        cols, col_of = np.unique(rows, axis=1, return_inverse=True)
-        row_of, col_of = row_of.reshape(-1), col_of.reshape(-1)
+        row_of, col_of, cols, mem_table = edge_groups(mat, mm)
         y = [[solver.NumVar(0.0, 1.0, "") for _ in range(cols.shape[1])] for _ in range(cols.shape[0])]
+        if mem_table is not None:
+            for g, h in zip(*np.nonzero(mem_table)):
+                mem.SetCoefficient(y[g][h], float(mem_table[g, h]))
         for g in range(cols.shape[0]):
             row = solver.Constraint(0.0, 0.0)
             for s_ in np.nonzero(row_of == g)[0]:
@@ -125,9 +143,8 @@ def _solve_mip(p: Problem, backend: str, time_limit_s: float, hint: np.ndarray |
             c = solver.Constraint(-solver.infinity(), 0.0)
             c.SetCoefficient(x[u][s], 1.0)
             c.SetCoefficient(x[v][int(t)], -1.0)
-    if p.memory_budget is not None:
-        mem = solver.Constraint(-solver.infinity(), float(p.memory_budget))
-        for xi, mm in zip(x, p.node_memory):
+    if budgeted:
+        for xi, mm in zip(x, node_memory):
             for s, var in enumerate(xi):
                 if mm[s]:
                     mem.SetCoefficient(var, float(mm[s]))

@@ -21,7 +21,10 @@ class Problem:
     node_memory[i]  shape (S_i,)        bytes per device that strategy s keeps resident
     edges           shape (E, 2) int    (u, v) pairs; u < v is not required
     edge_costs[e]   shape (S_u, S_v)    seconds to move u's output into the layout v needs
-    memory_budget   bytes per device for the sum of chosen node_memory; None = unlimited
+    edge_memory     {e: shape (S_u, S_v)} bytes per device edge e's resharded copy adds
+                    to the budget row when u and v take those strategies (a copy that
+                    stays live at the step's peak); edges not in it add none
+    memory_budget   bytes per device for the sum of chosen node and edge memory; None = unlimited
     follows         follows[v] = (u, mapping): v must take strategy mapping[s_u]
                     whenever u takes s_u (mapping has shape (S_u,)); used to merge
                     cheap unary ops into their producer before the ILP.
@@ -35,6 +38,7 @@ class Problem:
     memory_budget: float | None = None
     follows: dict[int, tuple[int, np.ndarray]] = dataclasses.field(default_factory=dict)
     names: list[str] | None = None
+    edge_memory: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def num_nodes(self) -> int:
@@ -69,6 +73,12 @@ class Problem:
                                    f"shape {np.shape(self.edge_costs[e])}, expected {want}")
             if not np.isfinite(self.edge_costs[e]).all():
                 raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost not finite")
+        for e, mm in self.edge_memory.items():
+            if not 0 <= e < len(edges):
+                raise ProblemError(f"edge_memory names edge {e} outside 0..{len(edges) - 1}")
+            if np.shape(mm) != np.shape(self.edge_costs[e]) or not np.isfinite(mm).all():
+                raise ProblemError(f"edge {e}: memory matrix shape {np.shape(mm)} (finite entries) expected "
+                                   f"{np.shape(self.edge_costs[e])}")
         for v, (u, mapping) in self.follows.items():
             if not (0 <= v < n and 0 <= u < n):
                 raise ProblemError(f"follows[{v}] = ({u}, ...) names a node outside 0..{n - 1}")
@@ -92,3 +102,6 @@ class Solution:
     num_variables: int  # variables in the ILP actually solved (after reduction)
     num_constraints: int
     reduced_nodes: int  # nodes left after merging/elimination
+    # seconds per byte at which the Lagrangian search priced memory (lagrange.py); None
+    # when the budget did not bind. Pass it to the next solve of a similar problem.
+    multiplier: float | None = None

@@ -5,7 +5,8 @@ from t to t' never costs more:
 
     cost[t'] - cost[t] + sum over v's edges of max_n (E[n, t'] - E[n, t]) <= 0
 
-and t' uses no more memory. Dropping t keeps the optimum. On our problems most
+and t' uses no more memory, its edges' resharded copies included (whatever the
+neighbours choose). Dropping t keeps the optimum. On our problems most
 strategies of a node are dominated (a layout no neighbour wants), so the ILP shrinks
 several-fold. Runs on a problem without follows (merge.reduce_problem's output).
 """
@@ -38,13 +39,20 @@ def _incident(p: Problem) -> list[list[tuple[int, bool]]]:
     return out
 
 
-def _dominated(costs, mems, mats) -> np.ndarray:
-    """Boolean mask of strategies to drop; ``mats`` are (neighbour, this node) matrices."""
-    s = len(costs)
+def _worst(mats, s: int) -> np.ndarray:
+    """[t', t]: the most switching from t to t' can add over these (neighbour, node) matrices."""
     worst = np.zeros((s, s))
     for m in mats:
-        worst += (m[:, :, None] - m[:, None, :]).max(axis=0)  # [t', t]
-    dom = (costs[:, None] - costs[None, :] + worst <= _EPS) & (mems[:, None] <= mems[None, :])
+        worst += (m[:, :, None] - m[:, None, :]).max(axis=0)
+    return worst
+
+
+def _dominated(costs, mems, mats, mem_mats=()) -> np.ndarray:
+    """Boolean mask of strategies to drop; ``mats`` (``mem_mats``: edge memory) are
+    (neighbour, this node) matrices."""
+    s = len(costs)
+    worst = _worst(mats, s)
+    dom = (costs[:, None] - costs[None, :] + worst <= _EPS) & (mems[:, None] + _worst(mem_mats, s) <= mems[None, :])
     np.fill_diagonal(dom, False)
     drop = np.zeros(s, dtype=bool)
     for t in sorted(range(s), key=lambda t: (costs[t], t)):
@@ -64,12 +72,15 @@ def prune_dominated(p: Problem, max_rounds: int = 4) -> Pruning:
         for v in range(p.num_nodes):
             if len(keep[v]) <= 1:
                 continue
-            mats = []
+            mats, mem_mats = [], []
             for e, v_is_row in incident[v]:
                 u, w = int(edges[e][0]), int(edges[e][1])
-                m = np.asarray(p.edge_costs[e])[np.ix_(keep[u], keep[w])]
-                mats.append(m.T if v_is_row else m)  # rows: the neighbour, columns: v
-            drop = _dominated(np.asarray(p.node_costs[v])[keep[v]], np.asarray(p.node_memory[v])[keep[v]], mats)
+                pairs = [(p.edge_costs[e], mats)] + ([(p.edge_memory[e], mem_mats)] if e in p.edge_memory else [])
+                for matrix, out in pairs:
+                    m = np.asarray(matrix)[np.ix_(keep[u], keep[w])]
+                    out.append(m.T if v_is_row else m)  # rows: the neighbour, columns: v
+            drop = _dominated(np.asarray(p.node_costs[v])[keep[v]], np.asarray(p.node_memory[v])[keep[v]],
+                              mats, mem_mats)
             if drop.any():
                 keep[v] = keep[v][~drop]
                 changed = True
@@ -82,5 +93,7 @@ def prune_dominated(p: Problem, max_rounds: int = 4) -> Pruning:
         edge_costs=[np.asarray(m)[np.ix_(keep[int(u)], keep[int(v)])] for m, (u, v) in zip(p.edge_costs, edges)],
         memory_budget=p.memory_budget,
         names=p.names,
+        edge_memory={e: np.asarray(m)[np.ix_(keep[int(edges[e][0])], keep[int(edges[e][1])])]
+                     for e, m in p.edge_memory.items()},
     )
     return Pruning(pruned, tuple(keep))

@@ -53,5 +53,5 @@ def tie_problem(problem: Problem, labels: np.ndarray) -> Tied:
     edges = np.asarray(problem.edges, dtype=np.int64).reshape(-1, 2)
     names = [problem.names[i] for i in first] if problem.names else None
     tied = Problem(costs, memory, group[edges] if len(edges) else edges, list(problem.edge_costs),
-                   problem.memory_budget, names=names)
+                   problem.memory_budget, names=names, edge_memory=dict(problem.edge_memory))
     return Tied(tied, group)
