@@ -8,7 +8,10 @@ FLOPs follow XLA's own ``HloCostAnalysis``, so the matmul share never exceeds wh
     input element (padding and base-dilation holes skipped; with neither, that product is
     prod(output spatial) * prod(kernel spatial)).
 Matmuls are found at top level and inside every called computation (fusions: XLA CPU
-wraps each dot and conv in a ``__ynn_fusion``; while bodies; conditional branches).
+wraps each dot and conv in a ``__ynn_fusion``; while bodies; conditional branches). On
+GPU, cuBLAS custom-calls (``__cublas$gemm``, ``__cublas$lt$matmul``) count as dots, read from
+their ``backend_config``; cuDNN convolution custom-calls are not read (their FLOPs stay in
+the non-matmul share).
 
 dtype: the dtype the program computes the matmul in on an accelerator. XLA's CPU backend
 runs bf16/f16 matmuls (and elementwise ops) in f32, bracketed by converts; so each value's
@@ -57,6 +60,9 @@ _WINDOW = re.compile(r"\bwindow=\{([^}]*)\}")
 _DIM_LABELS = re.compile(r"\bdim_labels=([0-9a-z]+)_([0-9a-z]+)->([0-9a-z]+)")
 _GROUPS = re.compile(r"\b(feature_group_count|batch_group_count)=(\d+)")
 _BRANCHES = ("branch_computations", "true_computation", "false_computation")
+# GPU HLO: cuBLAS matmuls are custom-calls returning (result, workspace), dims in backend_config
+_GEMM_TARGET = re.compile(r'custom_call_target="__cublas\$(?:lt\$)?(?:gemm|matmul)')
+_GEMM_CONTRACTING = re.compile(r'"lhs_contracting_dimensions"\s*:\s*\[([^\]]*)\]')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +161,19 @@ def _intended(instr: Instruction, operands: list, params: dict, out: dict, modul
     return _capped(_widest_float(operands), result) or result
 
 
+def _is_matmul(instr: Instruction) -> bool:
+    return instr.opcode in MATMUL_OPCODES or (instr.opcode == "custom-call" and bool(_GEMM_TARGET.search(instr.attrs)))
+
+
 def dot_flops(instr: Instruction, lhs: tuple[int, ...]) -> float:
-    dims = {k: [int(d) for d in v.split(",") if d] for k, v in _DIMS.findall(instr.attrs)}
-    contracting = math.prod(lhs[d] for d in dims.get("lhs_contracting_dims", []))
-    return 2.0 * math.prod(instr.arrays[0][1]) * contracting
+    """2 * result elements * contracted elements; a cuBLAS custom-call's result is its first array."""
+    if instr.opcode == "custom-call":
+        m = _GEMM_CONTRACTING.search(instr.attrs)
+        contracting = [int(d.strip().strip('"')) for d in m.group(1).split(",") if d.strip()] if m else []
+    else:
+        dims = {k: [int(d) for d in v.split(",") if d] for k, v in _DIMS.findall(instr.attrs)}
+        contracting = dims.get("lhs_contracting_dims", [])
+    return 2.0 * math.prod(instr.arrays[0][1]) * math.prod(lhs[d] for d in contracting)
 
 
 def _window(text: str, rank: int) -> list[dict[str, int]]:
@@ -205,12 +220,13 @@ def conv_flops(instr: Instruction, lhs: tuple[int, ...], rhs: tuple[int, ...]) -
 
 def _matmul(comp: Computation, instr: Instruction, dtypes: dict) -> HloMatmul | None:
     lhs, rhs = comp.operand_dims(instr, 0), comp.operand_dims(instr, 1)
-    if lhs is None or rhs is None or instr.is_tuple or not instr.arrays:
+    if lhs is None or rhs is None or not instr.arrays or (instr.is_tuple and instr.opcode != "custom-call"):
         return None
-    flops = dot_flops(instr, lhs) if instr.opcode == "dot" else conv_flops(instr, lhs, rhs)
+    flops = conv_flops(instr, lhs, rhs) if instr.opcode == "convolution" else dot_flops(instr, lhs)
     meant = [dtypes.get((comp.name, o)) for o in instr.operands[:2]]
     dtype = _widest_float(meant) or next((d for d in meant if d), None) or instr.arrays[0][0]
-    return HloMatmul(instr.opcode, instr.name, NUMPY_NAMES.get(dtype, dtype), flops)
+    kind = "convolution" if instr.opcode == "convolution" else "dot"
+    return HloMatmul(kind, instr.name, NUMPY_NAMES.get(dtype, dtype), flops)
 
 
 def trip_count(instr: Instruction) -> int:
@@ -227,7 +243,7 @@ def _matmuls(module: dict[str, Computation], entry: Computation, dtypes: dict) -
             return memo[comp.name]
         found: list[HloMatmul] = []
         for instr in comp.instructions:
-            if instr.opcode in MATMUL_OPCODES:
+            if _is_matmul(instr):
                 found += [m for m in (_matmul(comp, instr, dtypes),) if m is not None]
             called = [(a, module[c]) for a, c in instr.calls if c in module and c not in stack]
             branches = [walk(c, stack + (c.name,)) for a, c in called if a in _BRANCHES]

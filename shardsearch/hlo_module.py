@@ -33,7 +33,7 @@ class Instruction:
     attrs: str  # everything after the operand list, metadata removed
     calls: tuple[tuple[str, str], ...]  # (attribute, computation name): ("body", "region_0.3")
 
-    @property
+    @functools.cached_property
     def arrays(self) -> list[tuple[str, tuple[int, ...]]]:
         """(dtype, dims) of each array in the result type."""
         return _arrays(self.type_text)

@@ -131,6 +131,22 @@ def test_conv_counts_the_taps_that_read_input():
     assert m.flops == 2 * 2 * 8 * (6 // 2) * taps * taps
 
 
+GPU_GEMM = """ENTRY %main {
+  %a = bf16[16,32]{1,0} parameter(0)
+  %b = bf16[48,32]{1,0} parameter(1)
+  %gemm = (bf16[16,48]{1,0}, s8[1024]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm", backend_config={"operation_queue_id":"0","gemm_backend_config":{"alpha_real":1,"beta":0,"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["1"],"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]},"epilogue":"DEFAULT"}}
+  ROOT %out = bf16[16,48]{1,0} get-tuple-element(%gemm), index=0
+}
+"""
+
+
+def test_cublas_custom_call_is_a_dot():
+    (m,) = parse_matmuls(GPU_GEMM)
+    assert (m.kind, m.dtype, m.flops) == ("dot", "bfloat16", 2 * 16 * 48 * 32)
+    other = GPU_GEMM.replace("__cublas$gemm", "__cudnn$convForward")
+    assert parse_matmuls(other) == []
+
+
 def test_no_entry_means_no_matmuls():
     assert parse_matmuls("%ar = f32[25]{0} all-reduce(%p), to_apply=%add") == []
 
