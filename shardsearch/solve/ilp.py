@@ -27,7 +27,7 @@ from ortools.sat.python import cp_model
 from shardsearch.errors import MemoryBudgetError, ShardsearchError
 
 from .evaluate import evaluate
-from .lagrange import GAP_TOLERANCE, lagrangian_search
+from .lagrange import GAP_TOLERANCE, lagrangian_search, least_memory
 from .merge import min_memory, reduce_problem
 from .local import fit_memory, local_search
 from .mip import solve_mip
@@ -286,6 +286,8 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
     if budget is not None:
         least = min_memory(problem)
         if least > budget:
+            if problem.edge_memory:  # min_memory is a lower bound: name the true least
+                least = least_memory(problem, lambda p, limit: solve(p, time_limit_s=limit, **options), time_limit_s)
             raise _memory_error(budget, least, problem)
         if reduce:
             # A budget stops the reduction from eliminating any node whose memory depends

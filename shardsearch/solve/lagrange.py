@@ -89,7 +89,16 @@ def memory_only_multiplier(problem: Problem) -> float:
     has the least memory of all plans (ties broken by cost)."""
     spread = sum(float(np.ptp(c)) for c in problem.node_costs)
     spread += sum(float(np.ptp(m)) for m in problem.edge_costs)
-    return 2.0 * max(spread, 1e-30)  # per byte: memory figures differ by whole bytes
+    # per byte: memory figures differ by whole bytes; at least a nanosecond, which the
+    # MIP's tolerances (a picosecond) still see
+    return 2.0 * max(spread, 1e-9)
+
+
+def least_memory(problem: Problem, solve_free: Callable[[Problem, float], Solution], time_limit_s: float) -> float:
+    """The least memory of any plan, edge memory included: the plan solved at the price
+    where only memory counts (merge.min_memory is a lower bound when edges hold memory)."""
+    sol = solve_free(priced_problem(problem, memory_only_multiplier(problem)), time_limit_s)
+    return evaluate(problem, sol.choice).memory
 
 
 def _breakpoint(over: Priced, fits: Priced, lo: float, hi: float) -> float:
@@ -178,6 +187,10 @@ def lagrangian_search(
             break
         else:
             multiplier = _breakpoint(lo_plan, hi_plan, lo, hi)
+    if best() is None and start_multiplier is not None and all(p.multiplier != multiplier for p in tried[1:]):
+        run(multiplier)  # out of time before trying the price that fitted last time
+    if best() is None and all(p.multiplier < top for p in tried):
+        run(top)  # out of time or solves with nothing that fits: the least-memory plan
     frugal = min(tried, key=lambda p: (p.memory, p.cost))
     proven = any(p.multiplier >= top and p.status == "OPTIMAL" for p in tried)
     return LagrangeResult(best(), dual, frugal, proven, len(tried) - 1)
