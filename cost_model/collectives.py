@@ -1,5 +1,9 @@
 """Alpha-beta costs of collectives over mesh axes, aware of which links their groups cross.
 
+Every collective also reads its operand and writes its result in the device's own
+memory (``collective_local_bytes``): time on the device's memory bandwidth, priced
+apart from the links (the planner adds it to the device's time, not to communication).
+
 Byte conventions (per device, see ``Collective.nbytes``):
   ALL_REDUCE      the buffer each device holds (same before and after)
   ALL_GATHER      the gathered result each device ends with
@@ -124,3 +128,29 @@ def collective_time(cluster: Cluster, mesh: MeshShape, kind: CollectiveKind | st
 
 def collective_cost(cluster: Cluster, mesh: MeshShape, c: Collective) -> float:
     return collective_time(cluster, mesh, c.kind, c.axes, c.nbytes)
+
+
+# kind -> (operand bytes, result bytes) per device from (nbytes, group size n), in the
+# module's byte conventions
+_BUFFERS = {
+    CollectiveKind.ALL_REDUCE: lambda b, n: (b, b),
+    CollectiveKind.ALL_GATHER: lambda b, n: (b / n, b),
+    CollectiveKind.REDUCE_SCATTER: lambda b, n: (b, b / n),
+    CollectiveKind.ALL_TO_ALL: lambda b, n: (b, b),
+    CollectiveKind.PERMUTE: lambda b, n: (b, b),
+}
+
+
+def collective_buffers(mesh: MeshShape, c: Collective) -> tuple[float, float]:
+    """(operand, result) bytes per device of one collective (nothing over one device)."""
+    n = mesh.group_size(c.axes)
+    return (0.0, 0.0) if n <= 1 else _BUFFERS[c.kind](float(c.nbytes), n)
+
+
+def collective_local_bytes(mesh: MeshShape, c: Collective) -> float:
+    """Bytes a collective reads and writes in each device's own memory: its operand and
+    its result. The links' time (``collective_cost``) does not include this: a value
+    that goes through a collective is written out by its producer and read back by its
+    consumer instead of staying in a fusion, which on a device whose memory is slow next
+    to its links (or for a small collective on any device) is the larger cost."""
+    return float(sum(collective_buffers(mesh, c)))

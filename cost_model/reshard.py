@@ -25,18 +25,37 @@ takes (checked against its output on a 2x4 mesh, tests/test_topology.py):
 Otherwise a move that is still not in place is gathered and re-sliced (XLA's "full
 rematerialization"). Every pair of valid specs gets a finite cost: there is always
 this path.
+
+Each step also reads and writes the device's own memory (``Step.local_bytes``, priced at
+``Cluster.hbm_bandwidth`` and kept apart from the links' time), as XLA's program does on
+a 2x4 mesh (tests/test_reshard_local.py):
+  * every collective reads its operand and writes its result (``collective_local_bytes``);
+  * an all-to-all is packed into one buffer per peer before and unpacked into the new
+    layout after (slice fusions and a copy): two more copies of its buffer, 6x in all;
+  * an all-gather along a dim with more than one element before it on the device (a
+    channel-minor NHWC tensor gathered on C, a feature-split activation gathered on its
+    last dim), or along several dims, is transposed so the gathered dim comes first and
+    back: a copy of its operand and one of its result, 3x its buffers in all; along the
+    leading dim, the gathered pieces are whole buffers: no copy;
+  * a slice (an added split) is free: XLA fuses the dynamic-slice into the producer or
+    the consumer, which then touches only the piece.
+When the neighbours of a collective are elementwise, XLA fuses the packing and
+transposes into them instead; the value then goes through memory before and after the
+collective instead of staying in one fusion, which costs about the same bytes, so the
+charge does not depend on the neighbours.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .collectives import Collective, CollectiveKind, collective_cost
+from .collectives import Collective, CollectiveKind, collective_cost, collective_local_bytes
 from .errors import ShardsearchError
-from .mesh import MeshShape, Spec, local_bytes, shard_count, spec_str, used_axes
+from .mesh import MeshShape, Spec, local_bytes, local_shape, shard_count, spec_str, used_axes
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -79,33 +98,71 @@ def _mesh_order(mesh: MeshShape, axes) -> tuple[str, ...]:
     return tuple(a for a in mesh.axis_names if a in set(axes))  # deterministic
 
 
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step of a transition: a collective, and the bytes each device reads and
+    writes in its own memory for it (the collective's buffers and the layout copies XLA
+    puts around it; see the module docstring)."""
+
+    collective: Collective
+    local_bytes: float
+
+
+def _major(shape: tuple[int, ...], mesh: MeshShape, layout: Spec, dims: Sequence[int]) -> bool:
+    """Whether gathering ``dims`` of a tensor laid out as ``layout`` concatenates whole
+    contiguous buffers: one dim, with only dims of one element before it on the device."""
+    if len(dims) != 1:
+        return False
+    return all(n == 1 for n in local_shape(shape[:dims[0]], layout[:dims[0]], mesh))
+
+
 @functools.lru_cache(maxsize=1 << 16)
-def _collectives(mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
-                 src: Spec, dst: Spec) -> tuple[Collective, ...]:
+def _steps(mesh: MeshShape, shape: tuple[int, ...], itemsize: int, src: Spec, dst: Spec) -> tuple[Step, ...]:
     _check(mesh, shape, src, "source")
     _check(mesh, shape, dst, "destination")
     src, dst = _drop_trivial(mesh, src), _drop_trivial(mesh, dst)
     if all(d[:len(s)] == s for s, d in zip(src, dst)):
         return ()  # only adds splits (or nothing changes): each device slices what it holds
+
+    def plain(c: Collective) -> Step:  # a collective with no layout copy around it
+        return Step(c, collective_local_bytes(mesh, c))
+
+    def gathered(c: Collective, before: Spec, dims: Sequence[int]) -> Step:
+        # its operand is the piece held ``before`` (after a permute, no piece of c.axes)
+        buffers = local_bytes(shape, itemsize, before, mesh) + c.nbytes
+        if _major(shape, mesh, before, dims):
+            return Step(c, buffers)
+        # XLA transposes the gathered dim to the front and the result back: a copy of each
+        return Step(c, 3 * buffers)
+
+    def all_to_all(c: Collective) -> Step:
+        # packed into one buffer per peer before, unpacked into the new layout after
+        return Step(c, 3 * collective_local_bytes(mesh, c))
+
     # A permute's pairs: XLA takes each piece from the first device that holds it, which
     # may sit anywhere along the axes src replicates over: price it over those too.
     replicated = [a for a in mesh.axis_names if mesh.axis_size(a) > 1 and a not in used_axes(src)]
     changed = [a for s, d in zip(src, dst) if d[:len(s)] != s for a in s]
     permute_axes = _mesh_order(mesh, changed + replicated)
     if _refines(mesh, src, dst):
-        return (Collective(CollectiveKind.PERMUTE, permute_axes, local_bytes(shape, itemsize, dst, mesh)),)
+        return (plain(Collective(CollectiveKind.PERMUTE, permute_axes, local_bytes(shape, itemsize, dst, mesh))),)
     if _refines(mesh, dst, src) and any(s[:len(d)] != d for s, d in zip(src, dst)):
         # src's pieces tile dst's, in another order: XLA permutes them so each group of
         # devices that must end up with one piece of dst holds its parts, then gathers.
         gone = _mesh_order(mesh, [a for a in used_axes(src) if a not in used_axes(dst)])
-        return (Collective(CollectiveKind.PERMUTE, permute_axes, local_bytes(shape, itemsize, src, mesh)),
-                Collective(CollectiveKind.ALL_GATHER, gone, local_bytes(shape, itemsize, dst, mesh)))
+        dims = [i for i, d in enumerate(src) if any(a in gone for a in d)]
+        return (plain(Collective(CollectiveKind.PERMUTE, permute_axes, local_bytes(shape, itemsize, src, mesh))),
+                gathered(Collective(CollectiveKind.ALL_GATHER, gone, local_bytes(shape, itemsize, dst, mesh)),
+                         src, dims))
     sp, dp = _places(src), _places(dst)
     cur = [list(d) for d in src]  # the intermediate layout
-    out: list[Collective] = []
+    out: list[Step] = []
+
+    def layout() -> Spec:
+        return tuple(map(tuple, cur))
 
     def nbytes() -> float:
-        return local_bytes(shape, itemsize, tuple(map(tuple, cur)), mesh)
+        return local_bytes(shape, itemsize, layout(), mesh)
 
     def held(a: str) -> bool:
         return any(a in d for d in cur)
@@ -135,7 +192,7 @@ def _collectives(mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
             s_dim = next(i for i, d in enumerate(cur) if a in d)
             d_dim, before = dp[a]
             if s_dim != d_dim and cur[s_dim][-1] == a and cur[d_dim] == list(before):
-                out.append(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes()))
+                out.append(all_to_all(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes())))
                 cur[s_dim].remove(a)
                 cur[d_dim].append(a)
                 progress = True
@@ -147,26 +204,28 @@ def _collectives(mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
 
     def gather(axes: list[str]) -> None:
         if axes:
+            before = layout()
             for d in cur:
                 d[:] = [a for a in d if a not in axes]
-            out.append(Collective(CollectiveKind.ALL_GATHER, _mesh_order(mesh, axes), nbytes()))
+            dims = [i for i, d in enumerate(before) if any(a in axes for a in d)]
+            out.append(gathered(Collective(CollectiveKind.ALL_GATHER, _mesh_order(mesh, axes), nbytes()), before, dims))
 
     # A dim's whole split of several axes moving, in order, onto a dim split by nothing:
     # XLA views those axes as one and moves the tensor with one all-to-all over them.
     for s_dim, axes in enumerate(src):
         d_dim = next((i for i, d in enumerate(dst) if d == axes and i != s_dim), None)
         if len(axes) > 1 and d_dim is not None and not cur[d_dim] and cur[s_dim] == list(axes):
-            out.append(Collective(CollectiveKind.ALL_TO_ALL, _mesh_order(mesh, axes), nbytes()))
+            out.append(all_to_all(Collective(CollectiveKind.ALL_TO_ALL, _mesh_order(mesh, axes), nbytes())))
             cur[s_dim], cur[d_dim] = [], list(axes)
 
     settle()
     gather([a for a in used_axes(src) if a not in dp])
     settle()
     stuck = [a for a in used_axes(src) if held(a) and not in_place(a)]
-    if stuck and shard_count(dst, mesh) >= shard_count(tuple(map(tuple, cur)), mesh):
+    if stuck and shard_count(dst, mesh) >= shard_count(layout(), mesh):
         axes = _mesh_order(mesh, stuck)
-        out.append(Collective(CollectiveKind.ALL_TO_ALL, axes, nbytes()))
-        out.append(Collective(CollectiveKind.PERMUTE, axes, local_bytes(shape, itemsize, dst, mesh)))
+        out.append(all_to_all(Collective(CollectiveKind.ALL_TO_ALL, axes, nbytes())))
+        out.append(plain(Collective(CollectiveKind.PERMUTE, axes, local_bytes(shape, itemsize, dst, mesh))))
         return tuple(out)
     gather(stuck)
     settle(only_for_moves=False)
@@ -176,36 +235,66 @@ def _collectives(mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
 def reshard_collectives(mesh: MeshShape, shape: Sequence[int], itemsize: int,
                         src: Spec, dst: Spec) -> list[Collective]:
     """The collectives that turn a tensor laid out as ``src`` into ``dst``, in order."""
+    return [s.collective for s in reshard_steps(mesh, shape, itemsize, src, dst)]
+
+
+def reshard_steps(mesh: MeshShape, shape: Sequence[int], itemsize: int, src: Spec, dst: Spec) -> list[Step]:
+    """The steps (collective, local bytes) that turn ``src`` into ``dst``, in order."""
     shape = tuple(int(n) for n in shape)
-    return list(_collectives(mesh, shape, int(itemsize), _norm(src), _norm(dst)))
+    return list(_steps(mesh, shape, int(itemsize), _norm(src), _norm(dst)))
+
+
+def reshard_local_bytes(mesh: MeshShape, shape: Sequence[int], itemsize: int, src: Spec, dst: Spec) -> float:
+    """Bytes each device reads and writes in its own memory to reshard ``src`` -> ``dst``."""
+    return float(sum(s.local_bytes for s in reshard_steps(mesh, shape, itemsize, src, dst)))
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _cost(cluster: Cluster, mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
-          src: Spec, dst: Spec) -> float:
-    return float(sum(collective_cost(cluster, mesh, c) for c in _collectives(mesh, shape, itemsize, src, dst)))
+          src: Spec, dst: Spec) -> tuple[float, float]:
+    """(seconds on the links, seconds on the device's memory)."""
+    steps = _steps(mesh, shape, itemsize, src, dst)
+    return (float(sum(collective_cost(cluster, mesh, s.collective) for s in steps)),
+            float(sum(s.local_bytes for s in steps)) / cluster.hbm_bandwidth)
 
 
 def reshard_cost(cluster: Cluster, mesh: MeshShape, shape: Sequence[int], itemsize: int,
                  src: Spec, dst: Spec) -> float:
-    """Seconds to reshard ``src`` -> ``dst`` on ``cluster`` (0.0 when dst only adds splits)."""
+    """Seconds the collectives of ``src`` -> ``dst`` take on the links of ``cluster``
+    (0.0 when dst only adds splits); ``reshard_local_time`` is the memory traffic on top."""
     shape = tuple(int(n) for n in shape)
-    return _cost(cluster, mesh, shape, int(itemsize), _norm(src), _norm(dst))
+    return _cost(cluster, mesh, shape, int(itemsize), _norm(src), _norm(dst))[0]
+
+
+def reshard_local_time(cluster: Cluster, mesh: MeshShape, shape: Sequence[int], itemsize: int,
+                       src: Spec, dst: Spec) -> float:
+    """Seconds ``src`` -> ``dst`` spends reading and writing each device's own memory."""
+    shape = tuple(int(n) for n in shape)
+    return _cost(cluster, mesh, shape, int(itemsize), _norm(src), _norm(dst))[1]
 
 
 @functools.lru_cache(maxsize=4096)
-def _matrix(cluster: Cluster, mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
-            srcs: tuple[Spec, ...], dsts: tuple[Spec, ...]) -> np.ndarray:
-    m = np.array([[_cost(cluster, mesh, shape, itemsize, s, d) for d in dsts] for s in srcs],
-                 dtype=np.float64).reshape(len(srcs), len(dsts))
-    m.flags.writeable = False  # shared by every caller with the same arguments
-    return m
+def _matrices(cluster: Cluster, mesh: MeshShape, shape: tuple[int, ...], itemsize: int,
+              srcs: tuple[Spec, ...], dsts: tuple[Spec, ...]) -> tuple[np.ndarray, np.ndarray]:
+    parts = np.array([[_cost(cluster, mesh, shape, itemsize, s, d) for d in dsts] for s in srcs],
+                     dtype=np.float64).reshape(len(srcs), len(dsts), 2)
+    links, local = np.ascontiguousarray(parts[:, :, 0]), np.ascontiguousarray(parts[:, :, 1])
+    for m in (links, local):
+        m.flags.writeable = False  # shared by every caller with the same arguments
+    return links, local
+
+
+def reshard_matrices(cluster: Cluster, mesh: MeshShape, shape: Sequence[int], itemsize: int,
+                     srcs: Sequence[Spec], dsts: Sequence[Spec]) -> tuple[np.ndarray, np.ndarray]:
+    """(``reshard_cost``, ``reshard_local_time``) of every (src, dst) pair, each of shape
+    (len(srcs), len(dsts)); read-only arrays shared between callers."""
+    shape = tuple(int(n) for n in shape)
+    srcs = tuple(_norm(s) for s in srcs)
+    dsts = tuple(_norm(d) for d in dsts)
+    return _matrices(cluster, mesh, shape, int(itemsize), srcs, dsts)
 
 
 def reshard_matrix(cluster: Cluster, mesh: MeshShape, shape: Sequence[int], itemsize: int,
                    srcs: Sequence[Spec], dsts: Sequence[Spec]) -> np.ndarray:
-    """Costs of every (src, dst) pair, shape (len(srcs), len(dsts)); a fresh writable copy."""
-    shape = tuple(int(n) for n in shape)
-    srcs = tuple(_norm(s) for s in srcs)
-    dsts = tuple(_norm(d) for d in dsts)
-    return _matrix(cluster, mesh, shape, int(itemsize), srcs, dsts).copy()
+    """``reshard_cost`` of every (src, dst) pair, shape (len(srcs), len(dsts)); a fresh writable copy."""
+    return reshard_matrices(cluster, mesh, shape, itemsize, srcs, dsts)[0].copy()

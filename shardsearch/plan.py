@@ -27,8 +27,8 @@ from shardsearch.strategies import Strategy
 class Predicted:
     """What the cost model expects one step to cost on the target cluster (per device)."""
 
-    compute_s: float
-    comm_s: float  # collectives inside operators + resharding between them
+    compute_s: float  # operators, and collectives' and reshards' memory traffic (collective_memory_s)
+    comm_s: float  # collectives inside operators + resharding between them, on the links
     total_s: float
     peak_bytes: float  # the step's peak per device (shardsearch.memory), no argument donated
     # The memory model's breakdown and the communication the plan pays for, per device
@@ -41,6 +41,9 @@ class Predicted:
     peak_donated_bytes: float = 0.0  # the peak when every carried argument is donated
     comm_bytes: float = 0.0
     collectives: tuple = ()  # (kind, mesh axes, count, bytes) per kind of collective and axes
+    # The part of compute_s that collectives and resharding spend reading and writing the
+    # device's memory: their buffers and XLA's layout copies around them (cost_model.reshard).
+    collective_memory_s: float = 0.0
 
     def __post_init__(self):  # plan files give lists
         object.__setattr__(self, "collectives", tuple(tuple(c) for c in self.collectives))
@@ -246,6 +249,14 @@ def _reshard_edges(graph: OpGraph, chosen: list[Strategy], problem: Problem, cho
     )
 
 
+def _collective_memory_s(problem: Problem, costs: CostTables, choice) -> float:
+    """Seconds the chosen strategies' collectives and the chosen reshards spend on the
+    device's memory (the rest of their cost is the links' time: communication)."""
+    nodes = sum(float(costs.local[i][c]) for i, c in enumerate(choice))
+    edges = sum(float(m[choice[u], choice[v]]) for (u, v), m in zip(np.asarray(problem.edges), costs.edge_local))
+    return nodes + edges
+
+
 def assemble_plan(
     graph: OpGraph,
     strategies: list[list[Strategy]],
@@ -272,7 +283,8 @@ def assemble_plan(
             flat_out.append(((),) * len(ref.info.shape))
     ops = [n for n in graph.nodes if n.kind is NodeKind.OP]
     breakdown = evaluate(problem, choice)
-    compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice)))
+    memory_s = _collective_memory_s(problem, costs, choice)
+    compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice))) + memory_s
     node_out_specs = {n.id: chosen[n.id].out_specs for n in ops}
     operand_specs = _resharded_operands(graph, chosen)
     memory = [memory_breakdown(graph, flat_in, node_out_specs, mesh, node_operand_specs=operand_specs,
@@ -297,6 +309,7 @@ def assemble_plan(
             inputs_bytes=memory[0].inputs_bytes, outputs_bytes=memory[0].outputs_bytes,
             activations_bytes=memory[0].activations_bytes, peak_donated_bytes=memory[1].peak_bytes,
             comm_bytes=float(sum(c[3] for c in collectives)), collectives=collectives,
+            collective_memory_s=memory_s,
         ),
         stats=SolveStats(
             num_nodes=len(graph.nodes),

@@ -14,8 +14,10 @@ import dataclasses
 
 import numpy as np
 
-from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, compute_time, reshard_matrix
+from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, compute_time
+from cost_model.collectives import collective_local_bytes
 from cost_model.mesh import local_bytes
+from cost_model.reshard import reshard_matrices
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
 from shardsearch.solve.problem import Problem
@@ -25,10 +27,16 @@ from shardsearch.strategies.elementwise import ELEMENTWISE
 
 @dataclasses.dataclass(frozen=True)
 class CostTables:
-    """Per-node compute and communication seconds, kept apart for the plan's breakdown."""
+    """Per-node compute and communication seconds, kept apart for the plan's breakdown.
+
+    ``local``: seconds each node's own collectives spend on the device's memory (their
+    operand and result buffers); ``edge_local``: the same for the resharding on each
+    edge of the Problem, in its edge order (the links' time of both is communication)."""
 
     compute: list[np.ndarray]
     comm: list[np.ndarray]
+    local: list[np.ndarray]
+    edge_local: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 # Ops XLA fuses into their neighbours: they move no HBM bytes of their own, except
@@ -117,7 +125,7 @@ def node_costs(
     graph_outputs = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
     combined = off_critical_path(graph)
     no_latency = cluster.with_latency_share(combined_share)
-    compute, comm = [], []
+    compute, comm, local = [], [], []
     # Repeated layers share their strategy lists (strategies/per_node.py caches them):
     # a node priced like an earlier one (same list, same fusion context) reuses its row.
     seen: dict = {}
@@ -138,9 +146,12 @@ def node_costs(
                     for c in s.collectives)
                 for s in strats
             ]))
+            seen[key] += (np.array([sum(collective_local_bytes(mesh, c) for c in s.collectives)
+                                    for s in strats]) / cluster.hbm_bandwidth,)
         compute.append(seen[key][0] * node.trips)  # a scan body's operator runs every iteration
         comm.append(seen[key][1] * node.trips)
-    return CostTables(compute, comm)
+        local.append(seen[key][2] * node.trips)
+    return CostTables(compute, comm, local)
 
 
 def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape) -> list[np.ndarray]:
@@ -247,7 +258,9 @@ def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> N
         )
 
 
-def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None, seen: dict):
+def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None,
+          seen: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, of which on the device's memory) of every (producer, consumer) pair."""
     info = graph.nodes[ref.node].outputs[ref.index]
     srcs = tuple(s.out_specs[ref.index] for s in strategies[ref.node])
     if operand is None:  # tie to an argument node: its layout is its output spec
@@ -256,7 +269,8 @@ def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: in
         dsts = tuple(s.in_specs[operand] for s in strategies[dst])
     key = (info.shape, info.dtype.itemsize, srcs, dsts)  # repeated layers repeat their edges
     if key not in seen:
-        seen[key] = reshard_matrix(cluster, mesh, info.shape, info.dtype.itemsize, list(srcs), list(dsts))
+        links, local = reshard_matrices(cluster, mesh, info.shape, info.dtype.itemsize, srcs, dsts)
+        seen[key] = (links + local, local)
     return seen[key]
 
 
@@ -286,7 +300,7 @@ def _follow_mapping(graph, strategies, costs: CostTables, node) -> tuple[int, np
     if not candidates:
         return None
     j, ref = next(((j, r) for j, r in candidates if graph.nodes[r.node].kind is NodeKind.OP), candidates[0])
-    total = costs.compute[node.id] + costs.comm[node.id]
+    total = costs.compute[node.id] + costs.comm[node.id] + costs.local[node.id]
     by_in: dict = {}
     for t, s in enumerate(strategies[node.id]):
         k = s.in_specs[j]
@@ -318,29 +332,33 @@ def build_problem(
     to rebuild the problem of the same graph, mesh and cluster without recomputing them."""
     costs = node_costs(graph, strategies, cluster, mesh, combined_share)
     seen = {} if edge_memo is None else edge_memo
-    edges, edge_costs = [], []
+    edges, edge_costs, edge_local = [], [], []
     follows = {}
+
+    def add_edge(u: int, v: int, priced: tuple[np.ndarray, np.ndarray], times: int = 1) -> None:
+        edges.append((u, v))
+        for out, m in zip((edge_costs, edge_local), priced):
+            out.append(m * times if times != 1 else m)
+
     for node in graph.nodes:
         mapping = _follow_mapping(graph, strategies, costs, node) if follow else None
         if mapping is not None:
             follows[node.id] = mapping
         for j, ref in enumerate(node.inputs):
             if isinstance(ref, ValueRef):
-                edges.append((ref.node, node.id))
-                matrix = _edge(graph, strategies, cluster, mesh, ref, node.id, j, seen)
                 trips = max(graph.nodes[ref.node].trips, node.trips)  # paid in every iteration
-                edge_costs.append(matrix * trips if trips != 1 else matrix)
+                add_edge(ref.node, node.id, _edge(graph, strategies, cluster, mesh, ref, node.id, j, seen), trips)
     for ref, carry, times in graph.loop_backs():
         # The next carry is resharded into the carry's layout between iterations.
-        edges.append((ref.node, carry))
-        edge_costs.append(_edge(graph, strategies, cluster, mesh, ref, carry, 0, seen) * times)
+        add_edge(ref.node, carry, _edge(graph, strategies, cluster, mesh, ref, carry, 0, seen), times)
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
-            edges.append((out.node, graph.input_nodes[arg]))
-            edge_costs.append(_edge(graph, strategies, cluster, mesh, out, graph.input_nodes[arg], None, seen))
+            add_edge(out.node, graph.input_nodes[arg],
+                     _edge(graph, strategies, cluster, mesh, out, graph.input_nodes[arg], None, seen))
     _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
+    costs = dataclasses.replace(costs, edge_local=edge_local)
     problem = Problem(
-        node_costs=[c + m for c, m in zip(costs.compute, costs.comm)],
+        node_costs=[c + m + lo for c, m, lo in zip(costs.compute, costs.comm, costs.local)],
         node_memory=_node_memory(graph, strategies, mesh),
         edge_memory=_edge_memory(graph, strategies, mesh, edges),
         edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
