@@ -72,6 +72,7 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
     # the number the previous solution merged, until k settles (a fixed point).
     share, seen = 1.0 / max(combined_all_reduces(graph, None, strategies.per_node), 1), set()
     edge_memo: dict = {}
+    solution = None
     while True:
         problem, costs = build_problem(
             graph, strategies.per_node, cluster, mesh, memory_budget,
@@ -86,6 +87,8 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
             backend=config.solver.value,
             log=log,
             ties=ties,
+            # a binding budget's memory price barely moves with the latency share
+            multiplier=solution.multiplier if solution is not None else None,
         )
         k = combined_all_reduces(graph, [strategies.per_node[i][c] for i, c in enumerate(solution.choice)])
         new_share = 1.0 / max(k, 1)
@@ -94,6 +97,8 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
         # With none at all, a dearer latency only makes every other plan dearer.
         if k == 0 or abs(k * share - 1.0) <= 0.1 or k in seen:
             break
+        if time.perf_counter() - t0 >= config.time_limit_s:
+            break  # out of time: a solve given the one second left would do worse than this one
         seen.add(k)
         share = new_share
         if log:
