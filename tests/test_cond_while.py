@@ -62,7 +62,8 @@ def test_apply_if_finite_skips_an_inf_step_like_jit():
     opt = optax.apply_if_finite(optax.adam(1e-3), max_consecutive_errors=3)
     params, opt_state, (x, y) = concrete_mlp_args(64, 64, layers=2, optimizer=opt)
     step = ss.auto(make_train_step(opt), mesh=MESH, cluster=SLOW_COMPUTE)
-    assert not _big_fallback(step.plan_for(params, opt_state, (x, y))), step.plan_for(params, opt_state, (x, y)).summary()
+    plan = step.plan_for(params, opt_state, (x, y))
+    assert not _big_fallback(plan), plan.summary()
     bad = (x.at[0, 0].set(jnp.inf), y)
     got, want = (params, opt_state), (params, opt_state)
     for batch in ((x, y), bad):  # applied, then skipped
