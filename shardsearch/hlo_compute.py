@@ -43,7 +43,7 @@ NUMPY_NAMES = {
     "f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64",
     "f8e4m3fn": "float8_e4m3fn", "f8e5m2": "float8_e5m2", "c64": "complex64", "c128": "complex128",
 }
-# ops that only move or relabel data: their FLOPs are none and their dtype is their input's
+# ops that do no arithmetic of their own: left out when finding the non-matmul dtype
 _NO_ARITHMETIC = frozenset((
     "parameter", "constant", "iota", "tuple", "get-tuple-element", "bitcast", "copy", "reshape",
     "transpose", "broadcast", "slice", "dynamic-slice", "dynamic-update-slice", "concatenate", "pad",
@@ -135,7 +135,7 @@ def intended_dtypes(module: dict[str, Computation]) -> dict[tuple[str, str], str
             mine = [out.get((comp.name, o)) for o in instr.operands]
             for attr, callee in instr.calls:
                 if callee in module and callee not in done:
-                    inherit = attr == "calls" and instr.opcode in ("fusion", "call", "async-start")
+                    inherit = (attr, instr.opcode) in (("calls", "fusion"), ("calls", "async-start"), ("to_apply", "call"))
                     visit(module[callee], dict(enumerate(mine)) if inherit else {})
             out[(comp.name, instr.name)] = _intended(instr, mine, params, out, module)
 
@@ -252,7 +252,8 @@ def _matmuls(module: dict[str, Computation], entry: Computation, dtypes: dict) -
             for attr, callee in called:
                 if attr not in _BRANCHES and attr != "condition":
                     trips = trip_count(instr) if attr == "body" else 1
-                    found += [dataclasses.replace(m, trips=m.trips * trips) for m in walk(callee, stack + (callee.name,))]
+                    inner = walk(callee, stack + (callee.name,))
+                    found += [dataclasses.replace(m, trips=m.trips * trips) for m in inner]
         memo[comp.name] = found
         return found
 

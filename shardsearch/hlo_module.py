@@ -117,7 +117,8 @@ def parse_instruction(line: str) -> Instruction | None:
     types = tuple(p.rsplit(None, 1)[0] if len(p.split()) > 1 else "" for p in pieces)
     attrs = _METADATA.sub("", after[close_at:])
     calls = [(k, v) for k, v in _CALLS_ONE.findall(attrs)]
-    calls += [(k, n.strip().lstrip("%")) for k, many in _CALLS_MANY.findall(attrs) for n in many.split(",") if n.strip()]
+    calls += [(k, n.strip().lstrip("%"))
+              for k, many in _CALLS_MANY.findall(attrs) for n in many.split(",") if n.strip()]
     return Instruction(m.group("name"), type_text, op.group("op"), operands, types, attrs, tuple(calls))
 
 

@@ -227,6 +227,17 @@ def test_bf16_large_matmul_judged_faster_by_the_peak_ratio():
     assert f32.compute_s / bf16.compute_s == pytest.approx(ratio, rel=0.01)
 
 
+@pytest.mark.parametrize("dtype, name", [(jnp.bfloat16, "bfloat16"), (jnp.float32, "float32")])
+def test_non_matmul_flops_priced_at_the_program_dtype(dtype, name):
+    def loss(w, x):
+        return jnp.mean(jax.nn.gelu(x @ w) ** 2)
+    c = _compile(jax.grad(loss), S((128, 256), dtype), S((64, 128), dtype))
+    j = judge(c, H100)
+    assert j.other_dtype == name and {m.dtype for m in hlo_compute(c.as_text()).matmuls} == {name}
+    assert j.flops > j.matmul_flops
+    assert j.other_s == pytest.approx((j.flops - j.matmul_flops) / H100.peak_flops_for(name))
+
+
 def test_tiny_matmul_pays_the_efficiency_curve():
     c = _compile(lambda a, b: a @ b, S((64, 64), jnp.float32), S((64, 64), jnp.float32))
     j, plain = judge(c, H100), judge(c, PLAIN)
