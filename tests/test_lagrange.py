@@ -127,3 +127,20 @@ def test_lagrangian_search_is_deterministic_and_reports_its_gap():
     assert evaluate(p, runs[0].choice).feasible and runs[0].bound <= runs[0].objective
     assert any(line.startswith("lagrange: price") for line in lines)
     assert any("Lagrangian bound" in line and "gap" in line for line in lines)
+
+
+def test_relinking_takes_the_cheaper_plans_choices_while_the_budget_holds():
+    from shardsearch.solve.relink import relink
+
+    # Four independent pairs (a node and its follower); strategy 0 costs 0 s and 3 bytes,
+    # strategy 1 costs 1 s and 1 byte, per node: all-1 costs 8 s and 8 bytes. Labels tie
+    # pairs 0 and 1 (one unit of four nodes) and leave pairs 2 and 3 alone. Budget 16:
+    # the tied unit back on 0 saves the most (4 s for 8 bytes), then nothing else fits.
+    n = 8
+    p = Problem([np.array([0.0, 1.0])] * n, [np.array([3.0, 1.0])] * n, np.zeros((0, 2), dtype=np.int64), [],
+                memory_budget=16.0, follows={2 * k + 1: (2 * k, np.array([0, 1])) for k in range(4)})
+    labels = np.array([0, 0, 0, 0, 2, 2, 3, 3])
+    out = relink(p, np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64), labels)
+    r = evaluate(p, out)
+    assert r.feasible and r.memory == 16.0 and r.total == 4.0
+    assert out.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]

@@ -310,7 +310,7 @@ def _solve_budgeted(problem: Problem, free: Solution, start: float, time_limit_s
     deadline = start + time_limit_s
     found = lagrangian_search(
         problem, lambda p, limit: solve(p, time_limit_s=limit, **options),
-        free=free, deadline=deadline, start_multiplier=multiplier, say=say)
+        free=free, deadline=deadline, start_multiplier=multiplier, labels=options["ties"], say=say)
     if found.best is None:
         if found.proven_frugal:
             raise _memory_error(budget, found.frugal.memory, problem)

@@ -20,6 +20,9 @@ cost(x) >= cost(x) + lam * (memory(x) - budget) >= bound(lam) - lam * budget, wh
 bound(lam) is the priced problem's proven lower bound. The best of these (the
 Lagrangian dual bound) is reported like a MIP's bound, so the gap of the plan is known.
 
+The plans at the bracket's ends are then relinked (relink.py): from the plan that fits
+towards cheaper ones over the budget, as far as the budget allows.
+
 Deterministic: the prices tried depend only on the plans found, and each priced solve is
 deterministic (unless stopped by the wall clock, like any solve here).
 """
@@ -35,6 +38,7 @@ import numpy as np
 
 from .evaluate import evaluate
 from .problem import Problem, Solution
+from .relink import relink
 
 # The price goes up (or down) by this factor, squared after each step, until the plans
 # straddle the budget; then bisection (in log space) narrows it until neighbouring
@@ -43,6 +47,8 @@ BRACKET_STEP = 16.0
 WARM_STEP = 2.0  # from a price known to be near (the previous solve of a similar problem)
 CLOSE_RATIO = 1.01
 MAX_SOLVES = 20
+# How many plans over the budget (nearest to it first) relink.py moves towards.
+RELINK_TARGETS = 3
 # A plan within this relative gap of the dual bound ends the search.
 GAP_TOLERANCE = 1e-6
 
@@ -118,6 +124,7 @@ def lagrangian_search(
     free: Solution,
     deadline: float,
     start_multiplier: float | None = None,
+    labels: np.ndarray | None = None,
     say: Callable[[str], None] = lambda _msg: None,
 ) -> LagrangeResult:
     """The cheapest plan within ``problem.memory_budget`` over the prices tried.
@@ -125,7 +132,8 @@ def lagrangian_search(
     ``solve_free(priced, time_limit_s)``: solves a problem without a budget (ilp.solve);
     ``free``: its solution of the unpriced problem (price 0), which exceeds the budget;
     ``deadline``: time.perf_counter() value after which no new price is tried;
-    ``start_multiplier``: a price known to be near the answer (a previous solve's).
+    ``start_multiplier``: a price known to be near the answer (a previous solve's);
+    ``labels``: a label per node for relink.py (repeated layers switch together).
     """
     budget = float(problem.memory_budget)
     top = memory_only_multiplier(problem)
@@ -191,6 +199,16 @@ def lagrangian_search(
         run(multiplier)  # out of time before trying the price that fitted last time
     if best() is None and all(p.multiplier < top for p in tried):
         run(top)  # out of time or solves with nothing that fits: the least-memory plan
+    fitting = best()
+    if fitting is not None:  # between the priced optima: relink towards cheaper plans over the budget
+        overs = sorted((p for p in tried if not p.fits(budget) and p.cost < fitting.cost), key=lambda p: (p.memory, p.cost))
+        for target in overs[:RELINK_TARGETS]:
+            choice = relink(problem, fitting.choice, target.choice, labels)
+            r = evaluate(problem, choice)
+            if r.feasible and r.total < best().cost:
+                tried.append(Priced(fitting.multiplier, choice, r.total, r.memory, -np.inf, "RELINKED"))
+        if best() is not fitting:
+            say(f"lagrange: relinked towards cheaper plans over the budget: {best().cost:.6g} s, {best().memory:.6g} B")
     frugal = min(tried, key=lambda p: (p.memory, p.cost))
     proven = any(p.multiplier >= top and p.status == "OPTIMAL" for p in tried)
-    return LagrangeResult(best(), dual, frugal, proven, len(tried) - 1)
+    return LagrangeResult(best(), dual, frugal, proven, sum(p.status != "RELINKED" for p in tried[1:]))
