@@ -225,7 +225,9 @@ def markdown(rows: Sequence[Row], notes: str = "") -> str:
         f"# tests/models: shardsearch against data parallel and FSDP (mesh {mesh})",
         "",
         "Judged = the compiled program's optimized HLO priced on the cluster (`benchmarks.judge`): "
-        "compute (roofline of `cost_analysis`) + every collective, no overlap. Memory = per-device "
+        "compute (one per-device roofline over the program: `cost_analysis` bytes against its FLOPs, "
+        "each matmul at its dtype's peak and size's efficiency) + every collective, no overlap. "
+        "Predicted = the plan's own figure (a roofline per operator, summed). Memory = per-device "
         "`memory_analysis` (arguments + outputs + temporaries - aliases). DP splits the batch's "
         "per-example leaves on their leading dim; FSDP also splits each parameter and optimizer-state "
         "leaf on its largest dim the mesh axes divide. Ratios below 1 mean shardsearch is faster. "
