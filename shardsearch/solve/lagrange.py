@@ -107,14 +107,14 @@ def least_memory(problem: Problem, solve_free: Callable[[Problem, float], Soluti
     return evaluate(problem, sol.choice).memory
 
 
-def _breakpoint(over: Priced, fits: Priced, lo: float, hi: float) -> float:
-    """The price at which ``over`` and ``fits`` cost the same when priced, if strictly
-    between ``lo`` and ``hi``; else the geometric middle."""
+def _breakpoint(over: Priced, fits: Priced, lo: float, hi: float) -> tuple[float, bool]:
+    """(the price at which ``over`` and ``fits`` cost the same when priced, True) if
+    strictly between ``lo`` and ``hi``; else (the geometric middle, False)."""
     if over.memory > fits.memory:
         price = (fits.cost - over.cost) / (over.memory - fits.memory)
         if lo < price < hi:
-            return price
-    return math.sqrt(lo * hi)
+            return price, True
+    return math.sqrt(lo * hi), False
 
 
 def lagrangian_search(
@@ -172,10 +172,10 @@ def lagrangian_search(
         worth = max(over.cost, 1e-6 * top)
         multiplier, step = min(top, worth / max(over.memory - budget, 1.0)), BRACKET_STEP
     lo, hi = 0.0, None  # prices whose plans are over / within the budget
-    lo_plan, hi_plan = over, None
+    lo_plan, hi_plan, at_breakpoint = over, None, False
     while not done():
         p = run(multiplier)
-        if hi_plan is not None and lo > 0.0:
+        if at_breakpoint:
             line = lo_plan.cost + multiplier * lo_plan.memory  # == hi_plan's priced cost there
             if p.cost + multiplier * p.memory >= line - 1e-9 * max(abs(line), 1e-30):
                 break  # no plan is cheaper at the breakpoint: the dual bound is at its best
@@ -194,7 +194,7 @@ def lagrangian_search(
         elif hi / lo <= CLOSE_RATIO:
             break
         else:
-            multiplier = _breakpoint(lo_plan, hi_plan, lo, hi)
+            multiplier, at_breakpoint = _breakpoint(lo_plan, hi_plan, lo, hi)
     if best() is None and start_multiplier is not None and all(p.multiplier != multiplier for p in tried[1:]):
         run(multiplier)  # out of time before trying the price that fitted last time
     if best() is None and all(p.multiplier < top for p in tried):
