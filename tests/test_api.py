@@ -127,22 +127,24 @@ def test_call_like_primitives_are_inlined():
     np.testing.assert_allclose(step(w, x), jax.jit(step_fn)(w, x), rtol=1e-4, atol=1e-6)
 
 
-def test_scan_is_planned_and_cond_is_kept_whole_replicated_and_listed():
+def test_scan_and_cond_are_planned_and_an_op_without_a_rule_is_replicated_and_listed():
     def f(w, xs):
         def body(c, x):
             return jnp.tanh(c @ w + x), c.sum()
 
         c, ys = jax.lax.scan(body, jnp.zeros((16, 16)), xs)
         c = jax.lax.cond(ys.sum() > 0, lambda c: c * 2, lambda c: c, c)
+        c = jnp.fft.fft(c).real  # no strategy rule for fft
         return c.sum() + ys.sum()
 
     w, xs = jnp.eye(16) * 0.5, jnp.ones((4, 16, 16)) * 0.1
     step = ss.auto(jax.grad(f), mesh=(2, 4), cluster=SLOW_COMPUTE)
     plan = step.plan_for(w, xs)
     kinds = {op.primitive for op in plan.fallback}
-    assert "cond" in kinds and "scan" not in kinds  # a scan's body is planned like any operators
+    # a scan's body and a cond's branches are planned like any operators
+    assert "fft" in kinds and not kinds & {"scan", "cond"}
     summary = plan.summary()
-    assert "replicated fallback" in summary and "cond" in summary
+    assert "replicated fallback" in summary and "fft" in summary
     for op in plan.fallback:
         assert all(not any(spec) for spec in plan.node_out_specs[op.node])
     np.testing.assert_allclose(step(w, xs), jax.jit(jax.grad(f))(w, xs), rtol=1e-5, atol=1e-6)
