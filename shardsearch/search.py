@@ -22,6 +22,14 @@ from shardsearch.solve.build import build_problem, combined_all_reduces
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import program_hash, trace
 
+OVER_BUDGET = (
+    "shardsearch: by the liveness model the plan peaks at {peak:.4g} bytes per device even with "
+    "every carried argument donated, above memory_budget={budget:.6g} bytes. The solver's budget "
+    "row is a linear proxy of that peak and can under-count (gathered copies held for the "
+    "backward pass), so the step may not fit. Use more devices, rematerialize activations "
+    "(jax.checkpoint), or raise memory_budget if the devices have more memory."
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Searched:
@@ -127,6 +135,9 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
             f"Raise time_limit_s (now {config.time_limit_s}) for a better or proven plan.",
             stacklevel=3,
         )
+    peak = plan.predicted.peak_donated_bytes or plan.predicted.peak_bytes
+    if memory_budget is not None and peak > memory_budget:
+        warnings.warn(OVER_BUDGET.format(peak=peak, budget=memory_budget), stacklevel=3)
     if log:
         log(f"plan ready in {plan.stats.search_s:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
     return Searched(graph, plan)
