@@ -29,9 +29,10 @@ def measure(layers: list[int], mesh: tuple[int, ...], cluster: str, config: str 
         t0 = time.perf_counter()
         plan = ss.plan(w.train_step, *w.args, mesh=mesh, cluster=cluster, cache=False)  # time the search
         st = plan.stats
-        rows.append((n, time.perf_counter() - t0, st.num_nodes, st.reduced_nodes, st.num_variables,
-                     st.num_constraints, st.status))
-        print(f"{n} layers: {rows[-1][1]:.1f} s, {st.num_nodes} nodes -> ILP of {st.reduced_nodes} nodes "
+        rows.append((n, time.perf_counter() - t0, st.num_nodes, st.unreduced_variables, st.unreduced_constraints,
+                     st.reduced_nodes, st.num_variables, st.num_constraints, st.status))
+        print(f"{n} layers: {rows[-1][1]:.1f} s, {st.num_nodes} nodes (an ILP of {st.unreduced_variables} variables, "
+              f"{st.unreduced_constraints} constraints) -> ILP of {st.reduced_nodes} nodes "
               f"({st.num_variables} variables, {st.num_constraints} constraints), {st.status}", flush=True)
     return rows
 
@@ -52,11 +53,13 @@ def main() -> None:
     batch = f", batch {a.batch}" if a.batch else ""
     lines = [f"# Trace + plan time vs depth (GPT at {a.config} widths{batch}, AdamW, mesh {a.mesh}, {a.cluster})", "",
              "Repeated layers are tied (every other copy shares the first two copies' strategies); "
-             "the ILP columns are its size after reduction and tying. One run on this 2-core machine.", "",
-             "| layers | graph nodes | plan s | ILP nodes | ILP variables | ILP constraints | solver status |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {n} | {nodes} | {s:.1f} | {core} | {nv} | {nc} | {status} |"
-              for n, s, nodes, core, nv, nc, status in rows]
+             "'before' is the MIP of the whole graph, 'after' the one solved after reduction and tying. "
+             "One run on this 2-core machine.", "",
+             "| layers | graph nodes | plan s | variables before | constraints before | ILP nodes after "
+             "| variables after | constraints after | solver status |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {nodes} | {s:.1f} | {uv} | {uc} | {core} | {nv} | {nc} | {status} |"
+              for n, s, nodes, uv, uc, core, nv, nc, status in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + f"\n\n![plan time]({stem.name}.png)\n")
 
     import matplotlib

@@ -176,11 +176,16 @@ class Cluster:
 
     def matmul_efficiency_at(self, flops: float) -> float:
         """The fraction of peak a matmul of ``flops`` (per device) reaches: the curve
-        interpolated linearly in log FLOPs, flat past its ends; 1.0 without a curve."""
+        interpolated linearly in log FLOPs, flat past its largest size; 1.0 without a curve.
+        Below its smallest size a matmul takes as long as that one (launch and tile set-up
+        dominate), so splitting a tiny matmul further buys nothing."""
         if not self.matmul_efficiency:
             return 1.0
         xs, ys = zip(*self.matmul_efficiency)
-        return float(np.interp(np.log(max(float(flops), xs[0])), np.log(xs), ys))
+        f = float(flops)
+        if f < xs[0]:
+            return ys[0] * max(f, 1.0) / xs[0]
+        return float(np.interp(np.log(f), np.log(xs), ys))
 
     def with_latency_share(self, share: float) -> Cluster:
         """The cluster with every launch latency (both Links and every fitted per-kind

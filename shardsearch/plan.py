@@ -19,6 +19,7 @@ from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, memory_breakdown
 from shardsearch.solve.build import CostTables
 from shardsearch.solve.evaluate import evaluate
+from shardsearch.solve.highs import formulation_size
 from shardsearch.solve.problem import Problem, Solution
 from shardsearch.strategies import Strategy
 
@@ -61,6 +62,10 @@ class SolveStats:
     bound: float  # seconds
     search_s: float = 0.0  # trace + strategies + costs + solve, end to end
     cached: bool = False  # read back from the plan cache (shardsearch.cache), not searched now
+    # the MIP of the whole graph before any reduction (solve.highs.formulation_size); 0 in
+    # plan files that predate it
+    unreduced_variables: int = 0
+    unreduced_constraints: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +289,7 @@ def assemble_plan(
     ops = [n for n in graph.nodes if n.kind is NodeKind.OP]
     breakdown = evaluate(problem, choice)
     memory_s = _collective_memory_s(problem, costs, choice)
+    unreduced = formulation_size(problem)
     compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice))) + memory_s
     node_out_specs = {n.id: chosen[n.id].out_specs for n in ops}
     operand_specs = _resharded_operands(graph, chosen)
@@ -321,6 +327,8 @@ def assemble_plan(
             objective=solution.objective,
             bound=solution.bound,
             search_s=search_s,
+            unreduced_variables=unreduced[0],
+            unreduced_constraints=unreduced[1],
         ),
         fallback=tuple(
             FallbackOp(i, graph.nodes[i].primitive, tuple(o.shape for o in graph.nodes[i].outputs), graph.nodes[i].label)

@@ -10,6 +10,12 @@ from cost_model.mesh import spec_str
 _MAX_ROWS = 24
 
 
+def _unreduced(st) -> str:
+    if not st.unreduced_variables:  # a plan file that predates the figure
+        return ""
+    return f" (an ILP of {st.unreduced_variables} variables, {st.unreduced_constraints} constraints)"
+
+
 def _fmt_s(s: float) -> str:
     if s >= 1:
         return f"{s:.3f} s"
@@ -33,7 +39,7 @@ def summarize(plan) -> str:
         f"shardsearch plan  mesh [{mesh}]  cluster {plan.cluster}  program {plan.program_hash}",
         f"predicted step: {_fmt_s(p.total_s)} (compute {_fmt_s(p.compute_s)}, communication {_fmt_s(p.comm_s)}), "
         f"resident arguments {_fmt_bytes(p.peak_bytes)} per device",
-        f"search: {st.num_nodes} graph nodes -> {st.reduced_nodes} ILP nodes, {st.num_variables} variables, "
+        f"search: {st.num_nodes} graph nodes{_unreduced(st)} -> {st.reduced_nodes} ILP nodes, {st.num_variables} variables, "
         f"{st.num_constraints} constraints; solver {st.status} in {st.solve_s:.2f} s "
         f"(objective {_fmt_s(st.objective)}, bound {_fmt_s(st.bound)}); total search {st.search_s:.2f} s",
         "",

@@ -12,6 +12,7 @@ import pytest
 
 import shardsearch as ss
 from cost_model import Cluster, MeshShape
+from cost_model.compute import compute_time
 from shardsearch.graph import NodeKind
 from shardsearch.solve.build import compute_dtype, node_costs
 from shardsearch.strategies.per_node import graph_strategies
@@ -149,3 +150,12 @@ def test_the_curve_makes_a_small_matmul_not_worth_splitting():
     assert any(any(d) for d in flat.flat_in_specs), flat.flat_in_specs  # at peak: split and all-reduce
     assert not any(any(d) for d in curved.flat_in_specs), curved.flat_in_specs  # on the curve: keep it whole
     assert curved.predicted.comm_s == 0.0 and flat.predicted.comm_s > 0.0
+
+
+def test_a_matmul_below_the_curves_smallest_size_takes_as_long_as_that_one():
+    smallest = H100.matmul_efficiency[0][0]
+    at = compute_time(H100, smallest, 0.0, "bfloat16", matmul=True)
+    assert at > 0
+    for flops in (smallest / 8, smallest / 1000):  # an 8-way split of the smallest, and tinier
+        assert compute_time(H100, flops, 0.0, "bfloat16", matmul=True) == pytest.approx(at)
+    assert compute_time(H100, 0.0, 0.0, "bfloat16", matmul=True) == 0.0

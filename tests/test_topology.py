@@ -157,10 +157,13 @@ def test_compute_time_old_signature_and_dtype():
     assert compute_time(c, 5000, 20, "int8") == pytest.approx(5.0)  # not listed: peak_flops
 
 
-def test_matmul_efficiency_interpolates_in_log_flops_and_is_flat_past_the_ends():
+def test_matmul_efficiency_interpolates_in_log_flops_with_a_time_floor_below_and_flat_above():
     c = toy(4, matmul_efficiency=CURVE)
     assert c.matmul_efficiency_at(1e9) == pytest.approx(0.3)  # halfway in log space
-    assert c.matmul_efficiency_at(1e6) == pytest.approx(0.1) and c.matmul_efficiency_at(1e14) == pytest.approx(0.5)
+    assert c.matmul_efficiency_at(1e14) == pytest.approx(0.5)
+    # below 1e8 FLOPs a matmul takes as long as one of 1e8: efficiency falls with its size
+    assert c.matmul_efficiency_at(1e6) == pytest.approx(0.1 * 1e6 / 1e8)
+    assert compute_time(c, 1e6, 0, matmul=True) == pytest.approx(compute_time(c, 1e8, 0, matmul=True))
     assert compute_time(c, 1e9, 0, matmul=True) == pytest.approx(1e9 / (1000 * 0.3))
     assert compute_time(c, 1e9, 0, "bfloat16", matmul=True) == pytest.approx(1e9 / (1000 * 0.3))
     assert toy(4).matmul_efficiency_at(1.0) == 1.0  # no curve: peak
