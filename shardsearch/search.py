@@ -18,6 +18,8 @@ from shardsearch.plan import Plan, assemble_plan
 from shardsearch.progress import StageLog
 from shardsearch.repeats import tie_labels
 from shardsearch.solve import solve
+from shardsearch.solve.evaluate import evaluate
+from shardsearch.solve.problem import Solution
 from shardsearch.solve.build import build_problem, combined_all_reduces
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import program_hash, trace
@@ -80,7 +82,7 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
     # the number the previous solution merged, until k settles (a fixed point).
     share, seen = 1.0 / max(combined_all_reduces(graph, None, strategies.per_node), 1), set()
     edge_memo: dict = {}
-    solution = None
+    solution, earlier = None, []
     while True:
         problem, costs = build_problem(
             graph, strategies.per_node, cluster, mesh, memory_budget,
@@ -108,9 +110,11 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
         if time.perf_counter() - t0 >= config.time_limit_s:
             break  # out of time: a solve given the one second left would do worse than this one
         seen.add(k)
+        earlier.append(solution.choice)
         share = new_share
         if log:
             log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
+    solution = _best_of(problem, solution, earlier)
     plan = assemble_plan(
         graph,
         strategies.per_node,
@@ -141,6 +145,16 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
     if log:
         log(f"plan ready in {plan.stats.search_s:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
     return Searched(graph, plan)
+
+
+def _best_of(problem, solution, earlier: list) -> Solution:
+    """The last solve, or an earlier plan of the fixed point if it is cheaper on the last
+    problem (possible only when the last solve was stopped by the time limit)."""
+    for choice in earlier:
+        again = evaluate(problem, choice)
+        if again.feasible and again.total < solution.objective:
+            solution = dataclasses.replace(solution, choice=choice, objective=again.total, status="FEASIBLE")
+    return solution
 
 
 def retrace(fn: Callable, args: Sequence[Any]) -> tuple[OpGraph, str]:

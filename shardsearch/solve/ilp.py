@@ -376,10 +376,16 @@ def _solve_exact(problem: Problem, start: float, time_limit_s: float, reduce: bo
         res = solve_mip(core, backend=backend, time_limit_s=time_limit_s - (time.perf_counter() - start), hint=hint)
         if res.status == "INFEASIBLE":
             raise _memory_error(budget, min_memory(problem), problem)
-        if res.choice is not None:
+        hint_fits = hint is not None and evaluate(core, hint).feasible
+        if res.choice is not None and res.status != "OPTIMAL" and hint_fits and \
+                evaluate(core, hint).total < evaluate(core, res.choice).total:
+            # stopped by the time limit on an incumbent worse than the heuristic's start
+            # (HiGHS through scipy takes no start): hand on the better of the two
+            choice, status, bound = expand(hint), "FEASIBLE", offset + res.bound
+        elif res.choice is not None:
             choice = expand(res.choice)
             status, bound = res.status, offset + res.bound
-        elif hint is not None and evaluate(core, hint).feasible:
+        elif hint_fits:
             # the MIP ran out of time before its first solution: keep the heuristic's
             choice, status, bound = expand(hint), "FEASIBLE", offset + res.bound
         else:
