@@ -43,8 +43,9 @@ def markdown(rows: Sequence[Row], title: str) -> str:
     lines = [
         f"# {title}",
         "",
-        "Judged = the compiled program (optimized HLO collectives priced on the cluster, FLOPs from "
-        "`cost_analysis`, memory from `memory_analysis`), compute + communication with no overlap. "
+        "Judged = the compiled program (optimized HLO collectives priced on the cluster; compute from "
+        "`cost_analysis`, each dot and convolution at its dtype's peak on the cluster's matmul-efficiency "
+        "curve; memory from `memory_analysis`), compute + communication with no overlap. "
         "XLA's own auto-sharding is not reachable from today's jax on CPU/GPU, so it is not a column. "
         "Wall ms: the step run on the fake 8-device CPU mesh (median of 5 after a warm-up; the devices share "
         "this machine's cores, so only the ratio to data parallel from the same run means anything).",
