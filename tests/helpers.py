@@ -37,3 +37,24 @@ def collectives(compiled_text: str, *, scalars: bool = False):
 def assert_trees_close(a, b, rtol=1e-4, atol=1e-6):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def draw_mesh_and_two_specs(draw, axis_size):
+    """(mesh, shape, src spec, dst spec) for hypothesis: up to 3 mesh axes of sizes drawn from
+    ``axis_size``; each axis goes to no dim or one dim, a random key ordering axes within a dim."""
+    from cost_model import MeshShape
+    from hypothesis import strategies as st
+
+    sizes = draw(st.lists(axis_size, min_size=1, max_size=3))
+    mesh = MeshShape(tuple(f"a{i}" for i in range(len(sizes))), tuple(sizes))
+    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=0, max_size=3)))
+
+    def spec():
+        dims = [[] for _ in shape]
+        for a in mesh.axis_names:
+            d = draw(st.integers(-1, len(shape) - 1))
+            if d >= 0:
+                dims[d].append((draw(st.integers(0, 9)), a))
+        return tuple(tuple(a for _, a in sorted(d)) for d in dims)
+
+    return mesh, shape, spec(), spec()

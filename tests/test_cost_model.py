@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import draw_mesh_and_two_specs
+
 from cost_model import (
     Cluster, ClusterError, Collective, CollectiveKind, Link, MeshShape, ShardsearchError,
     collective_cost, collective_time, compute_time, preset_names, reshard_collectives,
@@ -316,20 +318,7 @@ def test_cost_model_imports_neither_jax_nor_shardsearch():
 
 @st.composite
 def mesh_shape_specs(draw):
-    sizes = draw(st.lists(st.integers(2, 4), min_size=1, max_size=3))
-    mesh = MeshShape(tuple(f"a{i}" for i in range(len(sizes))), tuple(sizes))
-    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=0, max_size=3)))
-
-    def spec():
-        # each axis goes to no dim or one dim; a random key orders axes within a dim
-        dims = [[] for _ in shape]
-        for a in mesh.axis_names:
-            d = draw(st.integers(-1, len(shape) - 1))
-            if d >= 0:
-                dims[d].append((draw(st.integers(0, 9)), a))
-        return tuple(tuple(a for _, a in sorted(d)) for d in dims)
-
-    return mesh, shape, spec(), spec(), draw(st.sampled_from([1, 2, 4, 8]))
+    return (*draw_mesh_and_two_specs(draw, st.integers(2, 4)), draw(st.sampled_from([1, 2, 4, 8])))
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 import shardsearch as ss
+from helpers import draw_mesh_and_two_specs
 from cost_model import Cluster, Collective, CollectiveKind, Link, MeshShape, reshard_collectives, reshard_cost
 from cost_model.collectives import collective_local_bytes
 from cost_model.reshard import reshard_local_bytes, reshard_local_time, reshard_matrices, reshard_steps
@@ -111,19 +112,7 @@ def test_links_and_memory_are_priced_apart():
 
 @st.composite
 def mesh_shape_specs(draw):
-    sizes = draw(st.lists(st.sampled_from([1, 2, 3, 4]), min_size=1, max_size=3))
-    mesh = MeshShape(tuple(f"a{i}" for i in range(len(sizes))), tuple(sizes))
-    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=0, max_size=3)))
-
-    def spec():
-        dims = [[] for _ in shape]
-        for a in mesh.axis_names:
-            d = draw(st.integers(-1, len(shape) - 1))
-            if d >= 0:
-                dims[d].append((draw(st.integers(0, 9)), a))
-        return tuple(tuple(a for _, a in sorted(d)) for d in dims)
-
-    return mesh, shape, spec(), spec()
+    return draw_mesh_and_two_specs(draw, st.sampled_from([1, 2, 3, 4]))
 
 
 @settings(max_examples=300, deadline=None)
