@@ -29,6 +29,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Automatic sh
 EXIT_BAD_INPUT = 2
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from shardsearch import __version__
+
+        typer.echo(f"shardsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+):
+    """Automatic sharding for JAX training steps."""
+
+
 def _parse_mesh(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(t) for t in text.lower().split("x"))
@@ -177,16 +193,23 @@ def launch(
 
 @app.command()
 def presets():
-    """List the cluster presets."""
+    """List the cluster presets (per device figures; --cluster NAME)."""
     from cost_model import Cluster, preset_names
+    from shardsearch.reporting.format import fmt_rate, table
 
+    rows = []
     for name in preset_names():
         c = Cluster.load(name)
-        typer.echo(
-            f"{name:<10} {c.devices_per_node} devices/node  {c.peak_flops / 1e12:.0f} TFLOP/s  "
-            f"{c.memory_bytes / 1e9:.0f} GB  intra {c.intra_node.bandwidth / 1e9:.0f} GB/s  "
-            f"inter {c.inter_node.bandwidth / 1e9:.1f} GB/s  {c.description}"
-        )
+        rows.append((name, str(c.devices_per_node), fmt_rate(c.peak_flops, "FLOP/s"), f"{c.memory_bytes / 1e9:.3g} GB",
+                     fmt_rate(c.intra_node.bandwidth, "B/s"), fmt_rate(c.inter_node.bandwidth, "B/s"),
+                     _first_sentence(c.description)))
+    header = ("preset", "devices/node", "peak", "memory", "intra-node", "inter-node", "what it is")
+    typer.echo("\n".join(table(header, rows, indent="", right=(1, 2, 3, 4, 5))))
+
+
+def _first_sentence(text: str, limit: int = 72) -> str:
+    sentence = text.split(". ")[0].split(": ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 3].rstrip() + "..."
 
 
 @app.command()

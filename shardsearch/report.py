@@ -6,6 +6,7 @@ import re
 from collections import Counter
 
 from cost_model.mesh import spec_str
+from shardsearch.reporting.format import fmt_bytes, fmt_s, table
 
 _MAX_ROWS = 24
 
@@ -16,20 +17,7 @@ def _unreduced(st) -> str:
     return f" (an ILP of {st.unreduced_variables} variables, {st.unreduced_constraints} constraints)"
 
 
-def _fmt_s(s: float) -> str:
-    if s >= 1:
-        return f"{s:.3f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3f} ms"
-    return f"{s * 1e6:.1f} us"
-
-
-def _fmt_bytes(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if b < 1024 or unit == "TiB":
-            return f"{b:.1f} {unit}" if unit != "B" else f"{int(b)} B"
-        b /= 1024
-    return ""
+_fmt_s, _fmt_bytes, _table = fmt_s, fmt_bytes, table  # the names this module used first
 
 
 def summarize(plan) -> str:
@@ -71,12 +59,6 @@ def summarize(plan) -> str:
 # ----------------------------------------------------------------------------- explain
 
 NO_COSTS = "  (this plan file predates per-operator costs: plan again to see them)"
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)] if rows else [len(h) for h in header]
-    line = lambda cells: indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return [line(header), *(line(r) for r in rows)]
 
 
 def _itemsize(dtype_name: str) -> int | None:

@@ -31,10 +31,40 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
     assert res.exit_code == 2 and "not a readable shardsearch plan" in res.output
 
 
-def test_presets_lists_the_profiles():
+def test_presets_lists_the_profiles_in_aligned_columns():
     res = runner.invoke(app, ["presets"])
     assert res.exit_code == 0
-    assert all(name in res.output for name in ("h100-8", "a100-8", "2x4-slow"))
+    assert all(name in res.output for name in ("h100-8", "a100-8", "2x4-slow", "h100-8x8-ib", "tpu-v5e-256"))
+    lines = res.output.splitlines()
+    # every row's description starts where the header's does, whatever the name's length
+    column = lines[0].index("what it is")
+    assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines[1:])
+    cpu = next(line for line in lines if line.startswith("cpu-host"))
+    assert "GFLOP/s" in cpu and " 0 TFLOP/s" not in cpu  # a CPU's peak is shown, not rounded to 0
+
+
+def test_the_command_starts_without_importing_jax():
+    """`shardsearch --help`, `--version` and `presets` stay fast: jax is imported only by
+    the sub-commands that plan, so the package's public names load lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, shardsearch, shardsearch.cli; from shardsearch.cli import app; "
+            "from typer.testing import CliRunner; r = CliRunner(); "
+            "out = [r.invoke(app, a).output for a in (['--help'], ['--version'], ['presets'])]; "
+            "print('jax' in sys.modules, shardsearch.__version__ in out[1])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["False", "True"], res.stderr
+
+
+def test_public_names_load_on_first_use():
+    import shardsearch as ss
+    from shardsearch.api import plan
+
+    assert ss.plan is plan  # the function, not the submodule shardsearch.plan
+    assert set(ss.__all__) <= set(dir(ss))
+    for name in ss.__all__:
+        assert getattr(ss, name) is not None
 
 
 PIN = "[0][0]['w']=model,-"
