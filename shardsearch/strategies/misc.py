@@ -72,6 +72,11 @@ def split_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return same_layout(op, mesh, {int(op.params["axis"]) % len(op.in_shapes[0])}, "split")
 
 
+@register("tile")
+def tile_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    return same_layout(op, mesh, {d for d, r in enumerate(op.params["reps"]) if int(r) != 1}, "tile")
+
+
 @register("dynamic_slice")
 def dynamic_slice_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     shape, sizes = op.in_shapes[0], op.params["slice_sizes"]

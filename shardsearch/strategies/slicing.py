@@ -1,4 +1,9 @@
-"""slice, concatenate, iota: dims whose extent changes stay whole."""
+"""slice, concatenate, stack, unstack, iota: dims whose extent changes stay whole.
+
+``stack`` puts k operands side by side along a new dim and ``unstack`` takes one apart
+(jnp.stack / jnp.unstack, e.g. in rotary embeddings): the other dims keep one layout
+across every operand and output, the new (or removed) dim is whole.
+"""
 
 from __future__ import annotations
 
@@ -38,3 +43,27 @@ def iota_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     shape = op.out_shapes[0]
     return [Strategy(f"iota {spec_name(s)}", (), (s,), (), local_elements(shape, s, mesh), io_bytes(op, (), (s,), mesh))
             for s in enumerate_specs(shape, mesh)]
+
+
+def _with_whole_dim(spec, axis: int):
+    return spec[:axis] + ((),) + spec[axis:]
+
+
+@register("stack")
+def stack_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    axis = int(op.params["axis"]) % len(op.out_shapes[0])
+    result = []
+    for s in enumerate_specs(op.in_shapes[0], mesh):
+        ins, outs = (s,) * len(op.in_shapes), (_with_whole_dim(s, axis),)
+        result.append(Strategy(f"stack {spec_name(s)}", ins, outs, (), 0.0, io_bytes(op, ins, outs, mesh)))
+    return result
+
+
+@register("unstack")
+def unstack_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    axis = int(op.params["axis"]) % len(op.in_shapes[0])
+    result = []
+    for s in enumerate_specs(op.out_shapes[0], mesh):
+        ins, outs = (_with_whole_dim(s, axis),), (s,) * len(op.out_shapes)
+        result.append(Strategy(f"unstack {spec_name(s)}", ins, outs, (), 0.0, io_bytes(op, ins, outs, mesh)))
+    return result
