@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "plan": "shardsearch.api",
     "apply_rules": "shardsearch.apply.export",
     "SearchConfig": "shardsearch.config",
+    "ArgumentError": "shardsearch.errors",
     "CheckpointError": "shardsearch.errors",
     "ClusterError": "shardsearch.errors",
     "MemoryBudgetError": "shardsearch.errors",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentatio
     from shardsearch.apply.export import apply_rules
     from shardsearch.config import SearchConfig
     from shardsearch.errors import (
+        ArgumentError,
         CheckpointError,
         ClusterError,
         MemoryBudgetError,

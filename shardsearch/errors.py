@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "DistributedError",
     "PinError",
+    "ArgumentError",
 ]
 
 
@@ -22,6 +23,11 @@ class MeshError(ShardsearchError):
 
 class TraceError(ShardsearchError):
     """The function could not be traced to a jaxpr with the given arguments."""
+
+
+class ArgumentError(TraceError, TypeError):
+    """An argument leaf is not an array (a string, an object): named by its path, as
+    ``jax.jit`` names it; a ``TypeError`` too, as jax.jit's own error is."""
 
 
 class MemoryBudgetError(ShardsearchError):

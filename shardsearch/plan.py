@@ -199,11 +199,12 @@ class Plan:
 
         return fidelity(self, compiled)
 
-    def apply(self, fn: Callable, *, mesh=None, donate_argnums=()):
-        """``fn`` compiled with this plan, without searching again (see ``shardsearch.auto``)."""
+    def apply(self, fn: Callable, *, mesh=None, donate_argnums=(), **calling):
+        """``fn`` compiled with this plan, without searching again (see ``shardsearch.auto``;
+        ``calling``: ``static_argnums``, ``static_argnames``, ``donate_argnames`` as there)."""
         from shardsearch.api import AutoSharded
 
-        return AutoSharded.from_plan(fn, self, mesh=mesh, donate_argnums=donate_argnums)
+        return AutoSharded.from_plan(fn, self, mesh=mesh, donate_argnums=donate_argnums, **calling)
 
 
 def _resharded_operands(graph: OpGraph, chosen: list[Strategy]) -> dict[int, dict[int, Spec]]:

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
-from shardsearch.errors import TraceError
+from shardsearch.errors import ArgumentError, TraceError
 from shardsearch.graph import (
     Cond, LiteralValue, Loop, NodeKind, OpGraph, OpNode, Remat, TensorInfo, ValueRef, While,
 )
@@ -50,18 +50,48 @@ TRACE_FAILED = (
 )
 
 
-def abstract_args(args: Sequence[Any]) -> tuple[Any, ...]:
-    """Arrays, numpy values or ShapeDtypeStructs -> ShapeDtypeStructs (no allocation)."""
+BAD_LEAF = (
+    "{name}: the argument at path {path} is a {kind} ({value}), which is not an array: {err}. "
+    "Every argument leaf must be an array, a number or a jax.ShapeDtypeStruct (jax.jit says the "
+    "same of the leaf at {jax_path}). Mark the argument static (static_argnums / static_argnames), "
+    "or keep such values out of the arrays you pass"
+)
 
-    def to_sds(x):
-        if isinstance(x, jax.ShapeDtypeStruct):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype)
-        if hasattr(x, "shape") and hasattr(x, "dtype"):
-            return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
-        arr = np.asarray(x)
-        return jax.ShapeDtypeStruct(arr.shape, jax.dtypes.canonicalize_dtype(arr.dtype))
 
-    return tuple(jax.tree_util.tree_map(to_sds, tuple(args)))
+def _jax_path(path: str, params: Sequence[str]) -> str:
+    """``args[1]['label']`` as jax.jit names it, by parameter: ``batch['label']``."""
+    index, _, rest = path.removeprefix("args[").partition("]")
+    return params[int(index)] + rest if index.isdigit() and int(index) < len(params) else path
+
+
+def _checked(dtype):
+    """``dtype`` if jax arrays can have it (numbers, bools, PRNG keys), else a TypeError."""
+    if any(jax.dtypes.issubdtype(dtype, kind) for kind in (np.number, np.bool_, jax.dtypes.extended)):
+        return dtype
+    raise TypeError(f"dtype {dtype} is not a valid JAX array type")
+
+
+def abstract_args(args: Sequence[Any], *, name: str = "shardsearch", params: Sequence[str] = ()) -> tuple[Any, ...]:
+    """Arrays, numpy values or ShapeDtypeStructs -> ShapeDtypeStructs (no allocation).
+
+    A leaf that is no array (a string, an object) raises ``ArgumentError`` naming its
+    path, ``args[2]['label']`` and, given the parameter names ``params``, ``batch['label']``."""
+
+    def to_sds(path, x):
+        try:
+            if isinstance(x, jax.ShapeDtypeStruct):
+                return jax.ShapeDtypeStruct(x.shape, x.dtype)
+            if hasattr(x, "shape") and hasattr(x, "dtype"):
+                return jax.ShapeDtypeStruct(tuple(x.shape), _checked(x.dtype))
+            arr = np.asarray(x)
+            return jax.ShapeDtypeStruct(arr.shape, jax.dtypes.canonicalize_dtype(_checked(arr.dtype)))
+        except TypeError as err:
+            where = "args" + jax.tree_util.keystr(path)
+            raise ArgumentError(BAD_LEAF.format(
+                name=name, path=where, kind=type(x).__name__, value=repr(x)[:40], err=err,
+                jax_path=_jax_path(where, params))) from None
+
+    return tuple(jax.tree_util.tree_map_with_path(to_sds, tuple(args)))
 
 
 def _info(aval) -> TensorInfo:
