@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "Plan": "shardsearch.plan",
     "Predicted": "shardsearch.plan",
     "SolveStats": "shardsearch.plan",
+    "stage_boundary": "shardsearch.pipeline.marker",
     "restore_checkpoint": "shardsearch.runtime.checkpoint",
     "save_checkpoint": "shardsearch.runtime.checkpoint",
 }
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentatio
         ShardsearchError,
         TraceError,
     )
+    from shardsearch.pipeline.marker import stage_boundary
     from shardsearch.plan import Plan, Predicted, SolveStats
     from shardsearch.runtime.checkpoint import restore_checkpoint, save_checkpoint
 
