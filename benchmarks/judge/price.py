@@ -4,7 +4,7 @@ Compute is one per-device roofline over the whole program, its FLOP side priced 
 matmul the way the planner prices an operator (``cost_model.compute_time``):
 
     compute_s = max(matmul_s + other_s, bytes_accessed / hbm_bandwidth)
-    matmul_s  = sum over the dots and convolutions of the optimized HLO (``shardsearch.hlo_compute``)
+    matmul_s  = sum over the dots and convolutions of the optimized HLO (``shardsearch.hlo.compute``)
                 of trips_i * flops_i / (peak_flops_for(dtype_i) * matmul_efficiency_at(flops_i))
     other_s   = (flops - matmul_flops) / peak_flops_for(the dtype most non-matmul arithmetic
                 is meant in, else float32)

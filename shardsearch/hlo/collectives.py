@@ -13,19 +13,15 @@ import re
 
 import numpy as np
 
+from shardsearch.hlo.module import ARRAY_TYPE, DTYPE_BYTES
+
 _KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
-_DTYPE_BYTES = {
-    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
-    "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
-    "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1,
-}
 # "%name = <result type> <op>(" where the op is a collective, optionally "-start"
 _LINE = re.compile(
     r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<type>.+?)\s+(?P<op>"
     + "|".join(_KINDS)
     + r")(?P<start>-start)?\((?P<rest>.*)$"
 )
-_ARRAY = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[([\d,]*)\]")
 _GROUPS = re.compile(
     r"(?:replica_groups|source_target_pairs)=("
     r"mesh\[[^\]]*\](?:,\s*device_ids=\((?:[^()]|\([^()]*\))*\))?\s*\{[^}]*\}"  # mesh['a'=2,...] {'a'}
@@ -46,7 +42,7 @@ class HloCollective:
 
     @property
     def nbytes(self) -> int:
-        return sum(_DTYPE_BYTES.get(dt, 4) * math.prod(dims) for dt, dims in self.shapes)
+        return sum(DTYPE_BYTES.get(dt, 4) * math.prod(dims) for dt, dims in self.shapes)
 
     def groups(self, num_devices: int) -> list[list[int]]:
         return device_groups(self.replica_groups, num_devices)
@@ -121,7 +117,7 @@ def device_groups(replica_groups: str, num_devices: int) -> list[list[int]]:
 
 
 def _result_arrays(type_text: str, is_async: bool) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    arrays = [(dt, tuple(int(d) for d in dims.split(",") if d)) for dt, dims in _ARRAY.findall(type_text)]
+    arrays = [(dt, tuple(int(d) for d in dims.split(",") if d)) for dt, dims in ARRAY_TYPE.findall(type_text)]
     if is_async and len(arrays) >= 2:
         # An async start returns (operands..., results...[, context]): keep the result half.
         arrays = [a for a in arrays if a[0] != "u32" or a[1]]

@@ -12,7 +12,14 @@ import dataclasses
 import functools
 import re
 
-from shardsearch.hlo import _ARRAY
+# an array type as printed: f32[32,64], bf16[], f8e4m3fn[8]
+ARRAY_TYPE = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[([\d,]*)\]")
+# bytes per element of each HLO element type
+DTYPE_BYTES = {
+    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
+    "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+    "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1,
+}
 
 _HEADER = re.compile(r"^\s*(?P<entry>ENTRY\s+)?%?(?P<name>[\w.\-]+)\s*(?:\(.*\)\s*->\s*.*?)?\{\s*$")
 _DEF = re.compile(r"^\s*(?P<root>ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*")
@@ -64,7 +71,7 @@ class Computation:
 
 
 def _arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
-    return [(dt, tuple(int(d) for d in dims.split(",") if d)) for dt, dims in _ARRAY.findall(type_text)]
+    return [(dt, tuple(int(d) for d in dims.split(",") if d)) for dt, dims in ARRAY_TYPE.findall(type_text)]
 
 
 def _closing(text: str, start: int, open_: str, close: str) -> int:

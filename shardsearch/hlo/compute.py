@@ -32,8 +32,7 @@ import re
 
 import numpy as np
 
-from shardsearch.hlo import _DTYPE_BYTES
-from shardsearch.hlo_module import Computation, Instruction, entry_of, parse_module
+from shardsearch.hlo.module import DTYPE_BYTES, Computation, Instruction, entry_of, parse_module
 
 MATMUL_OPCODES = ("dot", "convolution")
 # HLO element type -> the numpy/jax name that Cluster.peak_flops_for takes
@@ -99,7 +98,7 @@ def _is_float(hlo_dtype: str) -> bool:
 
 
 def _width(hlo_dtype: str) -> int:
-    return _DTYPE_BYTES.get(hlo_dtype, 4)
+    return DTYPE_BYTES.get(hlo_dtype, 4)
 
 
 def _result_dtype(instr: Instruction) -> str | None:
