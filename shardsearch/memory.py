@@ -16,7 +16,7 @@ reorders independent work, so this is a model of the peak, not a replay of it.
 
 Two points in time matter. The *peak point* is where the unsharded program's live
 temporaries peak; the search's linear memory proxy counts what is live across it
-(``solve/build.py``). The *forward end* is where the step makes its first result
+(``costs/build.py``). The *forward end* is where the step makes its first result
 that is no argument's next value (the loss of a training step): the activations the
 backward pass needs are the temporaries made by then and read after it
 (``kept_for_backward``). When activations dominate, the two points coincide.

@@ -14,10 +14,10 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from cost_model import MeshShape, Spec
+from shardsearch.costs import CostTables
 from shardsearch.fidelity import planned_collectives
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, memory_breakdown
-from shardsearch.solve.build import CostTables
 from shardsearch.solve.evaluate import evaluate
 from shardsearch.solve.highs import formulation_size
 from shardsearch.solve.problem import Problem, Solution

@@ -12,6 +12,7 @@ import numpy as np
 from cost_model import Cluster, MeshShape
 from shardsearch import cache
 from shardsearch.config import SearchConfig
+from shardsearch.costs import build_problem, combined_all_reduces
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.plan import Plan, assemble_plan
@@ -20,7 +21,6 @@ from shardsearch.repeats import tie_labels
 from shardsearch.solve import solve
 from shardsearch.solve.evaluate import evaluate
 from shardsearch.solve.problem import Solution
-from shardsearch.solve.build import build_problem, combined_all_reduces
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import program_hash, trace
 

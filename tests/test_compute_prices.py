@@ -14,7 +14,7 @@ import shardsearch as ss
 from cost_model import Cluster, MeshShape
 from cost_model.compute import compute_time
 from shardsearch.graph import NodeKind
-from shardsearch.solve.build import compute_dtype, node_costs
+from shardsearch.costs.build import compute_dtype, node_costs
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import trace
 
