@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any, Callable, Mapping, Sequence
 
-import jax
 from jax.sharding import PartitionSpec
 
 from cost_model import Cluster
-from shardsearch.apply import as_auto_mesh, build_jitted, mesh_shape, place_args
 from shardsearch.apply.calling import Bound, CallingConvention
-from shardsearch.apply.mesh import device_mesh
-from shardsearch.apply.plan_io import program_mismatch
+from shardsearch.apply.mesh import mesh_shape
+from shardsearch.apply.planned import Planned
 from shardsearch.config import SearchConfig
-from shardsearch.errors import PlanError
 from shardsearch.graph import OpGraph
 from shardsearch.plan import Plan
 from shardsearch.runtime.distributed import agree_on_plan
-from shardsearch.search import retrace, search
-from shardsearch.trace import abstract_args
+from shardsearch.search import search
 
-PLAN_MESH_MISMATCH = (
-    "this plan was made for mesh {planned} but is being applied on mesh {given}; "
-    "plan again for the new mesh (shardsearch.auto / shardsearch.plan)"
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    graph: OpGraph
-    plan: Plan
-    jitted: Callable
-
-
-def _signature(args: tuple, calling: CallingConvention) -> tuple:
-    leaves, tree = jax.tree_util.tree_flatten(abstract_args(args, name=calling.name, params=calling.params))
-    return tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
-
-
-class AutoSharded:
+class AutoSharded(Planned):
     """A callable like ``jax.jit(fn)`` whose sharding shardsearch chose.
 
     The first call for each input signature (and each value of the static arguments)
@@ -52,74 +28,29 @@ class AutoSharded:
 
     def __init__(self, fn, *, mesh, cluster=None, memory_budget=None, donate_argnums=(), config=None, plan=None,
                  static_argnums=(), static_argnames=(), donate_argnames=()):
-        self.fn = fn
-        self.mesh = as_auto_mesh(mesh)
         self.cluster = Cluster.load(cluster)
         self.memory_budget = self.cluster.memory_bytes if memory_budget is None else float(memory_budget)
-        self.calling = CallingConvention.of(fn, static_argnums=static_argnums, static_argnames=static_argnames,
-                                            donate_argnums=donate_argnums, donate_argnames=donate_argnames)
-        self.donate_argnums = self.calling.donate_argnums
         self.config = config or SearchConfig()
-        self._fixed_plan = plan
-        self._entries: dict[tuple, _Entry] = {}
-        functools.update_wrapper(self, fn)
+        super().__init__(fn, mesh=mesh, donate_argnums=donate_argnums, plan=plan,
+                         constrain=self.config.constrain_intermediates, static_argnums=static_argnums,
+                         static_argnames=static_argnames, donate_argnames=donate_argnames)
 
-    @classmethod
-    def from_plan(cls, fn, plan: Plan, *, mesh=None, donate_argnums=(), **calling) -> "AutoSharded":
-        mesh = device_mesh(plan.mesh) if mesh is None else mesh  # keeps the plan's axis names
-        out = cls(fn, mesh=mesh, donate_argnums=donate_argnums, plan=plan, **calling)
-        given = mesh_shape(out.mesh)
-        if given != plan.mesh:
-            raise PlanError(PLAN_MESH_MISMATCH.format(planned=plan.mesh, given=given))
-        return out
+    def _key(self, bound: Bound) -> tuple:
+        return (*super()._key(bound), self.config.pins)
 
-    def _entry(self, args: tuple, kwargs: dict | None = None) -> _Entry:
-        return self._bound_entry(args, kwargs or {})[0]
-
-    def _bound_entry(self, args: tuple, kwargs: dict) -> tuple[_Entry, Bound]:
-        bound = self.calling.bind(self.fn, args, kwargs)
-        key = (_signature(bound.dynamic, self.calling), bound.static_key, self.config.pins)
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._make_entry(bound.fn, bound.dynamic)
-            self._entries[key] = entry
-        return entry, bound
-
-    def _make_entry(self, fn: Callable, args: tuple) -> _Entry:
+    def _find_plan(self, fn: Callable, args: tuple) -> tuple[OpGraph, Plan]:
         if self._fixed_plan is not None:
-            graph, phash = retrace(fn, args)
-            if phash != self._fixed_plan.program_hash:
-                name = self.calling.name
-                raise PlanError(program_mismatch(self._fixed_plan, graph, name, phash))
-            plan = self._fixed_plan.with_trees(graph.in_tree, graph.out_tree)
-        else:
-            found = search(
-                fn,
-                args,
-                mesh=mesh_shape(self.mesh),
-                cluster=self.cluster,
-                memory_budget=self.memory_budget,
-                config=self.config,
-            )
-            graph, plan = found.graph, found.plan
-            plan = agree_on_plan(plan, graph.in_tree, graph.out_tree)  # a no-op with one process
-        jitted = build_jitted(
-            graph, plan, self.mesh, donate_argnums=self.donate_argnums, constrain=self.config.constrain_intermediates
+            return super()._find_plan(fn, args)
+        found = search(
+            fn,
+            args,
+            mesh=mesh_shape(self.mesh),
+            cluster=self.cluster,
+            memory_budget=self.memory_budget,
+            config=self.config,
         )
-        return _Entry(graph, plan, jitted)
-
-    def __call__(self, *args, **kwargs):
-        entry, bound = self._bound_entry(args, kwargs)
-        return entry.jitted(*place_args(bound.dynamic, entry.graph, entry.plan, self.mesh))
-
-    def lower(self, *args, **kwargs) -> jax.stages.Lowered:
-        """Lower for these arguments (arrays or ShapeDtypeStructs) without running."""
-        entry, bound = self._bound_entry(args, kwargs)
-        return entry.jitted.lower(*abstract_args(bound.dynamic))
-
-    def plan_for(self, *args, **kwargs) -> Plan:
-        """The plan for these arguments (arrays or ShapeDtypeStructs), without executing."""
-        return self._entry(args, kwargs).plan
+        # all processes run one plan (a no-op with one process)
+        return found.graph, agree_on_plan(found.plan, found.graph.in_tree, found.graph.out_tree)
 
 
 def auto(

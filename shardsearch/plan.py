@@ -14,93 +14,23 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from cost_model import MeshShape, Spec
+from shardsearch.apply.mesh import to_partition_spec as to_partition_spec
 from shardsearch.costs import CostTables
 from shardsearch.fidelity import planned_collectives
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, memory_breakdown
+from shardsearch.plan_records import FallbackOp as FallbackOp
+from shardsearch.plan_records import Predicted as Predicted
+from shardsearch.plan_records import ReshardEdge as ReshardEdge
+from shardsearch.plan_records import SolveStats as SolveStats
 from shardsearch.solve.evaluate import evaluate
 from shardsearch.solve.highs import formulation_size
 from shardsearch.solve.problem import Problem, Solution
 from shardsearch.strategies import Strategy
 
 
-@dataclasses.dataclass(frozen=True)
-class Predicted:
-    """What the cost model expects one step to cost on the target cluster (per device)."""
-
-    compute_s: float  # operators, and collectives' and reshards' memory traffic (collective_memory_s)
-    comm_s: float  # collectives inside operators + resharding between them, on the links
-    total_s: float
-    peak_bytes: float  # the step's peak per device (shardsearch.memory), no argument donated
-    # The memory model's breakdown and the communication the plan pays for, per device
-    # (0 / () in plan files that predate them). See shardsearch.memory.MemoryBreakdown.
-    params_bytes: float = 0.0
-    opt_state_bytes: float = 0.0
-    inputs_bytes: float = 0.0
-    outputs_bytes: float = 0.0
-    activations_bytes: float = 0.0  # kept by the forward pass for the backward pass
-    peak_donated_bytes: float = 0.0  # the peak when every carried argument is donated
-    comm_bytes: float = 0.0
-    collectives: tuple = ()  # (kind, mesh axes, count, bytes) per kind of collective and axes
-    # The part of compute_s that collectives and resharding spend reading and writing the
-    # device's memory: their buffers and XLA's layout copies around them (cost_model.reshard).
-    collective_memory_s: float = 0.0
-
-    def __post_init__(self):  # plan files give lists
-        object.__setattr__(self, "collectives", tuple(tuple(c) for c in self.collectives))
-
-
-@dataclasses.dataclass(frozen=True)
-class SolveStats:
-    num_nodes: int  # nodes of the traced graph
-    num_variables: int  # ILP variables after reduction
-    num_constraints: int
-    reduced_nodes: int  # ILP nodes after follow-merging and elimination
-    solve_s: float
-    status: str
-    objective: float  # seconds
-    bound: float  # seconds
-    search_s: float = 0.0  # trace + strategies + costs + solve, end to end
-    cached: bool = False  # read back from the plan cache (shardsearch.cache), not searched now
-    # the MIP of the whole graph before any reduction (solve.highs.formulation_size); 0 in
-    # plan files that predate it
-    unreduced_variables: int = 0
-    unreduced_constraints: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class FallbackOp:
-    """An operator with no strategy rule, kept replicated (correct, maybe wasteful)."""
-
-    node: int
-    primitive: str
-    shapes: tuple[tuple[int, ...], ...]
-    label: str
-
-
-@dataclasses.dataclass(frozen=True)
-class ReshardEdge:
-    """A tensor the plan moves between layouts on its way from ``src`` to ``dst``."""
-
-    src: int  # producing node
-    dst: int  # consuming node (an argument's node: a result returned in that argument's layout)
-    src_name: str  # "dot_general #12", or an argument path
-    dst_name: str
-    shape: tuple[int, ...]
-    from_spec: Spec
-    to_spec: Spec
-    seconds: float  # what the cost model charged for it per step
-
-
 # The dearest resharding edges a plan keeps for ``explain`` (a deep model has thousands).
 MAX_RESHARD_EDGES = 100
-
-
-def to_partition_spec(spec: Spec) -> PartitionSpec:
-    entries = [None if not d else (d[0] if len(d) == 1 else tuple(d)) for d in spec]
-    while entries and entries[-1] is None:  # P('data', None) == P('data') to XLA
-        entries.pop()
-    return PartitionSpec(*entries)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,14 +74,22 @@ class Plan:
 
         save_plan(self, path)
 
-    @staticmethod
-    def load(path) -> "Plan":
+    @classmethod
+    def load(cls, path) -> "Plan":
         """Read a plan written by ``save``. Its ``in_specs``/``out_specs`` pytrees are
         rebuilt once it is applied to a function (``plan.apply(fn)``); the flat
         ``flat_in_specs``/``in_paths`` are there at once."""
-        from shardsearch.apply.plan_io import load_plan
+        from shardsearch.apply.plan_io import read_plan_file
 
-        return load_plan(path)
+        return cls.from_dict(read_plan_file(path), str(path))
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "plan") -> "Plan":
+        """The plan a plan file's JSON object holds (``plan_io.plan_to_dict`` writes it);
+        ``where`` names its source in the error a malformed object raises."""
+        from shardsearch.apply.plan_io import plan_fields
+
+        return cls(**plan_fields(d, where))
 
     def fingerprint(self) -> str:
         """A short stable hash of what was chosen: program, mesh, cluster and every layout.
@@ -202,9 +140,9 @@ class Plan:
     def apply(self, fn: Callable, *, mesh=None, donate_argnums=(), **calling):
         """``fn`` compiled with this plan, without searching again (see ``shardsearch.auto``;
         ``calling``: ``static_argnums``, ``static_argnames``, ``donate_argnames`` as there)."""
-        from shardsearch.api import AutoSharded
+        from shardsearch.apply.planned import Planned
 
-        return AutoSharded.from_plan(fn, self, mesh=mesh, donate_argnums=donate_argnums, **calling)
+        return Planned.from_plan(fn, self, mesh=mesh, donate_argnums=donate_argnums, **calling)
 
 
 def _resharded_operands(graph: OpGraph, chosen: list[Strategy]) -> dict[int, dict[int, Spec]]:

@@ -155,8 +155,3 @@ def _best_of(problem, solution, earlier: list) -> Solution:
         if again.feasible and again.total < solution.objective:
             solution = dataclasses.replace(solution, choice=choice, objective=again.total, status="FEASIBLE")
     return solution
-
-
-def retrace(fn: Callable, args: Sequence[Any]) -> tuple[OpGraph, str]:
-    graph = trace(fn, args)
-    return graph, program_hash(graph)

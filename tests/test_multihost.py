@@ -28,7 +28,7 @@ from shardsearch.runtime.distributed import (
     settings_from_env,
 )
 from shardsearch.runtime.launch import EXIT_TIMEOUT, launch
-from shardsearch.search import retrace
+from shardsearch.trace import retrace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOW_ENV = (
@@ -158,7 +158,7 @@ AGREE_WORKER = textwrap.dedent(
     from shardsearch.runtime.distributed import initialize_from_env, agree_on_plan
     initialize_from_env()
     import shardsearch as ss
-    from shardsearch.search import retrace
+    from shardsearch.trace import retrace
 
     def f(w, x):
         return jnp.tanh(x @ w).sum()

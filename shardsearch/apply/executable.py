@@ -7,16 +7,19 @@ places tensors where the plan says instead of guessing.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from cost_model.mesh import used_axes
+from shardsearch.apply.mesh import to_partition_spec
 from shardsearch.graph import OpGraph
-from shardsearch.plan import Plan, to_partition_spec
 from shardsearch.trace import eval_graph
+
+if TYPE_CHECKING:  # the plan module imports this one (plan.apply)
+    from shardsearch.plan import Plan
 
 
 def _named(mesh: Mesh, spec) -> NamedSharding:

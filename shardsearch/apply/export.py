@@ -19,9 +19,8 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from shardsearch.apply.mesh import as_auto_mesh
+from shardsearch.apply.mesh import as_auto_mesh, to_partition_spec
 from shardsearch.errors import PlanError
-from shardsearch.plan import to_partition_spec
 
 NO_SUCH_ARGUMENT = (
     "argnum={argnum} names no argument with arrays in this plan (its arguments with arrays: {have}); "

@@ -6,9 +6,9 @@ import math
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, PartitionSpec
 
-from cost_model import MeshShape
+from cost_model import MeshShape, Spec
 from shardsearch.errors import MeshError
 
 TOO_MANY_DEVICES = (
@@ -64,3 +64,11 @@ def device_mesh(shape: MeshShape) -> Mesh:
     """A Mesh of ``shape`` (its axis names kept) over the first devices of ``jax.devices()``."""
     grid = as_auto_mesh(tuple(shape.axis_sizes)).devices  # a clear error when too few devices
     return Mesh(grid, shape.axis_names, axis_types=(AxisType.Auto,) * len(shape.axis_names))
+
+
+def to_partition_spec(spec: Spec) -> PartitionSpec:
+    """A cost_model Spec (a tuple of mesh-axis tuples per dimension) as a jax PartitionSpec."""
+    entries = [None if not d else (d[0] if len(d) == 1 else tuple(d)) for d in spec]
+    while entries and entries[-1] is None:  # P('data', None) == P('data') to XLA
+        entries.pop()
+    return PartitionSpec(*entries)

@@ -9,6 +9,7 @@ from typing import Any
 
 from cost_model import MeshShape
 from shardsearch.errors import PlanError
+from shardsearch.plan_records import FallbackOp, Predicted, ReshardEdge, SolveStats
 
 FORMAT = "shardsearch-plan"
 VERSION = 1
@@ -150,8 +151,6 @@ def _in_avals(arguments: list) -> tuple:
 
 
 def _reshard_edges(d: dict, mesh: MeshShape) -> tuple:
-    from shardsearch.plan import ReshardEdge
-
     if "reshard_edges" not in d:  # a file from before explain
         return ()
     out = []
@@ -165,9 +164,9 @@ def _reshard_edges(d: dict, mesh: MeshShape) -> tuple:
     return tuple(out)
 
 
-def plan_from_dict(d: dict[str, Any], where: str = "plan"):
-    from shardsearch.plan import FallbackOp, Plan, Predicted, SolveStats
-
+def plan_fields(d: dict[str, Any], where: str = "plan") -> dict[str, Any]:
+    """The fields of the Plan a plan file's JSON object ``d`` holds, checked
+    (``Plan.from_dict`` builds the plan from them); ``where`` names the file in errors."""
     if d.get("format") != FORMAT:
         raise PlanError(BAD_FILE.format(path=where, why=f"'format' is {d.get('format')!r}, expected {FORMAT!r}"))
     version = d.get("version")
@@ -183,7 +182,7 @@ def plan_from_dict(d: dict[str, Any], where: str = "plan"):
             raise ValueError("every argument and result needs a string 'path'")
         in_specs = tuple(_spec_load(a["spec"], mesh, a["path"]) for a in arguments)
         out_specs = tuple(_spec_load(a["spec"], mesh, a["path"]) for a in results)
-        return Plan(
+        return dict(
             mesh=mesh,
             cluster=str(d["cluster"]),
             in_specs=None,  # filled in by apply(), which knows the argument tree
@@ -230,7 +229,8 @@ def save_plan(plan, path: str | os.PathLike) -> None:
         json.dump(plan_to_dict(plan), f, indent=1)
 
 
-def load_plan(path: str | os.PathLike):
+def read_plan_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object a plan file holds (``Plan.load`` reads the plan from it)."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -238,7 +238,7 @@ def load_plan(path: str | os.PathLike):
         raise PlanError(BAD_FILE.format(path=path, why=str(err))) from err
     if not isinstance(data, dict):
         raise PlanError(BAD_FILE.format(path=path, why="the file does not hold a JSON object"))
-    return plan_from_dict(data, str(path))
+    return data
 
 
 def _fmt(aval) -> str:

@@ -148,7 +148,8 @@ def agree_on_plan(plan, in_tree, out_tree):
     """
     if jax.process_count() == 1:
         return plan
-    from shardsearch.apply.plan_io import plan_from_dict, plan_to_dict
+    from shardsearch.apply.plan_io import plan_to_dict
+    from shardsearch.plan import Plan
 
     keys = _gather_text(f"{plan.program_hash} {plan.fingerprint()}")
     hashes = sorted({k.split()[0] for k in keys})
@@ -157,5 +158,5 @@ def agree_on_plan(plan, in_tree, out_tree):
     if len(set(keys)) == 1:
         return plan
     warnings.warn(PLANS_DIFFER.format(fingerprints=", ".join(k.split()[1] for k in keys)), stacklevel=3)
-    chosen = plan_from_dict(json.loads(_broadcast_text(json.dumps(plan_to_dict(plan)))), "process 0's plan")
+    chosen = Plan.from_dict(json.loads(_broadcast_text(json.dumps(plan_to_dict(plan)))), "process 0's plan")
     return chosen.with_trees(in_tree, out_tree)

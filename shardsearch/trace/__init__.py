@@ -2,7 +2,7 @@
 
 from shardsearch.graph import LiteralValue, NodeKind, OpGraph, OpNode, TensorInfo, ValueRef
 from shardsearch.trace.interpret import eval_graph
-from shardsearch.trace.jaxpr import abstract_args, program_hash, trace
+from shardsearch.trace.jaxpr import abstract_args, program_hash, retrace, trace
 
 __all__ = [
     "LiteralValue",
@@ -14,5 +14,6 @@ __all__ = [
     "abstract_args",
     "eval_graph",
     "program_hash",
+    "retrace",
     "trace",
 ]

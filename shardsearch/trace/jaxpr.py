@@ -303,6 +303,12 @@ def program_hash(graph: OpGraph) -> str:
     return h.hexdigest()[:16]
 
 
+def retrace(fn: Callable, args: Sequence[Any]) -> tuple[OpGraph, str]:
+    """The graph of ``fn(*args)`` and its program hash (to check a plan made before)."""
+    graph = trace(fn, args)
+    return graph, program_hash(graph)
+
+
 def _stable(v) -> str:
     if isinstance(v, (jcore.ClosedJaxpr, jcore.Jaxpr)):
         return str(v)
