@@ -14,6 +14,7 @@ __all__ = [
     "DistributedError",
     "PinError",
     "ArgumentError",
+    "MicrobatchError",
 ]
 
 
@@ -52,3 +53,8 @@ class CheckpointError(ShardsearchError):
 
 class PinError(ShardsearchError):
     """A pinned sharding (``pins=``) names no argument or is not a valid layout for it."""
+
+
+class MicrobatchError(ShardsearchError):
+    """A step cannot be split into microbatches without changing its result (a batch
+    statistic flows back into per-example work), or not at the number asked for."""

@@ -43,9 +43,10 @@ class BERT(nn.Module):
         return embed.attend(h) + self.param("mlm_bias", nn.initializers.zeros, (VOCAB,))
 
 
-def make(seed: int = 0) -> ModelCase:
+def make(seed: int = 0, optimizer=None) -> ModelCase:
+    """``optimizer``: an optax optimizer (default AdamW)."""
     model = BERT()
-    optimizer = optax.adamw(1e-3)
+    optimizer = optimizer or optax.adamw(1e-3)
     kp, kt, km, ks, kd = jax.random.split(jax.random.PRNGKey(seed), 5)
     labels = jax.random.randint(kt, (BATCH, SEQ), 1, VOCAB)
     masked = jax.random.bernoulli(km, 0.25, (BATCH, SEQ))

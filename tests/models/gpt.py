@@ -58,11 +58,12 @@ class GPT(nn.Module):
 
 
 def make(scan: bool = False, dtype=jnp.float32, seed: int = 0, abstract: bool = False, batch: int = BATCH,
-         **sizes) -> ModelCase:
+         optimizer=None, **sizes) -> ModelCase:
     """``sizes``: GPT fields (vocab, seq, width, heads, layers); ``abstract``: arguments as
-    ShapeDtypeStructs (nothing allocated), for planning and compiling large configs."""
+    ShapeDtypeStructs (nothing allocated), for planning and compiling large configs;
+    ``optimizer``: an optax optimizer (default AdamW)."""
     model = GPT(scan=scan, dtype=dtype, **sizes)
-    optimizer = optax.adamw(1e-3)
+    optimizer = optimizer or optax.adamw(1e-3)
     kp, kb = jax.random.split(jax.random.PRNGKey(seed))
     data = token_batch(kb, batch, model.seq, model.vocab)
     init = lambda k: model.init(k, data["tokens"])["params"]  # noqa: E731
