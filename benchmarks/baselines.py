@@ -106,13 +106,17 @@ def baseline_specs(workload: Workload, mesh: MeshShape, baseline: Baseline) -> l
 
 def compile_baseline(workload: Workload, jax_mesh, baseline: Baseline):
     """``jax.jit`` of the step with the baseline's shardings, compiled from abstract args."""
-    from cost_model import MeshShape as _MS
+    return lower_baseline(workload, jax_mesh, baseline).compile()
 
-    mshape = _MS(tuple(jax_mesh.axis_names), tuple(jax_mesh.devices.shape))
+
+def lower_baseline(workload: Workload, jax_mesh, baseline: Baseline) -> jax.stages.Lowered:
+    """``jax.jit`` of the step with the baseline's shardings, lowered from abstract args
+    (for the mesh's devices: fake CPU ones, or a GPU target's, ``shardsearch.target``)."""
+    mshape = MeshShape(tuple(jax_mesh.axis_names), tuple(jax_mesh.devices.shape))
     specs = baseline_specs(workload, mshape, baseline)
     shardings = [NamedSharding(jax_mesh, to_partition_spec(s)) for s in specs]
     treedef = jax.tree_util.tree_structure(workload.args)
     in_sh = jax.tree_util.tree_unflatten(treedef, shardings)
     out_sh = (in_sh[0], in_sh[1], NamedSharding(jax_mesh, to_partition_spec(())))
     jitted = jax.jit(workload.train_step, in_shardings=in_sh, out_shardings=out_sh)
-    return jitted.lower(*workload.args).compile()
+    return jitted.lower(*workload.args)

@@ -21,17 +21,19 @@ def parse_mesh(text: str) -> tuple[int, ...]:
 
 
 def run(suite: str, cluster: str, meshes: list[str], configs: list[str] | None, out: Path,
-        wallclock: bool = True) -> Path:
+        wallclock: bool = True, target: str = "cpu") -> Path:
     shapes = [parse_mesh(m) for m in meshes]
     need = max(int(__import__("math").prod(s)) for s in shapes)
+    if target == "gpu":  # the CUDA plugin loads on a machine without a GPU only when told to run on the CPU
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
     flag = f"--xla_force_host_platform_device_count={need}"
     if flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
     from benchmarks.report import write_report
     from benchmarks.runner import run_suite
 
-    rows = run_suite(suite, configs or DEFAULT_CONFIGS[suite], cluster, shapes, wallclock=wallclock)
-    return write_report(rows, out, suite, cluster)
+    rows = run_suite(suite, configs or DEFAULT_CONFIGS[suite], cluster, shapes, wallclock=wallclock, target=target)
+    return write_report(rows, out, suite, cluster if target == "cpu" else f"{cluster}-{target}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-wallclock", action="store_true",
                     help="skip running each program on the fake CPU mesh (the 'wall ms' column)")
+    ap.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
+                    help="gpu: compile every program for the cluster's GPUs without them (needs "
+                         "shardsearch[gpu-aot]) and judge it with overlap; cpu: fake CPU devices")
     a = ap.parse_args(argv)
-    path = run(a.suite, a.cluster, a.mesh or ["2x4"], a.config, a.out, wallclock=not a.no_wallclock)
+    path = run(a.suite, a.cluster, a.mesh or ["2x4"], a.config, a.out, wallclock=not a.no_wallclock, target=a.target)
     print(f"report written to {path}")

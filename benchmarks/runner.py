@@ -13,13 +13,14 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 
 import shardsearch as ss
-from benchmarks.baselines import Baseline, applicable, compile_baseline
-from benchmarks.judge import judge
+from benchmarks.baselines import Baseline, applicable, lower_baseline
+from benchmarks.judge import compile_with_estimate, judge, judge_gpu
 from benchmarks.wallclock import concrete_args, median_step_s
 from benchmarks.models import get_workload
 from cost_model import Cluster, MeshShape
 
 SHARDSEARCH = "shardsearch"
+TARGETS = ("cpu", "gpu")  # compile for fake CPU devices, or deviceless for the cluster's GPUs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Row:
     predicted_s: float | None = None  # shardsearch only: what the cost model said
     error: str | None = None
     wall_s: float | None = None  # measured on the devices at hand (fake CPU mesh), median
+    target: str = "cpu"  # "gpu": compiled for the cluster's GPUs (shardsearch.target), judged with overlap
+    overlap_s: float | None = None  # gpu: the scheduled program replayed with overlap
+    exposed_comm_s: float | None = None  # gpu: overlap_s - compute_s
+    xla_s: float | None = None  # gpu: XLA's latency-hiding scheduler's estimate of the step
 
 
 def make_mesh(shape: Sequence[int]) -> Mesh:
@@ -60,8 +65,21 @@ def _row(base: dict, judged, cluster: Cluster, ideal_s: float, compile_s: float,
         fits=judged.memory_bytes <= cluster.memory_bytes,
         ideal_s=ideal_s,
         compile_s=compile_s,
+        overlap_s=judged.overlap_s,
+        exposed_comm_s=judged.exposed_comm_s,
+        xla_s=judged.xla_estimate_s,
         **extra,
     )
+
+
+def _judged(lowered, cluster: Cluster, target: str):
+    """(compiled, judged, compile seconds) of a lowered step, by the target's judge."""
+    t0 = time.perf_counter()
+    if target == "gpu":
+        compiled, estimate = compile_with_estimate(lowered)
+        return compiled, judge_gpu(compiled, cluster, xla_estimate_s=estimate), time.perf_counter() - t0
+    compiled = lowered.compile()
+    return compiled, judge(compiled, cluster), time.perf_counter() - t0
 
 
 def run_config(
@@ -72,43 +90,47 @@ def run_config(
     *,
     baselines: Sequence[Baseline] = tuple(Baseline),
     wallclock: bool = False,
+    target: str = "cpu",
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> list[Row]:
+    """``target="gpu"``: every program compiled for the cluster's GPUs (deviceless) and
+    judged with overlap (``benchmarks.judge.gpu``); nothing runs, so no wall clock."""
     workload = get_workload(suite, config)
-    mesh = make_mesh(mesh_shape)
+    if target == "gpu":
+        from shardsearch.target import target_mesh
+
+        mesh, wallclock = target_mesh(cluster, tuple(mesh_shape)), False
+    else:
+        mesh = make_mesh(mesh_shape)
     mshape = MeshShape(tuple(mesh.axis_names), tuple(mesh.devices.shape))
-    base = dict(suite=suite, config=config, cluster=cluster.name, mesh="x".join(map(str, mesh_shape)))
+    base = dict(suite=suite, config=config, cluster=cluster.name, mesh="x".join(map(str, mesh_shape)), target=target)
     rows: list[Row] = []
     host_args = concrete_args(workload.args) if wallclock else None
 
     def wall(compiled) -> dict:
         return {"wall_s": median_step_s(compiled, host_args)} if wallclock else {}
 
-    t0 = time.perf_counter()
-    replicated = compile_baseline(workload, mesh, Baseline.REPLICATED)
-    ideal_s = judge(replicated, cluster).flops / (mshape.size * cluster.peak_flops)
-    say(f"  {config} {base['mesh']}: replicated reference compiled in {time.perf_counter() - t0:.1f} s")
+    replicated, judged, replicated_s = _judged(lower_baseline(workload, mesh, Baseline.REPLICATED), cluster, target)
+    ideal_s = judged.flops / (mshape.size * cluster.peak_flops)
+    say(f"  {config} {base['mesh']} ({target}): replicated reference compiled in {replicated_s:.1f} s")
 
     t0 = time.perf_counter()
     step = ss.auto(workload.train_step, mesh=mesh, cluster=cluster, cache=False)  # time the search
     plan = step.plan_for(*workload.args)
     plan_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    compiled = step.lower(*workload.args).compile()
-    rows.append(
-        _row({**base, "strategy": SHARDSEARCH}, judge(compiled, cluster), cluster, ideal_s,
-             time.perf_counter() - t0, plan_s=plan_s, predicted_s=plan.predicted.total_s, **wall(compiled))
-    )
+    compiled, ours, compile_s = _judged(step.lower(*workload.args), cluster, target)
+    rows.append(_row({**base, "strategy": SHARDSEARCH}, ours, cluster, ideal_s, compile_s, plan_s=plan_s,
+                     predicted_s=plan.predicted.total_s, **wall(compiled)))
     say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s")
 
     for b in baselines:
         if not applicable(b, mshape):
             continue
-        t0 = time.perf_counter()
-        compiled = replicated if b is Baseline.REPLICATED else compile_baseline(workload, mesh, b)
-        compile_s = time.perf_counter() - t0
-        rows.append(_row({**base, "strategy": b.value}, judge(compiled, cluster), cluster, ideal_s,
-                         compile_s, **wall(compiled)))
+        if b is Baseline.REPLICATED:
+            compiled, priced, compile_s = replicated, judged, replicated_s
+        else:
+            compiled, priced, compile_s = _judged(lower_baseline(workload, mesh, b), cluster, target)
+        rows.append(_row({**base, "strategy": b.value}, priced, cluster, ideal_s, compile_s, **wall(compiled)))
         say(f"  {config} {base['mesh']}: {b.value} judged {rows[-1].total_s:.4g} s")
     return rows
 

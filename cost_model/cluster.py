@@ -20,6 +20,7 @@ import numpy as np
 
 from .collectives import CollectiveKind
 from .errors import ClusterError, ShardsearchError
+from .gpu_target import GpuTarget
 from .mesh import MeshShape
 from .topology import NodeSpan, mesh_spans
 
@@ -49,10 +50,14 @@ _HINTS = {
     "matmul_efficiency": 'the fraction of peak a matmul of a given size reaches, e.g. '
     '{"flops": [1e8, 1e10, 1e12], "efficiency": [0.03, 0.6, 0.8]} (FLOPs per device of one '
     'matmul, increasing; efficiency in (0, 1]; interpolated in log FLOPs, flat past the ends)',
+    "gpu_target": 'the GPU as XLA\'s compiler sees it, for compiling without one (shardsearch.target), e.g. '
+    '{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "core_count": 132, ...}: '
+    'see cost_model/gpu_target.py',
 }
 _REQUIRED = ("devices_per_node", "peak_flops", "memory_bytes", "intra_node", "inter_node")
 _OPTIONAL = ("name", "hbm_bandwidth", "description", "sources",
-             "peak_flops_by_dtype", "num_nodes", "collectives", "measured", "matmul_efficiency")
+             "peak_flops_by_dtype", "num_nodes", "collectives", "measured", "matmul_efficiency",
+             "gpu_target")
 _LINK_KEYS = ("bandwidth", "latency")
 _SCOPES = ("intra_node", "inter_node")
 # dtypes a per-dtype peak may be given for (numpy/jax names).
@@ -140,6 +145,9 @@ class Cluster:
     # empty: every matmul runs at peak. A dict {"flops": [...], "efficiency": [...]} is
     # accepted and normalized.
     matmul_efficiency: tuple[tuple[float, float], ...] = ()
+    # The GPU model, for compiling for this cluster without its devices (not priced:
+    # two clusters that differ only here compare equal). A dict is accepted.
+    gpu_target: GpuTarget | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         dpn = self.devices_per_node
@@ -161,6 +169,8 @@ class Cluster:
         object.__setattr__(self, "collectives", _collective_links(self.collectives))
         object.__setattr__(self, "measured", _json_copy(self.measured))
         object.__setattr__(self, "matmul_efficiency", _efficiency_points(self.matmul_efficiency))
+        if self.gpu_target is not None and not isinstance(self.gpu_target, GpuTarget):
+            object.__setattr__(self, "gpu_target", GpuTarget.from_dict(self.gpu_target))
 
     def peak_flops_for(self, dtype) -> float:
         """Peak FLOP/s for a dtype (name or numpy/jax dtype); ``peak_flops`` if not listed."""
@@ -243,6 +253,7 @@ class Cluster:
             collectives=d.get("collectives", {}),
             measured=d.get("measured"),
             matmul_efficiency=d.get("matmul_efficiency", ()),
+            gpu_target=d.get("gpu_target"),
         )
 
     def to_dict(self) -> dict:
@@ -272,6 +283,8 @@ class Cluster:
             d["matmul_efficiency"] = {"flops": list(xs), "efficiency": list(ys)}
         if self.measured is not None:
             d["measured"] = _json_copy(self.measured)
+        if self.gpu_target is not None:
+            d["gpu_target"] = self.gpu_target.to_dict()
         return d
 
     # ---- loading ---------------------------------------------------------------------

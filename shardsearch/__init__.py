@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "PinError": "shardsearch.errors",
     "PlanError": "shardsearch.errors",
     "ShardsearchError": "shardsearch.errors",
+    "TargetError": "shardsearch.errors",
     "TraceError": "shardsearch.errors",
     "Plan": "shardsearch.plan",
     "Predicted": "shardsearch.plan",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentatio
         PinError,
         PlanError,
         ShardsearchError,
+        TargetError,
         TraceError,
     )
     from shardsearch.pipeline.marker import stage_boundary

@@ -38,6 +38,9 @@ class AutoSharded(Planned):
     def _key(self, bound: Bound) -> tuple:
         return (*super()._key(bound), self.config.pins)
 
+    def _cluster(self, plan: Plan) -> Cluster:
+        return self.cluster
+
     def _find_plan(self, fn: Callable, args: tuple) -> tuple[OpGraph, Plan]:
         if self._fixed_plan is not None:
             return super()._find_plan(fn, args)

@@ -150,6 +150,8 @@ def bench(
     out: Optional[Path] = typer.Option(None, help="report folder (default: benchmarks/results)"),
     wallclock: bool = typer.Option(True, "--wallclock/--no-wallclock",
                                    help="also run each program on the fake CPU mesh (secondary column)"),
+    target: str = typer.Option("cpu", help="gpu: compile for the cluster's GPUs without them (shardsearch[gpu-aot]) "
+                                           "and judge with overlap"),
 ):
     """Plan + hand-written baselines on a suite, judged by the compiled programs."""
     sys.path.insert(0, os.getcwd())
@@ -161,7 +163,7 @@ def bench(
     from cost_model.errors import ShardsearchError  # jax not imported yet: run() sets the device count
 
     try:
-        path = run(suite, cluster, mesh, config or None, out or RESULTS, wallclock=wallclock)
+        path = run(suite, cluster, mesh, config or None, out or RESULTS, wallclock=wallclock, target=target)
     except ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err

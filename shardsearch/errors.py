@@ -15,6 +15,7 @@ __all__ = [
     "PinError",
     "ArgumentError",
     "MicrobatchError",
+    "TargetError",
 ]
 
 
@@ -58,3 +59,8 @@ class PinError(ShardsearchError):
 class MicrobatchError(ShardsearchError):
     """A step cannot be split into microbatches without changing its result (a batch
     statistic flows back into per-example work), or not at the number asked for."""
+
+
+class TargetError(ShardsearchError):
+    """The cluster's own compiler cannot be reached: no target description, no plugin, or
+    a mesh the target's topology cannot hold."""

@@ -70,6 +70,11 @@ class Judged:
     loop_flops: float = 0.0  # matmul FLOPs of loop iterations cost_analysis left out (part of ``flops``)
     other_dtype: str = "float32"
     bytes_s: float = 0.0  # the memory side of the roofline: bytes_accessed / hbm_bandwidth
+    # A program compiled for a GPU target (benchmarks.judge.gpu): the replay with overlap,
+    # and XLA's own latency-hiding-scheduler estimate. None for a CPU program.
+    overlap_s: float | None = None
+    exposed_comm_s: float | None = None
+    xla_estimate_s: float | None = None
 
     @property
     def flops_s(self) -> float:

@@ -106,6 +106,22 @@ class Planned:
         entry, bound = self._bound_entry(args, kwargs)
         return entry.jitted.lower(*abstract_args(bound.dynamic))
 
+    def lower_for_cluster(self, *args, **kwargs) -> jax.stages.Lowered:
+        """Lower for the cluster's own GPUs and topology, deviceless (``shardsearch.target``;
+        needs ``pip install "shardsearch[gpu-aot]"``): ``.compile()`` is the program XLA's GPU
+        compiler makes for the cluster, and its ``memory_analysis()`` the GPU's. The cluster
+        is the one planned for (``auto``'s ``cluster=``; for ``plan.apply(fn)``, the plan's preset)."""
+        from shardsearch.target import lower_for_cluster
+
+        entry, bound = self._bound_entry(args, kwargs)
+        return lower_for_cluster(entry.graph, entry.plan, self._cluster(entry.plan), bound.dynamic,
+                                 donate_argnums=self.donate_argnums, constrain=self._constrain)
+
+    def _cluster(self, plan: Plan):
+        from cost_model import Cluster
+
+        return Cluster.load(plan.cluster)
+
     def plan_for(self, *args, **kwargs) -> Plan:
         """The plan for these arguments (arrays or ShapeDtypeStructs), without executing."""
         return self._entry(args, kwargs).plan

@@ -10,8 +10,10 @@ FLOPs follow XLA's own ``HloCostAnalysis``, so the matmul share never exceeds wh
 Matmuls are found at top level and inside every called computation (fusions: XLA CPU
 wraps each dot and conv in a ``__ynn_fusion``; while bodies; conditional branches). On
 GPU, cuBLAS custom-calls (``__cublas$gemm``, ``__cublas$lt$matmul``) count as dots, read from
-their ``backend_config``; cuDNN convolution custom-calls are not read (their FLOPs stay in
-the non-matmul share).
+their ``backend_config``, and cuDNN convolution custom-calls (``__cudnn$convForward``,
+``...BackwardInput``, ``...BackwardFilter``, fused ones) as the forward convolution they
+stand for: XLA prints the forward convolution's ``window`` and ``dim_labels`` on each, so
+its input, kernel and output are the operands and result in the call's order.
 
 dtype: the dtype the program computes the matmul in on an accelerator. XLA's CPU backend
 runs bf16/f16 matmuls (and elementwise ops) in f32, bracketed by converts; so each value's
@@ -62,6 +64,7 @@ _BRANCHES = ("branch_computations", "true_computation", "false_computation")
 # GPU HLO: cuBLAS matmuls are custom-calls returning (result, workspace), dims in backend_config
 _GEMM_TARGET = re.compile(r'custom_call_target="__cublas\$(?:lt\$)?(?:gemm|matmul)')
 _GEMM_CONTRACTING = re.compile(r'"lhs_contracting_dimensions"\s*:\s*\[([^\]]*)\]')
+_CUDNN_CONV = re.compile(r'custom_call_target="__cudnn\$conv(?:BiasActivation)?(Forward|BackwardInput|BackwardFilter)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +164,8 @@ def _intended(instr: Instruction, operands: list, params: dict, out: dict, modul
 
 
 def _is_matmul(instr: Instruction) -> bool:
-    return instr.opcode in MATMUL_OPCODES or (instr.opcode == "custom-call" and bool(_GEMM_TARGET.search(instr.attrs)))
+    return instr.opcode in MATMUL_OPCODES or (
+        instr.opcode == "custom-call" and bool(_GEMM_TARGET.search(instr.attrs) or _CUDNN_CONV.search(instr.attrs)))
 
 
 def dot_flops(instr: Instruction, lhs: tuple[int, ...]) -> float:
@@ -199,12 +203,15 @@ def _valid_positions(w: dict[str, int], kernel: int, out: int, inp: int) -> int:
     return int(np.count_nonzero(on_element & (index >= 0) & (index < inp)))
 
 
-def conv_flops(instr: Instruction, lhs: tuple[int, ...], rhs: tuple[int, ...]) -> float:
+def conv_flops(instr: Instruction, lhs: tuple[int, ...], rhs: tuple[int, ...],
+               result: tuple[int, ...] | None = None) -> float:
+    """A convolution of input ``lhs`` and kernel ``rhs`` into ``result`` (default: the
+    instruction's first result array)."""
     labels = _DIM_LABELS.search(instr.attrs)
     if labels is None:
         return 0.0
     lhs_l, rhs_l, out_l = labels.groups()
-    result = instr.arrays[0][1]
+    result = instr.arrays[0][1] if result is None else result
     groups = {k: int(v) for k, v in _GROUPS.findall(instr.attrs)}
     spatial = sorted(c for c in out_l if c.isdigit())
     window = _WINDOW.search(instr.attrs)
@@ -221,10 +228,17 @@ def _matmul(comp: Computation, instr: Instruction, dtypes: dict) -> HloMatmul | 
     lhs, rhs = comp.operand_dims(instr, 0), comp.operand_dims(instr, 1)
     if lhs is None or rhs is None or not instr.arrays or (instr.is_tuple and instr.opcode != "custom-call"):
         return None
-    flops = conv_flops(instr, lhs, rhs) if instr.opcode == "convolution" else dot_flops(instr, lhs)
+    cudnn = _CUDNN_CONV.search(instr.attrs) if instr.opcode == "custom-call" else None
+    if cudnn:  # the forward convolution's input, kernel, output, in this call's roles
+        out = instr.arrays[0][1]
+        lhs, rhs, out = {"Forward": (lhs, rhs, out), "BackwardInput": (out, rhs, lhs),
+                         "BackwardFilter": (lhs, out, rhs)}[cudnn.group(1)]
+        flops = conv_flops(instr, lhs, rhs, out)
+    else:
+        flops = conv_flops(instr, lhs, rhs) if instr.opcode == "convolution" else dot_flops(instr, lhs)
     meant = [dtypes.get((comp.name, o)) for o in instr.operands[:2]]
     dtype = _widest_float(meant) or next((d for d in meant if d), None) or instr.arrays[0][0]
-    kind = "convolution" if instr.opcode == "convolution" else "dot"
+    kind = "convolution" if instr.opcode == "convolution" or cudnn else "dot"
     return HloMatmul(kind, instr.name, NUMPY_NAMES.get(dtype, dtype), flops)
 
 
