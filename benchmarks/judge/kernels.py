@@ -7,7 +7,7 @@ cuBLAS or cuDNN custom-call, a copy. Each is priced as the planner prices an ope
     seconds = max(matmul_s + other_flops / peak_flops_for(dtype), bytes / hbm_bandwidth)
     matmul_s = sum over its dots and convolutions of flops / (peak_flops_for(dtype) * efficiency(flops))
 
-FLOPs as XLA's cost analysis counts them (``shardsearch.hlo_compute``: dot and
+FLOPs as XLA's cost analysis counts them (``shardsearch.hlo.compute``: dot and
 convolution formulas, cuBLAS gemm and cuDNN convolution custom-calls included), plus one
 per element of every other arithmetic instruction inside the kernel. Bytes are what the
 kernel reads and writes in device memory: its operands and results, except that an

@@ -10,16 +10,18 @@ its latency-hiding scheduler. ``.compile()`` gives that executable; its
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
 
 from cost_model import Cluster
 from shardsearch.apply.executable import build_jitted
-from shardsearch.graph import OpGraph
-from shardsearch.plan import Plan
 from shardsearch.target.gpu import target_mesh
 from shardsearch.trace import abstract_args
+
+if TYPE_CHECKING:  # plan.apply(fn) reaches this module: no import back
+    from shardsearch.graph import OpGraph
+    from shardsearch.plan import Plan
 
 
 def lower_for_cluster(graph: OpGraph, plan: Plan, cluster: Cluster, args: Sequence[Any], *,
