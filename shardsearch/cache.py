@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import uuid
-import warnings
 from pathlib import Path
 
 from cost_model import Cluster, MeshShape
@@ -27,6 +26,7 @@ from shardsearch.apply.plan_io import VERSION as PLAN_FORMAT_VERSION
 from shardsearch.config import SearchConfig
 from shardsearch.errors import PlanError
 from shardsearch.graph import OpGraph
+from shardsearch.progress import warn_user
 from shardsearch.plan import Plan
 
 ENV_DIR = "SHARDSEARCH_CACHE_DIR"
@@ -119,11 +119,11 @@ def load_cached(key: str, program_hash: str, mesh: MeshShape, config: SearchConf
     try:
         plan = Plan.load(path)
     except PlanError as err:
-        warnings.warn(UNREADABLE.format(path=path, why=err, folder=cache_dir()), stacklevel=3)
+        warn_user(UNREADABLE.format(path=path, why=err, folder=cache_dir()))
         return None
     if plan.program_hash != program_hash or plan.mesh != mesh:  # a file put there by hand
         why = f"it holds a plan for program {plan.program_hash} on mesh {plan.mesh.axis_sizes}"
-        warnings.warn(UNREADABLE.format(path=path, why=why, folder=cache_dir()), stacklevel=3)
+        warn_user(UNREADABLE.format(path=path, why=why, folder=cache_dir()))
         return None
     return dataclasses.replace(plan, stats=dataclasses.replace(plan.stats, cached=True))
 
@@ -144,4 +144,4 @@ def store(key: str, plan: Plan, config: SearchConfig) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as err:
-        warnings.warn(UNWRITABLE.format(path=path, why=err, env=ENV_DIR, off=ENV_OFF), stacklevel=3)
+        warn_user(UNWRITABLE.format(path=path, why=err, env=ENV_DIR, off=ENV_OFF))

@@ -125,17 +125,21 @@ def plan(
 def explain(
     path: Path = typer.Argument(..., help="a plan JSON written by `shardsearch plan --out` or plan.save"),
     top: int = typer.Option(10, min=1, help="rows in each top-consumers list"),
-    operators: bool = typer.Option(True, "--operators/--no-operators", help="print the per-operator table"),
-    primitive: Optional[list[str]] = typer.Option(None, help="only these primitives in the operator table; repeatable"),
+    operators: bool = typer.Option(False, "--operators/--no-operators", help="also print every operator's strategy"),
+    primitive: Optional[list[str]] = typer.Option(None, help="only these primitives in the operator table "
+                                                             "(implies --operators); repeatable"),
+    plot: Optional[Path] = typer.Option(None, help="also draw the plan as a PNG here (matplotlib)"),
 ):
-    """Take a saved plan apart: each operator's strategy, the top communication
-    (operators' collectives, resharding edges) and memory (argument buffers) consumers."""
+    """Take a saved plan apart, top-down: the verdict, the alternatives, the top
+    communication, memory and resharding consumers; --operators for every operator."""
     import shardsearch as ss
-    from shardsearch.report import explain as explain_plan
 
     try:
         plan = ss.Plan.load(path)
-        typer.echo(explain_plan(plan, top=top, operators=operators, primitives=tuple(primitive or ())))
+        typer.echo(plan.explain(top=top, operators=operators or bool(primitive), primitives=tuple(primitive or ())))
+        if plot is not None:
+            plan.plot(plot)
+            typer.echo(f"\nplot written to {plot}")
     except ss.ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err

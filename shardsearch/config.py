@@ -36,6 +36,8 @@ class SearchConfig:
     # argument layouts fixed by the user: {path or regex: PartitionSpec} (see shardsearch.pins)
     pins: Pins = ()
     cache: bool = True  # reuse plans from the on-disk plan cache (see shardsearch.cache)
+    # price data parallel, FSDP and tensor parallel on the same problem (plan.alternatives())
+    compare: bool = True
 
     def __post_init__(self):
         # a dict or list of pairs becomes an ordered tuple, so configs stay hashable

@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec
 
 from cost_model import MeshShape, Spec
 from shardsearch.apply.mesh import to_partition_spec as to_partition_spec
+from shardsearch.compare.baselines import Alternative, argument_roles
 from shardsearch.costs import CostTables
 from shardsearch.fidelity import planned_collectives
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
@@ -62,11 +63,51 @@ class Plan:
     node_label: dict[int, str] = dataclasses.field(default_factory=dict)  # source line of each operator
     reshard_edges: tuple[ReshardEdge, ...] = ()  # dearest first, at most MAX_RESHARD_EDGES
     in_local_bytes: tuple[float, ...] = ()  # per-device bytes of each argument leaf
+    # What the summary's verdict reads (empty / 0 in plan files that predate them):
+    in_roles: tuple[str, ...] = ()  # "parameter", "optimizer state" or "input" per argument leaf
+    compared: tuple[Alternative, ...] = ()  # the recipes priced on the same problem; see alternatives()
+    remat_regions: int = 0  # jax.checkpoint regions the step recomputes
 
     def summary(self) -> str:
+        """The plan in words and tables: the verdict (which parallelism, over which mesh
+        axes, and what data parallel, FSDP and tensor parallel would cost), then the
+        prediction, the layouts and the strategies chosen, with a legend of the notation."""
         from shardsearch.report import summarize
 
         return summarize(self)
+
+    def explain(self, *, top: int = 10, operators: bool = False, primitives: tuple[str, ...] = ()) -> str:
+        """The plan taken apart, top-down: the verdict, the alternatives, the top
+        communication, memory and resharding consumers; with ``operators=True`` every
+        operator's strategy too (``primitives`` limits that table). What
+        ``shardsearch explain`` prints."""
+        from shardsearch.report import explain
+
+        return explain(self, top=top, operators=operators, primitives=primitives)
+
+    def plot(self, path) -> None:
+        """Draw the plan to ``path`` (PNG): per weight and per contraction's output in
+        program order, which mesh axes split each dim, and where the predicted step time
+        goes (compute, collectives, resharding). Needs matplotlib (``pip install
+        'shardsearch[plot]'``)."""
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as err:
+            from shardsearch.errors import OptionError
+
+            raise OptionError("plan.plot needs matplotlib: pip install 'shardsearch[plot]' (or matplotlib)") from err
+        from shardsearch.reporting.plot import plot_plan
+
+        plot_plan(self, path)
+
+    def alternatives(self) -> tuple[Alternative, ...]:
+        """Data parallel, FSDP (ZeRO-3) and tensor parallel on the same model and cluster,
+        priced by the same cost model: each fixes the arguments' layouts as the recipe
+        says and the solver completes the rest (see ``shardsearch.compare``). Each has
+        ``name``, ``total_s``, ``compute_s``, ``comm_s``, ``peak_bytes``, ``fits`` and the
+        argument layouts ``in_specs``. Empty on a one-device mesh, with
+        ``compare=False``, and in plan files that predate it."""
+        return self.compared
 
     def save(self, path) -> None:
         """Write the plan as JSON (versioned; see ``Plan.load``)."""
@@ -280,6 +321,8 @@ def assemble_plan(
         node_label={n.id: n.label for n in ops},
         reshard_edges=_reshard_edges(graph, chosen, problem, choice),
         in_local_bytes=tuple(float(problem.node_memory[n][choice[n]]) for n in graph.input_nodes),
+        in_roles=argument_roles(graph),
+        remat_regions=len(graph.remats),
     )
     return plan.with_trees(graph.in_tree, graph.out_tree)
 

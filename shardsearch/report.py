@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 
@@ -20,40 +21,136 @@ def _unreduced(st) -> str:
 _fmt_s, _fmt_bytes, _table = fmt_s, fmt_bytes, table  # the names this module used first
 
 
+def _mesh_words(plan) -> str:
+    return " x ".join(f"{n}={s}" for n, s in zip(plan.mesh.axis_names, plan.mesh.axis_sizes))
+
+
+def header_section(plan) -> list[str]:
+    return [f"shardsearch plan  mesh [{_mesh_words(plan)}]  cluster {plan.cluster}  program {plan.program_hash}"]
+
+
+def verdict_section(plan) -> list[str]:
+    from shardsearch.reporting.verdict import verdict
+
+    return verdict(plan)
+
+
+def prediction_section(plan) -> list[str]:
+    p = plan.predicted
+    return [f"predicted step: {_fmt_s(p.total_s)} (compute {_fmt_s(p.compute_s)}, communication {_fmt_s(p.comm_s)}), "
+            f"resident arguments {_fmt_bytes(p.peak_bytes)} per device"]
+
+
+def search_section(plan) -> list[str]:
+    st = plan.stats
+    size = (f"{st.num_nodes} graph nodes{_unreduced(st)} -> {st.reduced_nodes} ILP nodes, {st.num_variables} variables, "
+            f"{st.num_constraints} constraints")
+    if st.cached:  # the solver did not run now: say when it did, not as if it just had
+        return [f"search: read from the plan cache; found earlier by solver {st.status} ({size}, "
+                f"objective {_fmt_s(st.objective)}, bound {_fmt_s(st.bound)})"]
+    return [f"search: {size}; solver {st.status} in {st.solve_s:.2f} s "
+            f"(objective {_fmt_s(st.objective)}, bound {_fmt_s(st.bound)}); total search {st.search_s:.2f} s"]
+
+
+def alternatives_section(plan) -> list[str]:
+    """This plan and each recipe (plan.alternatives()) by the same cost model."""
+    alts = plan.alternatives()
+    if not alts:
+        return []
+    p = plan.predicted
+    rows = [("this plan", _fmt_s(p.total_s), "1.00x", _fmt_s(p.compute_s), _fmt_s(p.comm_s),
+             _fmt_bytes(p.peak_donated_bytes or p.peak_bytes), "")]
+    for a in alts:
+        ratio = f"{a.total_s / p.total_s:.2f}x" if p.total_s > 0 else "-"
+        rows.append((a.name, _fmt_s(a.total_s), ratio, _fmt_s(a.compute_s), _fmt_s(a.comm_s),
+                     _fmt_bytes(a.peak_bytes) + ("" if a.fits else " (over budget)"), a.description))
+    return ["alternatives on the same model and cluster (same cost model; step time per device):",
+            *_table(("", "step", "vs plan", "compute", "communication", "peak (donated)", "recipe"), rows,
+                    right=(1, 2, 3, 4))]
+
+
+def arguments_section(plan) -> list[str]:
+    from shardsearch.reporting.verdict import group_name
+
+    """Each argument's layout: inputs first (the batch always shows), then parameters and
+    optimizer state; a long list is folded into groups (layers of a stack read as [*])."""
+    roles = plan.in_roles or ("",) * len(plan.in_paths)
+    lines = ["arguments (layout per dim; see the notation below):"]
+    for role in ("input", "parameter", "optimizer state", ""):
+        rows = [(path, spec_str(spec)) for path, spec, r in zip(plan.in_paths, plan.flat_in_specs, roles) if r == role]
+        if not rows:
+            continue
+        if len(rows) > _MAX_ROWS:  # fold: one row per (path pattern, layout)
+            folded = Counter((group_name(path), layout) for path, layout in rows)
+            rows = [(f"{n} x {pattern}" if n > 1 else pattern, layout) for (pattern, layout), n in folded.items()]
+        title = {"input": "inputs (fed each step)", "parameter": "parameters",
+                 "optimizer state": "optimizer state", "": "all"}[role]
+        lines.append(f"  {title}:")
+        lines += _table(("path", "layout"), rows[:_MAX_ROWS], indent="    ")[1:]
+        if len(rows) > _MAX_ROWS:
+            lines.append(f"    ... {len(rows) - _MAX_ROWS} more")
+    return lines
+
+
+def strategies_section(plan) -> list[str]:
+    """Every primitive's chosen strategies, dearest primitive first (predicted compute +
+    collectives per step), the most used strategies of each."""
+    by_prim: dict[str, Counter] = {}
+    time_of: Counter = Counter()
+    for i, prim in plan.node_primitive.items():
+        by_prim.setdefault(prim, Counter())[plan.node_strategy[i]] += 1
+        time_of[prim] += plan.node_compute_s.get(i, 0.0) + plan.node_comm_s.get(i, 0.0)
+    total = sum(time_of.values())
+    rows = []
+    for prim in sorted(by_prim, key=lambda q: (-time_of[q], q)):
+        counts = by_prim[prim]
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = "; ".join(f"{n} x {name}" for name, n in top[:2])
+        if len(top) > 2:
+            shown += f"; +{len(top) - 2} more"
+        share = f"{100 * time_of[prim] / total:.0f}%" if total > 0 else "-"
+        rows.append((prim, str(sum(counts.values())), share, shown))
+    if not rows:
+        return []
+    return ["strategies chosen, per primitive (share of predicted operator time):",
+            *_table(("primitive", "ops", "time", "strategies"), rows, right=(1, 2))]
+
+
+def fallback_section(plan) -> list[str]:
+    if not plan.fallback:
+        return ["replicated fallback: none (every operator had a strategy rule)"]
+    lines = [f"replicated fallback ({len(plan.fallback)} operators with no strategy rule):"]
+    by_prim = Counter(f.primitive for f in plan.fallback)
+    for prim, n in sorted(by_prim.items()):
+        example = next(f for f in plan.fallback if f.primitive == prim)
+        shapes = ", ".join(str(list(s)) for s in example.shapes)
+        lines.append(f"  {n:>4} x {prim:<20} e.g. -> {shapes}  {example.label}")
+    return lines
+
+
+def legend_section(plan) -> list[str]:
+    from shardsearch.reporting.legend import legend_lines
+
+    return legend_lines()
+
+
+# The summary, section by section (plan -> lines; an empty list is left out). Add a
+# section by inserting a function where it belongs.
+SUMMARY_SECTIONS = [
+    header_section, verdict_section, prediction_section, search_section, alternatives_section,
+    arguments_section, strategies_section, fallback_section, legend_section,
+]
+
+
 def summarize(plan) -> str:
-    mesh = " x ".join(f"{n}={s}" for n, s in zip(plan.mesh.axis_names, plan.mesh.axis_sizes))
-    p, st = plan.predicted, plan.stats
-    lines = [
-        f"shardsearch plan  mesh [{mesh}]  cluster {plan.cluster}  program {plan.program_hash}",
-        f"predicted step: {_fmt_s(p.total_s)} (compute {_fmt_s(p.compute_s)}, communication {_fmt_s(p.comm_s)}), "
-        f"resident arguments {_fmt_bytes(p.peak_bytes)} per device",
-        f"search: {st.num_nodes} graph nodes{_unreduced(st)} -> {st.reduced_nodes} ILP nodes, {st.num_variables} variables, "
-        f"{st.num_constraints} constraints; solver {st.status} in {st.solve_s:.2f} s "
-        f"(objective {_fmt_s(st.objective)}, bound {_fmt_s(st.bound)}); total search {st.search_s:.2f} s",
-        "",
-        "arguments:",
-    ]
-    rows = list(zip(plan.in_paths, plan.flat_in_specs))
-    for path, spec in rows[:_MAX_ROWS]:
-        lines.append(f"  {path:<40} {spec_str(spec)}")
-    if len(rows) > _MAX_ROWS:
-        lines.append(f"  ... {len(rows) - _MAX_ROWS} more")
-    counts = Counter((plan.node_primitive[i], plan.node_strategy[i]) for i in plan.node_strategy)
-    heavy = sorted(((prim, name, n) for (prim, name), n in counts.items() if prim == "dot_general"), key=str)
-    if heavy:
-        lines += ["", "dot_general strategies chosen:"]
-        lines += [f"  {n:>4} x {name}" for prim, name, n in heavy[:_MAX_ROWS]]
-    lines.append("")
-    if plan.fallback:
-        lines.append(f"replicated fallback ({len(plan.fallback)} operators with no strategy rule):")
-        by_prim = Counter(f.primitive for f in plan.fallback)
-        for prim, n in sorted(by_prim.items()):
-            example = next(f for f in plan.fallback if f.primitive == prim)
-            shapes = ", ".join(str(list(s)) for s in example.shapes)
-            lines.append(f"  {n:>4} x {prim:<20} e.g. -> {shapes}  {example.label}")
-    else:
-        lines.append("replicated fallback: none (every operator had a strategy rule)")
-    return "\n".join(lines)
+    """``plan.summary()``: the sections of ``SUMMARY_SECTIONS``, a blank line between."""
+    blocks = [lines for section in SUMMARY_SECTIONS if (lines := section(plan))]
+    out: list[str] = []
+    for i, lines in enumerate(blocks):
+        if i > 1 or (i == 1 and blocks[0] is not lines):  # the header and verdict stay together
+            out.append("")
+        out += lines
+    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------- explain
@@ -105,59 +202,93 @@ def _operator_rows(plan, primitives) -> list[tuple[str, ...]]:
     return rows
 
 
-def explain(plan, *, top: int = 10, operators: bool = True, primitives: tuple[str, ...] = ()) -> str:
-    """A plan taken apart: what each operator runs as, where the communication time goes
-    (operators' own collectives, resharding between them), and the largest argument
-    buffers per device. ``primitives`` limits the operator table to those primitives."""
-    mesh = " x ".join(f"{n}={s}" for n, s in zip(plan.mesh.axis_names, plan.mesh.axis_sizes))
-    p, st = plan.predicted, plan.stats
-    lines = [
-        f"shardsearch plan  mesh [{mesh}]  cluster {plan.cluster}  program {plan.program_hash}",
-        f"predicted step: {_fmt_s(p.total_s)} (compute {_fmt_s(p.compute_s)}, communication {_fmt_s(p.comm_s)})",
-        f"solver {st.status}, {st.num_nodes} graph nodes, {len(plan.node_strategy)} operators"
-        + ("; read from the plan cache" if st.cached else ""),
-    ]
-    if operators:
-        rows = _operator_rows(plan, set(primitives))
-        which = f" ({', '.join(primitives)})" if primitives else ""
-        lines += ["", f"operators{which}: strategy chosen, output layouts, predicted time per step"]
-        lines += _table(("node", "primitive", "strategy", "outputs", "compute", "collectives", "where"), rows)
+@dataclasses.dataclass(frozen=True)
+class ExplainOptions:
+    top: int = 10  # rows in each top-consumers list
+    operators: bool = False  # the per-operator table
+    primitives: tuple[str, ...] = ()  # limit the operator table to these
 
-    has_costs = bool(plan.node_comm_s)
+
+def _explain_header(plan, opts) -> list[str]:
+    st = plan.stats
+    return [*header_section(plan),
+            f"solver {st.status}, {st.num_nodes} graph nodes, {len(plan.node_strategy)} operators"
+            + ("; read from the plan cache" if st.cached else ""),
+            "", *verdict_section(plan), "", *prediction_section(plan)]
+
+
+def _explain_communication(plan, opts) -> list[str]:
+    p = plan.predicted
     comm = sorted(((s, i) for i, s in plan.node_comm_s.items() if s > 0), key=lambda x: (-x[0], x[1]))
-    lines += ["", f"top communication: operators whose strategy pays the most collective time "
-                  f"({len(comm)} pay some)"]
-    if not has_costs:
+    lines = [f"top communication: operators whose strategy pays the most collective time ({len(comm)} pay some)"]
+    if not plan.node_comm_s:
         lines.append(NO_COSTS)
     elif comm:
         share = lambda s: f"{100 * s / p.comm_s:.0f}%" if p.comm_s > 0 else "-"  # noqa: E731
         lines += _table(("node", "primitive", "strategy", "collectives", "of comm", "where"), [
             (str(i), plan.node_primitive[i], plan.node_strategy[i], _fmt_s(s), share(s), _where(plan.node_label.get(i, "")))
-            for s, i in comm[:top]])
+            for s, i in comm[:opts.top]])
     else:
         lines.append("  none: no operator's strategy communicates")
+    return lines
 
-    lines += ["", "top resharding: tensors moved between layouts on their way to a consumer"]
-    if not has_costs:
+
+def _explain_memory(plan, opts) -> list[str]:
+    sized = sorted(_argument_bytes(plan), key=lambda x: (-x[0], x[1]))
+    lines = ["top memory: largest argument buffers per device"]
+    if sized:
+        total = sum(b for b, *_ in sized)
+        lines += _table(("argument", "array", "layout", "per device"),
+                        [(path, what, layout, _fmt_bytes(b)) for b, path, what, layout in sized[:opts.top]])
+        lines.append(f"  all {len(sized)} arguments: {_fmt_bytes(total)} per device")
+    else:
+        lines.append("  (this plan file does not record argument shapes)")
+    return lines
+
+
+def _explain_resharding(plan, opts) -> list[str]:
+    lines = ["top resharding: tensors moved between layouts on their way to a consumer"]
+    if not plan.node_comm_s:
         lines.append(NO_COSTS)
     elif plan.reshard_edges:
         lines += _table(("from", "to", "shape", "layout change", "time"), [
             (e.src_name, e.dst_name, str(list(e.shape)), f"{spec_str(e.from_spec)} -> {spec_str(e.to_spec)}",
              _fmt_s(e.seconds))
-            for e in plan.reshard_edges[:top]])
+            for e in plan.reshard_edges[:opts.top]])
     else:
         lines.append("  none: every operator gets its operands in the layout it needs")
+    return lines
 
-    sized = sorted(_argument_bytes(plan), key=lambda x: (-x[0], x[1]))
-    lines += ["", "top memory: largest argument buffers per device"]
-    if sized:
-        total = sum(b for b, *_ in sized)
-        lines += _table(("argument", "array", "layout", "per device"),
-                        [(path, what, layout, _fmt_bytes(b)) for b, path, what, layout in sized[:top]])
-        lines.append(f"  all {len(sized)} arguments: {_fmt_bytes(total)} per device")
-    else:
-        lines.append("  (this plan file does not record argument shapes)")
-    if plan.fallback:
-        lines += ["", f"replicated fallback: {len(plan.fallback)} operators with no strategy rule "
-                      f"({', '.join(sorted({f.primitive for f in plan.fallback}))})"]
-    return "\n".join(lines)
+
+def _explain_fallback(plan, opts) -> list[str]:
+    if not plan.fallback:
+        return []
+    return [f"replicated fallback: {len(plan.fallback)} operators with no strategy rule "
+            f"({', '.join(sorted({f.primitive for f in plan.fallback}))})"]
+
+
+def _explain_operators(plan, opts) -> list[str]:
+    if not opts.operators:
+        return []
+    which = f" ({', '.join(opts.primitives)})" if opts.primitives else ""
+    return [f"operators{which}: strategy chosen, output layouts, predicted time per step",
+            *_table(("node", "primitive", "strategy", "outputs", "compute", "collectives", "where"),
+                    _operator_rows(plan, set(opts.primitives)))]
+
+
+# `explain`, top-down, section by section ((plan, ExplainOptions) -> lines; empty lists
+# are left out). Add a section by inserting a function where it belongs.
+EXPLAIN_SECTIONS = [
+    _explain_header, lambda plan, opts: alternatives_section(plan), _explain_communication, _explain_memory,
+    _explain_resharding, _explain_fallback, _explain_operators, lambda plan, opts: legend_section(plan),
+]
+
+
+def explain(plan, *, top: int = 10, operators: bool = False, primitives: tuple[str, ...] = ()) -> str:
+    """A plan taken apart, top-down: the verdict and prediction, the alternatives, where the
+    communication time goes (operators' own collectives), the largest argument buffers
+    per device, the resharding between operators, and with ``operators`` what each
+    operator runs as (``primitives`` limits that table)."""
+    opts = ExplainOptions(top, operators, tuple(primitives))
+    blocks = [lines for section in EXPLAIN_SECTIONS if (lines := section(plan, opts))]
+    return "\n\n".join("\n".join(lines) for lines in blocks)

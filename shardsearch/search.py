@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from cost_model import Cluster, MeshShape
 from shardsearch import cache
+from shardsearch.compare.run import price_recipes
 from shardsearch.config import SearchConfig
 from shardsearch.costs import build_problem, combined_all_reduces
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.plan import Plan, assemble_plan
-from shardsearch.progress import StageLog
+from shardsearch.progress import StageLog, warn_user
 from shardsearch.repeats import tie_labels
 from shardsearch.solve import solve
 from shardsearch.solve.evaluate import evaluate
@@ -127,21 +127,24 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
         program_hash=phash,
         search_s=time.perf_counter() - t0,
     )
+    if config.compare:
+        plan = dataclasses.replace(plan, compared=price_recipes(
+            graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
+            ties=ties, log=log))
     cache.store(key, plan, config)
     if solution.status != "OPTIMAL":
         if np.isfinite(solution.bound):
             proof = f"lower bound {solution.bound:.4g} s, gap {solution.objective - solution.bound:.3g} s"
         else:
             proof = "the ILP found no solution in time, so this is the local-search plan"
-        warnings.warn(
+        warn_user(
             f"shardsearch: the plan is not proven optimal ({solution.status}; predicted "
             f"{solution.objective:.4g} s/step; {proof}). "
-            f"Raise time_limit_s (now {config.time_limit_s}) for a better or proven plan.",
-            stacklevel=3,
+            f"Raise time_limit_s (now {config.time_limit_s}) for a better or proven plan."
         )
     peak = plan.predicted.peak_donated_bytes or plan.predicted.peak_bytes
     if memory_budget is not None and peak > memory_budget:
-        warnings.warn(OVER_BUDGET.format(peak=peak, budget=memory_budget), stacklevel=3)
+        warn_user(OVER_BUDGET.format(peak=peak, budget=memory_budget))
     if log:
         log(f"plan ready in {plan.stats.search_s:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
     return Searched(graph, plan)

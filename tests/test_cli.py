@@ -90,9 +90,13 @@ def test_plan_with_a_pin_then_explain_the_consumers(tmp_path):
     data = json.loads(out.read_text())
     assert {a["path"]: a["spec"] for a in data["arguments"]}["args[0][0]['w']"] == [["model"], []]
     plan = ss.Plan.load(out)
-    res = runner.invoke(app, ["explain", str(out), "--top", "3"])
+    res = runner.invoke(app, ["explain", str(out), "--top", "3", "--operators"])
     assert res.exit_code == 0, res.output
     text = res.output
+    # top-down: the verdict and the alternatives first, the operator listing last
+    order = [text.index(h) for h in ("Why: predicted", "alternatives on the same model", "top communication",
+                                     "top memory", "top resharding", "operators:")]
+    assert order == sorted(order), order
     # every operator in the table, with its strategy
     ops = _rows(text, "operators:")
     assert len(ops) == len(plan.node_strategy) and ops[0][0] == str(min(plan.node_strategy))
@@ -110,13 +114,20 @@ def test_plan_with_a_pin_then_explain_the_consumers(tmp_path):
     assert mem[0][0] == plan.in_paths[biggest]
 
 
+def plan_explained(path) -> str:
+    import shardsearch as ss
+
+    return ss.Plan.load(path).explain() + "\n"
+
+
 def test_explain_filters_operators_and_reads_old_plan_files(tmp_path):
     out = _planned(tmp_path)
     res = runner.invoke(app, ["explain", str(out), "--primitive", "dot_general", "--top", "2"])
     assert res.exit_code == 0, res.output
     assert {r[1] for r in _rows(res.output, "operators (dot_general):")} == {"dot_general"}
-    res = runner.invoke(app, ["explain", str(out), "--no-operators"])
+    res = runner.invoke(app, ["explain", str(out)])  # no per-operator rows unless asked
     assert res.exit_code == 0 and "operators:" not in res.output and "top memory" in res.output
+    assert res.output == plan_explained(out)  # what Plan.explain() gives in Python
     # a plan file from before per-operator costs still explains, and says what it lacks
     data = json.loads(out.read_text())
     del data["reshard_edges"]
@@ -125,11 +136,14 @@ def test_explain_filters_operators_and_reads_old_plan_files(tmp_path):
             record.pop(key)
     for record in data["arguments"]:
         record.pop("local_bytes")
+        record.pop("role")  # and from before the verdict
+    del data["alternatives"], data["remat_regions"]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     res = runner.invoke(app, ["explain", str(old)])
     assert res.exit_code == 0, res.output
     assert res.output.count("predates per-operator costs") == 2
+    assert "predates the verdict" in res.output
     assert _rows(res.output, "top memory")  # sized from the recorded shapes instead
 
 

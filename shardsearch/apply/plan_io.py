@@ -102,7 +102,28 @@ def _explain_json(plan, d: dict[str, Any]) -> dict[str, Any]:
         for record, nbytes in zip(d["arguments"], plan.in_local_bytes):
             record["local_bytes"] = nbytes
     d["reshard_edges"] = [_edge_json(e) for e in plan.reshard_edges]
+    return _verdict_json(plan, d)
+
+
+def _verdict_json(plan, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with what the verdict reads: argument roles, the recipes compared, remat."""
+    if plan.in_roles:
+        for record, role in zip(d["arguments"], plan.in_roles):
+            record["role"] = role
+    d["alternatives"] = [{**dataclasses.asdict(a), "in_specs": [_spec_json(s) for s in a.in_specs]}
+                         for a in plan.compared]
+    d["remat_regions"] = plan.remat_regions
     return d
+
+
+def _alternatives(d: dict, mesh: MeshShape) -> tuple:
+    from shardsearch.compare import Alternative
+
+    out = []
+    for a in d.get("alternatives", ()):
+        where = f"alternative {a.get('name')!r}"
+        out.append(Alternative(**{**a, "in_specs": tuple(_spec_load(s, mesh, where) for s in a["in_specs"])}))
+    return tuple(out)
 
 
 def plan_to_dict(plan, costs: bool = True) -> dict[str, Any]:
@@ -218,6 +239,9 @@ def plan_fields(d: dict[str, Any], where: str = "plan") -> dict[str, Any]:
                 tuple(float(a["local_bytes"]) for a in arguments)
                 if arguments and all("local_bytes" in a for a in arguments) else ()
             ),
+            in_roles=tuple(str(a["role"]) for a in arguments) if all("role" in a for a in arguments) else (),
+            compared=_alternatives(d, mesh),
+            remat_regions=int(d.get("remat_regions", 0)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         what = f"missing key {err}" if isinstance(err, KeyError) else str(err)

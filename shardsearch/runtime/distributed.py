@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from typing import Mapping
 
 import jax
 import numpy as np
 
 from shardsearch.errors import DistributedError, PlanError
+from shardsearch.progress import warn_user
 
 ENV_COORDINATOR = "SHARDSEARCH_COORDINATOR"  # host:port of process 0's coordinator
 ENV_NUM_PROCESSES = "SHARDSEARCH_NUM_PROCESSES"
@@ -157,6 +157,6 @@ def agree_on_plan(plan, in_tree, out_tree):
         raise PlanError(PROGRAMS_DIFFER.format(hashes=", ".join(hashes)))
     if len(set(keys)) == 1:
         return plan
-    warnings.warn(PLANS_DIFFER.format(fingerprints=", ".join(k.split()[1] for k in keys)), stacklevel=3)
+    warn_user(PLANS_DIFFER.format(fingerprints=", ".join(k.split()[1] for k in keys)))
     chosen = Plan.from_dict(json.loads(_broadcast_text(json.dumps(plan_to_dict(plan)))), "process 0's plan")
     return chosen.with_trees(in_tree, out_tree)
