@@ -55,6 +55,35 @@ def test_settings_from_env():
     assert settings_from_env(_env(**{ENV_LOCAL_DEVICES: "4"})).local_devices == 4
 
 
+SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
+         "SLURM_LOCALID": "0"}
+
+
+@pytest.mark.parametrize("env, name", [(SLURM, "Slurm"), ({"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:1"}, "Open MPI"),
+                                       ({"TPU_WORKER_HOSTNAMES": "a,b"}, "Cloud TPU (GKE)"),
+                                       ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, "JAX_COORDINATOR_ADDRESS")])
+def test_initialize_from_env_lets_jax_configure_itself_where_it_can(env, name, monkeypatch):
+    from shardsearch.runtime import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed.jax.distributed, "initialize", lambda *a, **kw: calls.append((a, kw)))
+    assert distributed.detected_environment(env) == name
+    settings = distributed.initialize_from_env(env)
+    assert calls == [((), {})]  # no arguments: jax reads the launcher's variables itself
+    assert settings.coordinator == f"detected by jax ({name})" and settings.num_processes == jax.process_count()
+    partial = {k: v for k, v in SLURM.items() if k != "SLURM_PROCID"}
+    assert distributed.detected_environment(partial) is None  # jax's detector needs them all
+
+
+def test_initialize_from_env_says_when_it_does_nothing(monkeypatch):
+    from shardsearch.runtime import distributed
+
+    monkeypatch.setattr(distributed.jax.distributed, "initialize", lambda *a, **kw: pytest.fail("initialized"))
+    with pytest.warns(distributed.NotDistributedWarning, match="runs alone.*Slurm") as record:
+        assert distributed.initialize_from_env({}) is None
+    assert record[0].filename == __file__  # the warning names the caller's line
+
+
 @pytest.mark.parametrize(
     "env, named",
     [

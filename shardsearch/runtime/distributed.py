@@ -3,8 +3,9 @@ and make sure every process runs the same plan.
 
 ``shardsearch launch`` (see ``runtime/launch.py``) sets the ``SHARDSEARCH_*`` variables
 below in each process it starts; a worker calls ``initialize_from_env()`` right after
-``import jax`` and before anything touches a device. Without those variables it does
-nothing, so the same script also runs as a single process.
+``import jax`` and before anything touches a device. Under Slurm, Open MPI, a Cloud TPU
+pod on GKE or with ``JAX_COORDINATOR_ADDRESS`` set it lets ``jax.distributed.initialize()`` configure itself; with none of
+these it says so and does nothing, so the same script also runs as a single process.
 """
 
 from __future__ import annotations
@@ -108,13 +109,65 @@ def initialize(settings: ProcessSettings) -> None:
         raise DistributedError(TOO_LATE.format(why=err)) from err
 
 
+# Environments ``jax.distributed.initialize()`` configures itself from, each known by
+# variables its launcher sets (what jax's own detectors look for).
+AUTO_DETECTED = (
+    # jax's own settings, e.g. a Kubernetes JobSet's (with num_processes / process_id set
+    # the same way; jax's Kubernetes detector needs the `kubernetes` package and a service account)
+    ("JAX_COORDINATOR_ADDRESS", ("JAX_COORDINATOR_ADDRESS",)),
+    ("Slurm", ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")),
+    ("Open MPI", ("OMPI_MCA_orte_hnp_uri",)),
+    ("Cloud TPU (GKE)", ("TPU_WORKER_HOSTNAMES",)),
+    ("Cloud TPU", ("TPU_PROCESS_ADDRESSES",)),
+)
+
+NOTHING_TO_JOIN = (
+    "initialize_from_env() found no multi-process settings, so this process runs alone: no "
+    "SHARDSEARCH_COORDINATOR (set by `shardsearch launch`) and none of the variables "
+    "jax.distributed.initialize() detects ({detected}). On a cluster, start the script "
+    "through its launcher (srun, mpirun, a Kubernetes JobSet, a TPU pod's --worker=all) or set "
+    "JAX_COORDINATOR_ADDRESS with jax.distributed.initialize's num_processes / process_id."
+)
+
+
+class NotDistributedWarning(UserWarning):
+    """``initialize_from_env()`` found no multi-process settings; the process runs alone."""
+
+
+def detected_environment(env: Mapping[str, str] | None = None) -> str | None:
+    """The name of the cluster environment jax.distributed would configure itself from, or None."""
+    env = os.environ if env is None else env
+    return next((name for name, needed in AUTO_DETECTED if all(v in env for v in needed)), None)
+
+
 def initialize_from_env(env: Mapping[str, str] | None = None) -> ProcessSettings | None:
-    """Join the run ``shardsearch launch`` started; returns its settings, or None (and does
-    nothing) when this process was not started by a launcher."""
+    """Join a multi-process run; call it right after ``import jax``.
+
+    - Started by ``shardsearch launch`` (the ``SHARDSEARCH_*`` variables): joins that run.
+    - Under a launcher ``jax.distributed.initialize()`` detects by itself (Slurm, Open MPI,
+      Cloud TPU on GKE, or ``JAX_COORDINATOR_ADDRESS``): calls it with no arguments.
+    - Otherwise does nothing and says so (a ``NotDistributedWarning``): the script runs as
+      one process.
+
+    Returns the settings joined (from ``jax.process_count()`` / ``process_index()`` when
+    jax detected them), or None when the process runs alone.
+    """
     settings = settings_from_env(env)
     if settings is not None:
         initialize(settings)
-    return settings
+        return settings
+    found = detected_environment(env)
+    if found is None:
+        warn_user(NOTHING_TO_JOIN.format(detected=", ".join(name for name, _ in AUTO_DETECTED)),
+                  NotDistributedWarning)
+        return None
+    try:
+        jax.distributed.initialize()
+    except RuntimeError as err:
+        if "before" not in str(err):
+            raise
+        raise DistributedError(TOO_LATE.format(why=err)) from err
+    return ProcessSettings(f"detected by jax ({found})", jax.process_count(), jax.process_index(), None)
 
 
 def _gather_text(text: str) -> list[str]:
