@@ -38,6 +38,9 @@ class SearchConfig:
     cache: bool = True  # reuse plans from the on-disk plan cache (see shardsearch.cache)
     # price data parallel, FSDP and tensor parallel on the same problem (plan.alternatives())
     compare: bool = True
+    # run the step as this many microbatches, gradients accumulated in one scan (see
+    # shardsearch.pipeline.program); 1: the whole batch at once
+    num_microbatches: int = 1
 
     def __post_init__(self):
         # a dict or list of pairs becomes an ordered tuple, so configs stay hashable
@@ -60,4 +63,6 @@ class SearchConfig:
             raise OptionError(f"time_limit_s={cfg.time_limit_s} must be > 0 seconds; try time_limit_s=30")
         if cfg.num_workers < 1:
             raise OptionError(f"num_workers={cfg.num_workers} must be >= 1")
+        if not isinstance(cfg.num_microbatches, int) or cfg.num_microbatches < 1:
+            raise OptionError(f"num_microbatches={cfg.num_microbatches!r} must be an int >= 1 (1: no microbatches)")
         return cfg

@@ -67,6 +67,8 @@ class Plan:
     in_roles: tuple[str, ...] = ()  # "parameter", "optimizer state" or "input" per argument leaf
     compared: tuple[Alternative, ...] = ()  # the recipes priced on the same problem; see alternatives()
     remat_regions: int = 0  # jax.checkpoint regions the step recomputes
+    # microbatches, stages and schedule (shardsearch.pipeline.plan_data.PipelinePlan); None: the step runs whole
+    pipeline: Any = None
 
     def summary(self) -> str:
         """The plan in words and tables: the verdict (which parallelism, over which mesh
@@ -130,7 +132,10 @@ class Plan:
         ``where`` names its source in the error a malformed object raises."""
         from shardsearch.apply.plan_io import plan_fields
 
-        return cls(**plan_fields(d, where))
+        fields = plan_fields(d, where)
+        if fields["pipeline"] is not None:  # stages' program plans: fields -> plans
+            fields["pipeline"] = fields["pipeline"].map_programs(lambda f: cls(**f))
+        return cls(**fields)
 
     def fingerprint(self) -> str:
         """A short stable hash of what was chosen: program, mesh, cluster and every layout.

@@ -35,6 +35,11 @@ def verdict_section(plan) -> list[str]:
     return verdict(plan)
 
 
+def pipeline_section(plan) -> list[str]:
+    """Microbatches, stages and schedule in words (shardsearch.pipeline.plan_data)."""
+    return [plan.pipeline.describe()] if plan.pipeline is not None else []
+
+
 def prediction_section(plan) -> list[str]:
     p = plan.predicted
     return [f"predicted step: {_fmt_s(p.total_s)} (compute {_fmt_s(p.compute_s)}, communication {_fmt_s(p.comm_s)}), "
@@ -137,7 +142,7 @@ def legend_section(plan) -> list[str]:
 # The summary, section by section (plan -> lines; an empty list is left out). Add a
 # section by inserting a function where it belongs.
 SUMMARY_SECTIONS = [
-    header_section, verdict_section, prediction_section, search_section, alternatives_section,
+    header_section, verdict_section, pipeline_section, prediction_section, search_section, alternatives_section,
     arguments_section, strategies_section, fallback_section, legend_section,
 ]
 

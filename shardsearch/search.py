@@ -15,6 +15,7 @@ from shardsearch.config import SearchConfig
 from shardsearch.costs import build_problem, combined_all_reduces
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
+from shardsearch.pipeline.program import microbatched
 from shardsearch.plan import Plan, assemble_plan
 from shardsearch.progress import StageLog, warn_user
 from shardsearch.repeats import tie_labels
@@ -59,14 +60,27 @@ def search(
 def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
     t0 = time.perf_counter()
     graph = trace(fn, args)
-    pinned = resolve_pins(config.pins, graph, mesh)
     phash = program_hash(graph)
+    # num_microbatches > 1: the step as an accumulation over microbatches in one scan
+    graph, pipeline = microbatched(graph, config.num_microbatches, mesh)
+    return plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
+                      log=log, start=t0, pipeline=pipeline)
+
+
+def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
+               config: SearchConfig, log=None, start: float | None = None, pipeline=None) -> Searched:
+    """The plan of a traced (or transformed) ``graph``; ``phash``: the traced program's
+    hash, which the plan records (``plan.apply`` checks it); ``pipeline``: the plan's
+    ``PipelinePlan`` when ``graph`` runs microbatches."""
+    t0 = time.perf_counter() if start is None else start
+    log = log or StageLog(False)
+    pinned = resolve_pins(config.pins, graph, mesh)
     key = cache.plan_key(graph, phash, mesh, cluster, memory_budget, config)
     hit = cache.load_cached(key, phash, mesh, config)
     if hit is not None:
         if log:
             log(f"plan {key} from the cache ({cache.cache_dir()}), traced in {time.perf_counter() - t0:.2f} s")
-        return Searched(graph, hit.with_trees(graph.in_tree, graph.out_tree))
+        return Searched(graph, hit.with_trees(graph.in_tree, graph.out_tree))  # (its pipeline is the key's)
     strategies = graph_strategies(graph, mesh)
     strategies = dataclasses.replace(strategies, per_node=pin_strategies(strategies.per_node, graph, pinned))
     if log:
@@ -131,6 +145,7 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
         plan = dataclasses.replace(plan, compared=price_recipes(
             graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
             ties=ties, log=log))
+    plan = dataclasses.replace(plan, pipeline=pipeline)
     cache.store(key, plan, config)
     if solution.status != "OPTIMAL":
         if np.isfinite(solution.bound):

@@ -9,6 +9,7 @@ from typing import Any
 
 from cost_model import MeshShape
 from shardsearch.errors import PlanError
+from shardsearch.pipeline.plan_data import pipeline_from_dict, pipeline_to_dict
 from shardsearch.plan_records import FallbackOp, Predicted, ReshardEdge, SolveStats
 
 FORMAT = "shardsearch-plan"
@@ -155,6 +156,8 @@ def plan_to_dict(plan, costs: bool = True) -> dict[str, Any]:
         ],
         "fallback": [dataclasses.asdict(f) for f in plan.fallback],
     }
+    if plan.pipeline is not None:
+        d["pipeline"] = pipeline_to_dict(plan.pipeline, lambda p: plan_to_dict(p, costs))
     return _explain_json(plan, d) if costs else d
 
 
@@ -242,6 +245,8 @@ def plan_fields(d: dict[str, Any], where: str = "plan") -> dict[str, Any]:
             in_roles=tuple(str(a["role"]) for a in arguments) if all("role" in a for a in arguments) else (),
             compared=_alternatives(d, mesh),
             remat_regions=int(d.get("remat_regions", 0)),
+            # a stage's program plans come back as their fields (Plan.from_dict builds them)
+            pipeline=pipeline_from_dict(d.get("pipeline"), lambda p: plan_fields(p, where)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         what = f"missing key {err}" if isinstance(err, KeyError) else str(err)

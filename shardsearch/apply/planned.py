@@ -19,6 +19,7 @@ from shardsearch.apply.mesh import as_auto_mesh, device_mesh, mesh_shape
 from shardsearch.apply.plan_io import program_mismatch
 from shardsearch.errors import PlanError
 from shardsearch.graph import OpGraph
+from shardsearch.pipeline.program import step_graph
 from shardsearch.trace import abstract_args, retrace
 
 if TYPE_CHECKING:  # the plan module imports this one (plan.apply)
@@ -90,6 +91,7 @@ class Planned:
         graph, phash = retrace(fn, args)
         if phash != self._fixed_plan.program_hash:
             raise PlanError(program_mismatch(self._fixed_plan, graph, self.calling.name, phash))
+        graph = step_graph(graph, self._fixed_plan)  # the microbatch loop of a plan that has one
         return graph, self._fixed_plan.with_trees(graph.in_tree, graph.out_tree)
 
     def _make_entry(self, fn: Callable, args: tuple) -> Entry:

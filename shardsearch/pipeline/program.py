@@ -1,0 +1,54 @@
+"""The program a plan with microbatches runs, for the search and for ``plan.apply``.
+
+``microbatched(graph, num_microbatches, mesh) -> (graph, PipelinePlan | None)``: the
+graph to plan: the traced step as an accumulation over M microbatches
+(``pipeline.accumulate``) with the ``PipelinePlan`` that says so, or, when the step
+cannot be split (``MicrobatchError``: batch statistics flow back into per-example work,
+or no batch input), the traced step unchanged and None, with a warning that names the
+operator. A count M that the batch does not divide raises ``MicrobatchError``.
+
+``step_graph(graph, plan) -> OpGraph``: the graph a plan's node ids refer to, rebuilt
+from the traced step (deterministically) when the plan accumulates microbatches.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from cost_model import MeshShape
+from shardsearch.errors import MicrobatchError
+from shardsearch.graph import OpGraph
+from shardsearch.pipeline.accumulate import accumulation_graph
+from shardsearch.pipeline.microbatch import MicrobatchSplit, split_microbatches
+from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
+
+NOT_SPLIT = "shardsearch: num_microbatches={m} asked for, but the step runs whole: {why}"
+
+
+def accumulation_plan(split: MicrobatchSplit, num_microbatches: int, mesh: MeshShape) -> PipelinePlan:
+    """One stage on the whole mesh running ``num_microbatches`` microbatches in a scan."""
+    stage = StagePlan(devices=tuple(range(mesh.size)), shape=tuple(mesh.axis_sizes))
+    return PipelinePlan(num_microbatches, split.batch_size, split.batch_args, (stage,))
+
+
+def microbatched(graph: OpGraph, num_microbatches: int, mesh: MeshShape) -> tuple[OpGraph, PipelinePlan | None]:
+    if num_microbatches <= 1:
+        return graph, None
+    try:
+        split = split_microbatches(graph)
+    except MicrobatchError as err:
+        warnings.warn(NOT_SPLIT.format(m=num_microbatches, why=err), stacklevel=4)
+        return graph, None
+    split.check(graph, num_microbatches)
+    return accumulation_graph(graph, split, num_microbatches), accumulation_plan(split, num_microbatches, mesh)
+
+
+def step_graph(graph: OpGraph, plan) -> OpGraph:
+    """The graph ``plan`` was made over, from the traced step ``graph``."""
+    p: PipelinePlan | None = getattr(plan, "pipeline", None)
+    if p is None or p.num_microbatches <= 1:
+        return graph
+    if p.num_stages > 1:
+        raise NotImplementedError("a multi-stage plan runs on the pipeline runtime, not as one graph")
+    split = split_microbatches(graph, batch_size=p.batch_size)
+    return accumulation_graph(graph, split, p.num_microbatches)
