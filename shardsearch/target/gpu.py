@@ -56,7 +56,9 @@ def gpu_presets() -> list[str]:
 
 
 def plugin_installed() -> bool:
-    return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+    # find_spec of a submodule raises when its parent package is absent
+    return importlib.util.find_spec("jax_plugins") is not None and \
+        importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
 
 
 def topology_name(cluster: Cluster, num_devices: int, shape: tuple = ()) -> str:
