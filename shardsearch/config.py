@@ -25,6 +25,9 @@ class Solver(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
+    """The search's options; ``ss.auto(fn, ..., **options)`` and ``ss.plan`` fill it by name
+    (``time_limit_s=60``, ``solver="scip"``, ``verbose=True``, ``cache=False``, ``compare=False``)."""
+
     time_limit_s: float = 30.0  # wall-clock limit of the whole search; the best plan found so far is used
     solver: Solver = Solver.HIGHS
     num_workers: int = 8  # CP-SAT workers (results stay deterministic)

@@ -36,6 +36,11 @@ MAX_RESHARD_EDGES = 100
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
+    """What the search decided, as plain data: the layout of every argument (``in_specs``,
+    a pytree of ``PartitionSpec`` matching the arguments; flat: ``flat_in_specs`` by
+    ``in_paths``) and result, every planned intermediate, what the cost model predicted
+    (``predicted``) and how the solver did (``stats``). ``summary()`` says it in words."""
+
     mesh: MeshShape
     cluster: str
     in_specs: Any  # pytree of PartitionSpec matching the arguments

@@ -40,6 +40,9 @@ class Predicted:
 
 @dataclasses.dataclass(frozen=True)
 class SolveStats:
+    """How the search went: the problem's size before and after reduction, the solver's
+    status, objective and proven bound (seconds per step), and the time it took."""
+
     num_nodes: int  # nodes of the traced graph
     num_variables: int  # ILP variables after reduction
     num_constraints: int

@@ -64,6 +64,8 @@ class Planned:
 
     @classmethod
     def from_plan(cls, fn, plan: Plan, *, mesh=None, donate_argnums=(), **calling):
+        """``fn`` compiled with ``plan`` (what ``plan.apply(fn)`` returns), on ``mesh`` or
+        the plan's mesh shape over ``jax.devices()``; refused when the mesh differs."""
         mesh = device_mesh(plan.mesh) if mesh is None else mesh  # keeps the plan's axis names
         out = cls(fn, mesh=mesh, donate_argnums=donate_argnums, plan=plan, **calling)
         given = mesh_shape(out.mesh)
