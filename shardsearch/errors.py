@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "DistributedError",
     "PinError",
+    "StageError",
     "ArgumentError",
     "MicrobatchError",
     "TargetError",
@@ -59,6 +60,10 @@ class PinError(ShardsearchError):
 class MicrobatchError(ShardsearchError):
     """A step cannot be split into microbatches without changing its result (a batch
     statistic flows back into per-example work), or not at the number asked for."""
+
+
+class StageError(ShardsearchError):
+    """The step cannot be cut into pipeline stages (the unpipelined plan is used)."""
 
 
 class TargetError(ShardsearchError):
