@@ -42,8 +42,8 @@ def test_the_verdict_names_data_parallel(data_parallel):
     assert headline(plan) == "Data parallel over data (4 devices)."
     summary = plan.summary()
     assert summary.splitlines()[2] == "Data parallel over data (4 devices)."  # right under the header
-    assert "6 x args[0][*]['w'] replicated" in summary
-    assert "This plan costs what data parallel costs" in summary
+    assert "Parameters: 12 replicated (*/b, */w)." in summary
+    assert "data parallel costs the same" in summary
 
 
 def test_the_verdict_names_megatron_tensor_parallel(megatron):
@@ -51,7 +51,7 @@ def test_the_verdict_names_megatron_tensor_parallel(megatron):
     par = parallelism(plan)
     assert par.megatron and par.column == 3 and par.row == 3 and par.data == ()
     assert headline(plan) == "Megatron tensor parallel over model (4 devices)."
-    assert "3 x args[0][*]['w'] split by column over model" in plan.summary()
+    assert "3 split by column over model (*/w)" in plan.summary()
 
 
 def test_the_verdict_names_fsdp(fsdp):
@@ -156,3 +156,34 @@ def test_explain_draws_the_plot_from_a_plan_file(megatron, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert res.output.index("Megatron tensor parallel") < res.output.index("top communication")
+
+
+def _layouts(plan, leaves):
+    """``plan`` with these argument leaves: (path, role, shape, dtype, spec) each."""
+    import dataclasses
+
+    from cost_model import MeshShape
+
+    return dataclasses.replace(
+        plan, mesh=MeshShape(("data", "model"), (2, 4)), in_paths=tuple(x[0] for x in leaves),
+        in_roles=tuple(x[1] for x in leaves), in_avals=tuple((x[2], x[3]) for x in leaves),
+        flat_in_specs=tuple(x[4] for x in leaves))
+
+
+@pytest.mark.parametrize("leaves, want", [
+    ([("args[0]['experts']", "parameter", (8, 64, 256), "float32", (("model",), (), ())),
+      ("args[1]", "input", (16, 32), "int32", (("data",), ()))],
+     "Data parallel over data (2 devices) x expert parallel over model (4 devices)."),
+    ([("args[0]['w']", "parameter", (64, 64), "float32", ((), ())),
+      ("args[1]", "input", (16, 32), "int32", (("data",), ("model",)))],
+     "Data parallel over data (2 devices) x sequence parallel over model (4 devices)."),
+    ([("args[0]['w']", "parameter", (64, 64), "float32", ((), ())),
+      ("args[1].mu['w']", "optimizer state", (64, 64), "float32", (("data",), ())),
+      ("args[2]", "input", (16, 64), "float32", (("data",), ()))],
+     "Data parallel over data (2 devices) with ZeRO-1: optimizer state sharded over data (2 devices)."),
+    ([("args[0]['w']", "parameter", (64, 64), "float32", ((), ())),
+      ("args[1]", "input", (16, 64), "float32", ((), ()))],
+     "Replicated: every device runs the whole step on the whole batch (no split pays on this cluster)."),
+])
+def test_the_verdict_names_expert_sequence_and_zero1_layouts(megatron, leaves, want):
+    assert headline(_layouts(megatron[0], leaves)) == want

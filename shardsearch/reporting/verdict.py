@@ -39,6 +39,7 @@ class Parallelism:
     megatron: bool  # kernels split both by column and by row
     column: int  # two-dim kernels split on their output dim
     row: int  # ... on their input dim
+    kernel_axes: tuple[str, ...] = ()  # the axes those column / row splits use
 
 
 def _ordered(axes, mesh) -> tuple[str, ...]:
@@ -61,7 +62,7 @@ def parallelism(plan) -> Parallelism:
         if len(spec) >= 2 and (dtype.startswith(("int", "uint")) or len(spec) >= 3):
             seq.update(spec[1])
     column = row = 0
-    param_axes = set()
+    param_axes, kernel_axes = set(), set()
     for _, spec, shape, _ in _leaves(plan, PARAM):
         for d, axes in enumerate(spec):
             for a in axes:
@@ -72,16 +73,16 @@ def parallelism(plan) -> Parallelism:
                     expert.add(a)
                 else:
                     tensor.add(a)
-        if len(spec) == 2 and any(set(spec[1]) - data) and not spec[0]:
-            column += 1
-        if len(spec) == 2 and any(set(spec[0]) - data) and not spec[1]:
-            row += 1
+        if len(spec) == 2 and bool(spec[0]) != bool(spec[1]):  # split by column or by row
+            column += bool(spec[1])
+            row += bool(spec[0])
+            kernel_axes.update(spec[0] + spec[1])
     for _, spec, _, _ in _leaves(plan, OPT_STATE):
         zero1.update(a for axes in spec for a in axes if a in data and a not in param_axes)
     return Parallelism(
         data=_ordered(data, mesh), fsdp=_ordered(fsdp, mesh), zero1=_ordered(zero1, mesh),
         tensor=_ordered(tensor - expert, mesh), expert=_ordered(expert, mesh), sequence=_ordered(seq, mesh),
-        megatron=column > 0 and row > 0, column=column, row=row,
+        megatron=column > 0 and row > 0, column=column, row=row, kernel_axes=_ordered(kernel_axes, mesh),
     )
 
 
@@ -107,6 +108,9 @@ def headline(plan) -> str:
     if par.tensor:
         kind = "Megatron tensor parallel" if par.megatron else "tensor parallel"
         parts.append(f"{kind} {_over(par.tensor, mesh)}")
+    elif par.megatron:  # on axes that also split the batch
+        parts.append(f"Megatron-style kernels ({par.column} split by column, {par.row} by row) "
+                     f"{_over(par.kernel_axes, mesh)}")
     if par.expert:
         parts.append(f"expert parallel {_over(par.expert, mesh)}")
     if par.sequence:
@@ -141,15 +145,28 @@ def _layout_words(spec) -> str:
     return "split on " + ", ".join(dims)
 
 
-def parameter_groups(plan, limit: int = 6) -> list[str]:
-    """``12 x ['w'] (args[0][*]['w']) split by column over model`` lines, largest groups first."""
-    groups: Counter = Counter()
+def _short(path: str) -> str:
+    """``args[0]['Block_0']['Dense_0']['kernel']`` -> ``Block_0/Dense_0/kernel``."""
+    name = group_name(path)
+    name = re.sub(r"^args\[\d+\]", "", name)
+    parts = re.findall(r"\['([^']*)'\]|\.(\w+)|\[(\*|\d+)\]", name)
+    return "/".join(a or b or c for a, b, c in parts) or path
+
+
+def parameter_groups(plan, limit: int = 5, examples: int = 3) -> list[str]:
+    """``4 split by column over model (Block_*/Dense_0/kernel, ...)``: the parameters by
+    layout, most arrays first, with a few of their names (layers of a stack as ``*``)."""
+    by_layout: dict[str, list[str]] = {}
     for path, spec, _, _ in _leaves(plan, PARAM):
-        groups[(group_name(path), _layout_words(spec))] += 1
-    rows = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
-    lines = [f"{n} x {name} {words}" for (name, words), n in rows[:limit]]
+        by_layout.setdefault(_layout_words(spec), []).append(_short(path))
+    rows = sorted(by_layout.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    lines = []
+    for words, names in rows[:limit]:
+        distinct = list(dict.fromkeys(names))
+        shown = ", ".join(distinct[:examples]) + (", ..." if len(distinct) > examples else "")
+        lines.append(f"{len(names)} {words} ({shown})")
     if len(rows) > limit:
-        lines.append(f"... {len(rows) - limit} more groups (see the arguments below)")
+        lines.append(f"{sum(len(n) for _, n in rows[limit:])} more in {len(rows) - limit} other layouts")
     return lines
 
 
@@ -159,12 +176,12 @@ def why(plan) -> str | None:
     if not alts:
         return None
     total = plan.predicted.total_s
-    same = [a.name for a in alts if abs(a.total_s - total) <= 1e-3 * max(total, 1e-12)]
+    same = [a.name for a in alts if abs(a.total_s - total) <= 1e-6 * max(total, 1e-12)]
     parts = [f"{a.name} {fmt_s(a.total_s)} ({a.total_s / total:.2f}x{'' if a.fits else ', over the memory budget'})"
              for a in alts] if total > 0 else []
     text = f"Why: predicted {fmt_s(total)} per step; on the same model and cluster " + ", ".join(parts) + "."
     if same:
-        text += f" (This plan costs what {' and '.join(same)} costs: the recipe is the best the search found.)"
+        text += f" ({' and '.join(same)} costs the same: the search found nothing better than the recipe.)"
     return text
 
 
