@@ -96,8 +96,9 @@ def test_batch_norm_step_runs_whole_with_a_warning_naming_the_operator():
         step = ss.auto(fn, mesh=MESH, cluster=SLOW_COMPUTE, num_microbatches=4)
         plan = step.plan_for(*args)
     assert plan.pipeline is None
-    messages = [str(w.message) for w in caught if "num_microbatches=4" in str(w.message)]
-    assert messages and "reduce_sum (float32[16,8] -> float32[8])" in messages[0]
+    warned = [w for w in caught if "num_microbatches=4" in str(w.message)]
+    assert warned and "reduce_sum (float32[16,8] -> float32[8])" in str(warned[0].message)
+    assert warned[0].filename == __file__  # the warning names the line that asked for microbatches
     assert_steps_match(step, fn, args, n=2)
 
 

@@ -13,14 +13,13 @@ from the traced step (deterministically) when the plan accumulates microbatches.
 
 from __future__ import annotations
 
-import warnings
-
 from cost_model import MeshShape
 from shardsearch.errors import MicrobatchError
 from shardsearch.graph import OpGraph
 from shardsearch.pipeline.accumulate import accumulation_graph
 from shardsearch.pipeline.microbatch import MicrobatchSplit, split_microbatches
 from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
+from shardsearch.progress import warn_user
 
 NOT_SPLIT = "shardsearch: num_microbatches={m} asked for, but the step runs whole: {why}"
 
@@ -37,7 +36,7 @@ def microbatched(graph: OpGraph, num_microbatches: int, mesh: MeshShape) -> tupl
     try:
         split = split_microbatches(graph)
     except MicrobatchError as err:
-        warnings.warn(NOT_SPLIT.format(m=num_microbatches, why=err), stacklevel=4)
+        warn_user(NOT_SPLIT.format(m=num_microbatches, why=err))
         return graph, None
     split.check(graph, num_microbatches)
     return accumulation_graph(graph, split, num_microbatches), accumulation_plan(split, num_microbatches, mesh)
