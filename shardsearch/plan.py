@@ -157,8 +157,12 @@ class Plan:
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_trees(self, in_tree, out_tree) -> "Plan":
-        """This plan with ``in_specs``/``out_specs`` as pytrees of the given structures."""
+        """This plan with ``in_specs``/``out_specs`` as pytrees of the given structures
+        (unchanged for a graph without pytrees: a pipeline stage's program)."""
         import jax
+
+        if in_tree is None or out_tree is None:
+            return self
 
         return dataclasses.replace(
             self,

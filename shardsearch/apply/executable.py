@@ -36,6 +36,23 @@ def build_jitted(
     """A ``jax.jit`` of the program with the plan's in/out shardings and constraints."""
     in_sh = flat_in_shardings(plan, mesh)
     out_sh = [_named(mesh, s) for s in plan.flat_out_specs]
+    run_flat = constrained_runner(graph, plan, mesh, constrain=constrain)
+
+    def run(*args):
+        outs = run_flat(jax.tree_util.tree_leaves(args))
+        return jax.tree_util.tree_unflatten(graph.out_tree, outs)
+
+    return jax.jit(
+        run,
+        in_shardings=jax.tree_util.tree_unflatten(graph.in_tree, in_sh),
+        out_shardings=jax.tree_util.tree_unflatten(graph.out_tree, out_sh),
+        donate_argnums=tuple(donate_argnums),
+    )
+
+
+def constrained_runner(graph: OpGraph, plan: Plan, mesh: Mesh, *, constrain: bool = True) -> Callable:
+    """``flat inputs -> flat outputs`` of the graph, re-run with the plan's layouts pinned on
+    every planned intermediate (to call inside ``jax.jit``)."""
     node_specs = plan.node_out_specs if constrain else {}
     operand_specs = plan.node_operand_specs if constrain else {}
 
@@ -60,17 +77,7 @@ def build_jitted(
             for j, x in enumerate(operands)
         ]
 
-    def run(*args):
-        flat = jax.tree_util.tree_leaves(args)
-        outs = eval_graph(graph, flat, pin, reshard_operands)
-        return jax.tree_util.tree_unflatten(graph.out_tree, outs)
-
-    return jax.jit(
-        run,
-        in_shardings=jax.tree_util.tree_unflatten(graph.in_tree, in_sh),
-        out_shardings=jax.tree_util.tree_unflatten(graph.out_tree, out_sh),
-        donate_argnums=tuple(donate_argnums),
-    )
+    return lambda flat: eval_graph(graph, list(flat), pin, reshard_operands)
 
 
 def _place(x, sharding: NamedSharding) -> jax.Array:

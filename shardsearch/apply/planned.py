@@ -98,15 +98,22 @@ class Planned:
 
     def _make_entry(self, fn: Callable, args: tuple) -> Entry:
         graph, plan = self._find_plan(fn, args)
+        if _pipelined(plan):  # stage programs on submeshes, run in schedule order
+            from shardsearch.pipeline.step import PipelinedStep
+
+            return Entry(graph, plan, PipelinedStep(graph, plan, self.mesh, constrain=self._constrain))
         jitted = build_jitted(graph, plan, self.mesh, donate_argnums=self.donate_argnums, constrain=self._constrain)
         return Entry(graph, plan, jitted)
 
     def __call__(self, *args, **kwargs):
         entry, bound = self._bound_entry(args, kwargs)
+        if _pipelined(entry.plan):  # the runner places every argument on its stage
+            return entry.jitted(*bound.dynamic)
         return entry.jitted(*place_args(bound.dynamic, entry.graph, entry.plan, self.mesh))
 
     def lower(self, *args, **kwargs) -> jax.stages.Lowered:
-        """Lower for these arguments (arrays or ShapeDtypeStructs) without running."""
+        """Lower for these arguments (arrays or ShapeDtypeStructs) without running. A
+        pipelined plan gives a ``pipeline.step.PipelineLowered`` (``compile().stages``)."""
         entry, bound = self._bound_entry(args, kwargs)
         return entry.jitted.lower(*abstract_args(bound.dynamic))
 
@@ -129,3 +136,8 @@ class Planned:
     def plan_for(self, *args, **kwargs) -> Plan:
         """The plan for these arguments (arrays or ShapeDtypeStructs), without executing."""
         return self._entry(args, kwargs).plan
+
+
+def _pipelined(plan) -> bool:
+    """Whether ``plan`` runs as stages on submeshes (rather than as one jitted program)."""
+    return plan.pipeline is not None and plan.pipeline.num_stages > 1

@@ -30,6 +30,7 @@ from shardsearch.graph import Cond, LiteralValue, Loop, NodeKind, OpGraph, OpNod
 from shardsearch.pipeline.micro_graph import MicroGraph, OutKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
 from shardsearch.pipeline.propagate import Phase, Reduction
+from shardsearch.pipeline.subgraph import remap_region
 from shardsearch.trace import ops
 
 COMBINE = {Reduction.SUM: "add", Reduction.MAX: "max", Reduction.MIN: "min", Reduction.PROD: "mul",
@@ -92,24 +93,6 @@ def _unblocks(b: _Nodes, ref: ValueRef, dim: int) -> ValueRef:
     info = b.info(ref)
     shape = info.shape[:dim] + (info.shape[dim] * info.shape[dim + 1],) + info.shape[dim + 2:]
     return b.op(ops.reshape(info, shape), [ref])
-
-
-def _remap(region, ids, refs):
-    """A region of another graph with node ids mapped by ``ids`` and operands by ``refs``."""
-    many = lambda xs: tuple(ids[x] for x in xs)
-    opnds = lambda xs: tuple(refs(x) for x in xs)
-    if isinstance(region, Loop):
-        return dataclasses.replace(region, slices=many(region.slices), carries=many(region.carries),
-                                   body=many(region.body), carry_out=opnds(region.carry_out), ys=opnds(region.ys),
-                                   outs=many(region.outs), stacks=many(region.stacks))
-    if isinstance(region, Remat):
-        return dataclasses.replace(region, members=many(region.members), inputs=opnds(region.inputs),
-                                   outputs=opnds(region.outputs))
-    if isinstance(region, Cond):
-        return dataclasses.replace(region, index=refs(region.index), branches=tuple(map(many, region.branches)),
-                                   results=tuple(map(opnds, region.results)), merges=many(region.merges))
-    return dataclasses.replace(region, carries=many(region.carries), cond=many(region.cond), pred=refs(region.pred),
-                               body=many(region.body), carry_out=opnds(region.carry_out), outs=many(region.outs))
 
 
 def accumulation_graph(graph: OpGraph, split: MicrobatchSplit, num_microbatches: int,
@@ -194,10 +177,10 @@ def accumulation_graph(graph: OpGraph, split: MicrobatchSplit, num_microbatches:
     for table, refs, source in ((pre, pre_ref, graph.regions), (post, after, graph.regions)):
         for r in source:
             if all(x in table for x in r.members) and not any(x in split.pre_copies for x in r.members):
-                regions[type(r)].append(_remap(r, table, refs))
+                regions[type(r)].append(remap_region(r, table, refs))
     micro_ids = {k: v.node for k, v in body.items()}
     for r in micro.graph.regions:
-        regions[type(r)].append(_remap(r, micro_ids, inner))
+        regions[type(r)].append(remap_region(r, micro_ids, inner))
     regions[Loop].append(loop)
     return dataclasses.replace(
         graph,

@@ -223,6 +223,7 @@ def build_micro_graph(graph: OpGraph, split: "MicrobatchSplit", num_microbatches
         out_paths=tuple(f"micro>{names(o.value)}" for o in outs),
         in_tree=None,
         out_tree=None,
+        output_aliases=(None,) * len(outs),
         loops=tuple(regions[Loop]),
         remats=tuple(regions[Remat]),
         conds=tuple(regions[Cond]),

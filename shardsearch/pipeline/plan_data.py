@@ -12,10 +12,12 @@
   ``peak_bytes`` per device; ``programs``: for a multi-stage plan, the intra-op plan of
   each of the stage's programs by kind (``"forward"``, ``"backward"``, ``"pre"``,
   ``"post"``: ``shardsearch.Plan`` objects over that program's graph);
-- ``schedule``: the order stages run microbatches in (``Schedule``), None with one stage
+- ``schedule``: the order stages run microbatches in (``stage_search.Schedule``), None with one stage
   (gradient accumulation: the M microbatches run in one scan, one program);
 - ``bubble``: the predicted fraction of the step a stage idles, ``transfers``: per
-  boundary between consecutive stages, bytes sent per microbatch forward and backward.
+  boundary between consecutive stages, bytes sent per microbatch forward and backward;
+- ``assignment``: the ``StageAssignment`` (stage and kind of every node of the traced
+  step) the stages' programs were cut by, so that ``plan.apply`` rebuilds them.
 
 ``pipeline_to_dict`` / ``pipeline_from_dict`` write and read it in plan files
 (``shardsearch.apply.plan_io``); ``describe`` says it in words for ``plan.summary()``.
@@ -24,13 +26,10 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Any, Callable, Mapping
 
-
-class Schedule(enum.Enum):
-    GPIPE = "gpipe"  # every microbatch's forward, then every backward
-    ONE_F_ONE_B = "1f1b"  # after a warm-up, one forward and one backward in turn (fewer activations held)
+from shardsearch.pipeline.assignment import StageAssignment, StageKind
+from shardsearch.pipeline.stage_search import Schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +52,7 @@ class PipelinePlan:
     schedule: Schedule | None = None
     bubble: float = 0.0
     transfers: tuple[tuple[int, int], ...] = ()
+    assignment: StageAssignment | None = None  # which stage runs each node (multi-stage plans)
 
     @property
     def num_stages(self) -> int:
@@ -79,7 +79,11 @@ class PipelinePlan:
 def pipeline_to_dict(p: PipelinePlan | None, plan_to_dict: Callable) -> dict | None:
     if p is None:
         return None
-    d = dataclasses.asdict(dataclasses.replace(p, stages=()))
+    d = dataclasses.asdict(dataclasses.replace(p, stages=(), assignment=None))
+    a = p.assignment
+    d["assignment"] = None if a is None else {
+        "num_stages": a.num_stages, "node_stage": list(a.node_stage), "node_kind": [k.value for k in a.node_kind],
+        "unit_ranges": [list(r) for r in a.unit_ranges], "arg_stages": [list(s) for s in a.arg_stages]}
     d["schedule"] = p.schedule.value if p.schedule else None
     d["transfers"] = [list(t) for t in p.transfers]
     d["batch_args"] = list(p.batch_args)
@@ -103,6 +107,10 @@ def pipeline_from_dict(d: dict | None, plan_from_dict: Callable) -> PipelinePlan
     m = int(d["num_microbatches"])
     if m < 1:
         raise ValueError(f"num_microbatches must be >= 1, got {m}")
+    a = d.get("assignment")
+    assignment = None if a is None else StageAssignment(
+        int(a["num_stages"]), ints(a["node_stage"]), tuple(StageKind(k) for k in a["node_kind"]),
+        tuple(ints(r) for r in a["unit_ranges"]), tuple(ints(s) for s in a["arg_stages"]))
     return PipelinePlan(m, int(d["batch_size"]), ints(d["batch_args"]), stages,
                         Schedule(d["schedule"]) if d.get("schedule") else None, float(d.get("bubble", 0.0)),
-                        tuple(ints(t) for t in d.get("transfers", ())))
+                        tuple(ints(t) for t in d.get("transfers", ())), assignment)

@@ -1,0 +1,111 @@
+"""The plan of a step run as a pipeline: every stage program planned on its submesh.
+
+``plan_stages(graph, phash, split, assignment, M, schedule, stages, ...) -> Plan``: the
+intra-op plan of every stage program (``pipeline.programs``) on its stage's submesh
+(``search.plan_graph``), gathered in one ``Plan`` whose ``pipeline`` (``PipelinePlan``)
+holds the stages (device positions, submesh shape, layer units, predicted time and
+memory, their programs' plans), the assignment of nodes to stages, M and the schedule.
+The top-level plan's argument / result layouts are those of the programs that read /
+make them on their stage (the owner's first); its prediction is the pipeline's
+(``stage_search.step_time``, transfers not priced yet). ``stages``: per stage, (device
+positions in the mesh's order, submesh shape), e.g. ``pipelined.even_stages``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+from cost_model import MeshShape
+from shardsearch.pipeline.assignment import StageAssignment
+from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
+from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
+from shardsearch.pipeline.programs import Form, Key, StagePrograms, stage_programs
+from shardsearch.pipeline.stage_search import Schedule, bubble_fraction, step_time
+
+
+def _top_specs(sp: StagePrograms, plans: list, graph) -> tuple[list, list]:
+    """Each argument's layout where its owner stage reads it (else where any stage does),
+    and each result's where it is made; None where nothing says."""
+    input_of = {n: i for i, n in enumerate(graph.input_nodes)}
+    arg_spec: dict[int, tuple] = {}
+    made: dict = {}
+    for p, plan in zip(sp.programs, plans):
+        for key, spec in zip(p.inputs, plan.flat_in_specs):
+            i = input_of.get(key.ref.node) if key.form is Form.WHOLE else None
+            if i is not None and (i not in arg_spec or (p.stage == sp.arg_stage[i] and arg_spec[i][0])):
+                arg_spec[i] = (p.stage != sp.arg_stage[i], spec)  # (read off its owner?, layout)
+        for key, spec in zip(p.outputs, plan.flat_out_specs):
+            made.setdefault((key.ref, key.form), spec)
+    ins = [arg_spec[i][1] if i in arg_spec else None for i in range(len(graph.input_nodes))]
+    outs = []
+    for key in sp.outputs:
+        if not isinstance(key, Key):
+            outs.append(None)
+        elif key.ref.node in input_of:
+            outs.append(ins[input_of[key.ref.node]])
+        else:
+            outs.append(made.get((key.ref, Form.MICRO if key.form in (Form.STACK, Form.LAST) else key.form)))
+    return ins, outs
+
+
+def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssignment, num_microbatches: int,
+                schedule: Schedule, stages: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], *, mesh: MeshShape,
+                cluster, memory_budget, config):
+    """The Plan of ``graph`` run as a pipeline (see the module notes)."""
+    from shardsearch.plan import Plan
+    from shardsearch.plan_records import Predicted, SolveStats
+    from shardsearch.search import plan_graph
+    from shardsearch.trace import program_hash
+
+    micro = micro_graph(graph, split, num_microbatches)
+    sp = stage_programs(graph, split, micro, assignment)
+    inner = dataclasses.replace(config, pins=(), num_microbatches=1)
+    plans = []
+    for p in sp.programs:
+        shape = MeshShape(mesh.axis_names, stages[p.stage][1])
+        plans.append(plan_graph(p.graph, program_hash(p.graph), mesh=shape, cluster=cluster,
+                                memory_budget=memory_budget, config=inner).plan)
+    s_count = assignment.num_stages
+    micro_s = [sum(pl.predicted.total_s for p, pl in zip(sp.programs, plans) if p.stage == s and p.per_microbatch)
+               for s in range(s_count)]
+    once_s = [sum(pl.predicted.total_s for p, pl in zip(sp.programs, plans) if p.stage == s and not p.per_microbatch)
+              for s in range(s_count)]
+    stage_s = [t + o / num_microbatches for t, o in zip(micro_s, once_s)]
+    total = step_time(stage_s, [], num_microbatches)
+    sizes = [math.prod(shape) for _, shape in stages]
+    stage_plans = tuple(
+        StagePlan(devices=tuple(stages[s][0]), shape=tuple(stages[s][1]), layers=tuple(assignment.unit_ranges[s]),
+                  micro_s=micro_s[s], step_s=once_s[s],
+                  peak_bytes=max([pl.predicted.peak_bytes for p, pl in zip(sp.programs, plans) if p.stage == s]
+                                 or [0.0]),
+                  programs={p.key: pl for p, pl in zip(sp.programs, plans) if p.stage == s})
+        for s in range(s_count))
+    pipeline = PipelinePlan(num_microbatches, split.batch_size, split.batch_args, stage_plans, schedule,
+                            bubble_fraction(stage_s, sizes, total, num_microbatches),
+                            transfers=assignment.boundary_bytes(), assignment=assignment)
+    ins, outs = _top_specs(sp, plans, graph)
+    ins = [s if s is not None else ((),) * len(graph.input_info(i).shape) for i, s in enumerate(ins)]
+    outs = [s if s is not None else ((),) * len(graph.info(r).shape) for s, r in zip(outs, graph.outputs)]
+    stats = [pl.stats for pl in plans]
+    plan = Plan(
+        mesh=mesh, cluster=cluster.name, in_specs=None, out_specs=None, flat_in_specs=tuple(ins),
+        flat_out_specs=tuple(outs), in_paths=graph.in_paths, out_paths=graph.out_paths, node_out_specs={},
+        node_operand_specs={}, node_strategy={}, node_primitive={},
+        predicted=Predicted(compute_s=sum(pl.predicted.compute_s for pl in plans),
+                            comm_s=sum(pl.predicted.comm_s for pl in plans), total_s=total,
+                            peak_bytes=max(s.peak_bytes for s in stage_plans)),
+        stats=SolveStats(num_nodes=len(graph.nodes), num_variables=sum(s.num_variables for s in stats),
+                         num_constraints=sum(s.num_constraints for s in stats),
+                         reduced_nodes=sum(s.reduced_nodes for s in stats), solve_s=sum(s.solve_s for s in stats),
+                         status="OPTIMAL" if all(s.status == "OPTIMAL" for s in stats) else "FEASIBLE",
+                         objective=total, bound=float(np.nan), search_s=sum(s.search_s for s in stats)),
+        fallback=(), program_hash=phash,
+        in_avals=tuple((graph.input_info(i).shape, graph.input_info(i).dtype.name)
+                       for i in range(len(graph.input_nodes))),
+        pipeline=pipeline,
+    )
+    return plan.with_trees(graph.in_tree, graph.out_tree)

@@ -1,0 +1,112 @@
+"""What a pipelined plan compiles to: a callable like ``jax.jit(fn)``, and its lowering.
+
+``PipelinedStep(graph, plan, mesh)`` builds each stage's submesh from the plan's device
+positions (device i of ``mesh`` in its order), compiles every stage program with its
+plan and runs steps with ``pipeline.runtime.PipelineRunner``.
+
+``step.lower(*args)`` -> ``PipelineLowered``; its ``compile()`` -> ``PipelineCompiled``:
+``stages[s]`` with ``devices`` (global jax device ids), ``per_microbatch`` (the
+``jax.stages.Compiled`` forward and backward programs, run once per microbatch) and
+``per_step`` (PRE and POST programs, once per step); ``num_microbatches``, ``schedule``
+and ``transfers``: per boundary between stages s and s + 1, the bytes sent across it per
+microbatch, (forward, backward).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from jax.sharding import AxisType, Mesh
+
+from shardsearch.pipeline.assignment import StageKind
+from shardsearch.pipeline.pipelined import programs_of
+from shardsearch.pipeline.plan_data import PipelinePlan
+from shardsearch.pipeline.programs import Form, StagePrograms
+from shardsearch.pipeline.runtime import PipelineRunner, compile_program
+
+
+def stage_meshes(pipeline: PipelinePlan, mesh: Mesh) -> list[Mesh]:
+    flat = list(mesh.devices.flat)
+    names = mesh.axis_names
+    return [Mesh(np.array([flat[i] for i in st.devices]).reshape(st.shape), names,
+                 axis_types=(AxisType.Auto,) * len(names)) for st in pipeline.stages]
+
+
+def boundary_bytes(sp: StagePrograms) -> tuple[tuple[int, int], ...]:
+    """Per boundary: bytes per microbatch crossing it forward and backward (a value sent
+    past several stages crosses each boundary on its way)."""
+    made = {}
+    for p in sp.programs:
+        if p.per_microbatch:
+            for key in p.outputs:
+                made.setdefault(key.ref, p)
+    out = [[0, 0] for _ in range(sp.num_stages - 1)]
+    sent = set()
+    for p in sp.programs:
+        if not p.per_microbatch:
+            continue
+        for n, key in zip(p.graph.input_nodes, p.inputs):
+            src = made.get(key.ref) if key.form is Form.MICRO else None
+            if src is None or src.stage == p.stage or (key.ref, p.stage) in sent:
+                continue
+            sent.add((key.ref, p.stage))
+            for b in range(min(src.stage, p.stage), max(src.stage, p.stage)):
+                out[b][src.stage > p.stage] += p.graph.nodes[n].outputs[0].nbytes
+    return tuple((f, b) for f, b in out)
+
+
+class PipelinedStep:
+    def __init__(self, graph, plan, mesh: Mesh, *, constrain: bool = True):
+        self.plan, self.pipeline = plan, plan.pipeline
+        self.programs = programs_of(graph, self.pipeline)
+        self.meshes = stage_meshes(self.pipeline, mesh)
+        compiled = []
+        for p in self.programs.programs:
+            compiled.append(compile_program(p, self.pipeline.stages[p.stage].programs[p.key], self.meshes[p.stage],
+                                            constrain=constrain))
+        self.compiled = compiled
+        self.runner = PipelineRunner(self.programs, compiled, self.meshes, self.pipeline.schedule,
+                                     input_nodes=graph.input_nodes, in_tree=graph.in_tree, out_tree=graph.out_tree)
+
+    def __call__(self, *args):
+        return self.runner(*args)
+
+    def lower(self, *args) -> "PipelineLowered":
+        return PipelineLowered(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStage:
+    devices: tuple[int, ...]  # global jax device ids of the stage's submesh
+    per_microbatch: list  # jax.stages.Compiled: forward and backward, once per microbatch
+    per_step: list  # jax.stages.Compiled: before and after the microbatch loop, once per step
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineCompiled:
+    stages: tuple[CompiledStage, ...]
+    num_microbatches: int
+    schedule: str
+    transfers: tuple[tuple[int, int], ...]
+
+
+class PipelineLowered:
+    """The lowering of a pipelined step: ``compile()`` compiles every stage's programs."""
+
+    def __init__(self, step: PipelinedStep):
+        self.step = step
+
+    def compile(self) -> PipelineCompiled:
+        step = self.step
+        stages = []
+        for s, mesh in enumerate(step.meshes):
+            per_micro, per_step = [], []
+            for c in step.compiled:
+                if c.program.stage != s:
+                    continue
+                compiled = c.fn.lower(*c.abstract_inputs()).compile()
+                (per_micro if c.program.kind in (StageKind.FORWARD, StageKind.BACKWARD) else per_step).append(compiled)
+            stages.append(CompiledStage(tuple(int(d.id) for d in mesh.devices.flat), per_micro, per_step))
+        return PipelineCompiled(tuple(stages), step.pipeline.num_microbatches, step.pipeline.schedule.value,
+                                boundary_bytes(step.programs))

@@ -1,0 +1,142 @@
+"""The MPMD pipeline runtime: stage programs on disjoint submeshes of a (2, 4) mesh, run in
+GPipe or 1F1B order, compute what plain jax.jit computes (SGD+momentum, 3 steps); the
+parameters live on their stage's submesh; the lowering has per-stage compiled programs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cost_model import MeshShape
+from helpers import assert_trees_close
+from models import bert, gpt
+from pipeline_helpers import assign_by_units
+from shardsearch.config import SearchConfig
+from shardsearch.pipeline.assignment import StageKind
+from shardsearch.pipeline.microbatch import split_microbatches
+from shardsearch.pipeline.pipelined import even_stages
+from shardsearch.pipeline.schedule import dispatch_order, stage_order
+from shardsearch.pipeline.stage_plan import plan_stages
+from shardsearch.pipeline.stage_search import Schedule
+from shardsearch.plan import Plan
+from shardsearch.trace import program_hash, trace
+from test_numerics import SLOW_COMPUTE, run_steps
+
+SGD = optax.sgd(0.1, momentum=0.9)
+MESH = MeshShape(("data", "model"), (2, 4))
+
+
+def embed_head_step(layers=4, vocab=32, width=16, batch=16, seq=8):
+    """An embedding, residual tanh layers and an untied head: first and last stages differ."""
+
+    def loss_fn(p, batch):
+        x = p["embed"][batch["tokens"]]
+        for i in range(layers):
+            x = x + jnp.tanh(x @ p["layers"][i]["w"] + p["layers"][i]["b"])
+        logits = x @ p["head"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = SGD.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    k = jax.random.split(jax.random.PRNGKey(5), layers + 3)
+    params = {"embed": jax.random.normal(k[0], (vocab, width)) * 0.5,
+              "head": jax.random.normal(k[1], (width, vocab)) * 0.3,
+              "layers": [{"w": jax.random.normal(k[3 + i], (width, width)) * 0.3, "b": jnp.zeros((width,))}
+                         for i in range(layers)]}
+    tokens = jax.random.randint(k[2], (batch, seq + 1), 0, vocab)
+    data = {"tokens": tokens[:, :-1], "labels": tokens[:, 1:]}
+    return step, (params, SGD.init(params), data)
+
+
+def pipelined_plan(fn, args, num_stages, m, schedule):
+    graph = trace(fn, args)
+    split = split_microbatches(graph)
+    assignment = assign_by_units(graph, split, num_stages)
+    return plan_stages(graph, program_hash(graph), split, assignment, m, schedule, even_stages(MESH, num_stages),
+                       mesh=MESH, cluster=SLOW_COMPUTE, memory_budget=None, config=SearchConfig(time_limit_s=10))
+
+
+def assert_pipeline_matches_jit(fn, args, num_stages, m, schedule):
+    plan = pipelined_plan(fn, args, num_stages, m, schedule)
+    p = plan.pipeline
+    assert (p.num_stages, p.num_microbatches, p.schedule) == (num_stages, m, schedule)
+    got = run_steps(plan.apply(fn), *args)
+    want = run_steps(jax.jit(fn), *args)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-4)
+    assert_trees_close(got[0], want[0])
+    assert_trees_close(got[1], want[1])
+    return plan, got
+
+
+@pytest.mark.parametrize("num_stages,m,schedule", [(2, 4, Schedule.GPIPE), (4, 8, Schedule.ONE_F_ONE_B),
+                                                   (4, 1, Schedule.GPIPE)])
+def test_embedding_and_head_model_pipelined_matches_jit(num_stages, m, schedule):
+    fn, args = embed_head_step()
+    plan, (params, opt_state, _) = assert_pipeline_matches_jit(fn, args, num_stages, m, schedule)
+    # every parameter and its momentum live on their own stage's submesh, of 8 / S devices
+    devices = [frozenset(d.id for d in x.sharding.device_set) for x in jax.tree_util.tree_leaves(params)]
+    assert all(len(d) == 8 // num_stages for d in devices)
+    assert len(set(devices)) == num_stages  # the head is not where the embedding is
+    stages = {frozenset(plan.pipeline.stages[s].devices) for s in range(num_stages)}
+    assert len(stages) == num_stages and sum(map(len, stages)) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make,num_stages,m,schedule", [
+    (lambda: gpt.make(optimizer=SGD), 2, 4, Schedule.GPIPE),
+    (lambda: gpt.make(optimizer=SGD), 4, 8, Schedule.ONE_F_ONE_B),
+    (lambda: bert.make(optimizer=SGD), 2, 8, Schedule.ONE_F_ONE_B),
+    (lambda: bert.make(optimizer=SGD), 4, 4, Schedule.GPIPE),
+], ids=["gpt-2x4-gpipe", "gpt-4x8-1f1b", "bert-2x8-1f1b", "bert-4x4-gpipe"])
+def test_models_pipelined_match_jit(make, num_stages, m, schedule):
+    case = make()
+    assert_pipeline_matches_jit(case.train_step, case.args, num_stages, m, schedule)
+
+
+def test_pipelined_lowering_has_per_stage_programs(tmp_path):
+    fn, args = embed_head_step()
+    plan = pipelined_plan(fn, args, 2, 4, Schedule.ONE_F_ONE_B)
+    compiled = plan.apply(fn).lower(*args).compile()
+    assert compiled.num_microbatches == 4 and compiled.schedule == "1f1b"
+    assert len(compiled.stages) == 2
+    assert not set(compiled.stages[0].devices) & set(compiled.stages[1].devices)
+    for stage in compiled.stages:
+        assert len(stage.per_microbatch) == 2 and stage.per_step  # forward, backward; before / after the loop
+        for c in stage.per_microbatch + stage.per_step:
+            assert isinstance(c, jax.stages.Compiled) and c.as_text()
+    (forward, backward), = compiled.transfers
+    stream = 4 * 8 * 16 * 4  # the residual stream of one microbatch (4 rows), float32
+    assert forward == stream and backward % stream == 0 and backward >= stream  # and its cotangent(s)
+    # the plan says it in words, and round-trips through a file
+    assert "pipeline parallel: 2 stages on 1x4 submeshes, 4 microbatches of 4 rows, 1F1B" in plan.summary()
+    plan.save(tmp_path / "plan.json")
+    loaded = Plan.load(tmp_path / "plan.json")
+    assert loaded.pipeline.assignment == plan.pipeline.assignment and loaded.fingerprint() == plan.fingerprint()
+    got, want = run_steps(loaded.apply(fn), *args, n=2), run_steps(jax.jit(fn), *args, n=2)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-4)
+
+
+@pytest.mark.parametrize("schedule", list(Schedule))
+@pytest.mark.parametrize("num_stages,m", [(1, 3), (2, 1), (3, 5), (4, 8)])
+def test_dispatch_order_runs_each_program_after_what_it_reads(schedule, num_stages, m):
+    order = dispatch_order(schedule, num_stages, m)
+    assert sorted(order, key=str) == sorted({(s, k, i) for s in range(num_stages) for k in (StageKind.FORWARD,
+                                            StageKind.BACKWARD) for i in range(m)}, key=str)
+    at = {op: t for t, op in enumerate(order)}
+    for (s, kind, i), t in at.items():
+        if kind is StageKind.FORWARD and s:
+            assert at[(s - 1, kind, i)] < t
+        if kind is StageKind.BACKWARD:
+            assert at[(s, StageKind.FORWARD, i)] < t
+            if s < num_stages - 1:
+                assert at[(s + 1, kind, i)] < t
+    for s in range(num_stages):  # 1F1B holds at most S - s microbatches of activations on stage s
+        held, peak = 0, 0
+        for kind, _ in stage_order(schedule, num_stages, m, s):
+            held += 1 if kind is StageKind.FORWARD else -1
+            peak = max(peak, held)
+        assert peak == (min(num_stages - s, m) if schedule is Schedule.ONE_F_ONE_B else m)
