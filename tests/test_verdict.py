@@ -187,3 +187,13 @@ def _layouts(plan, leaves):
 ])
 def test_the_verdict_names_expert_sequence_and_zero1_layouts(megatron, leaves, want):
     assert headline(_layouts(megatron[0], leaves)) == want
+
+
+def test_a_step_that_returns_no_state_says_it_cannot_tell_parameters_from_inputs():
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x @ w))
+
+    plan = ss.plan(loss, jax.ShapeDtypeStruct((64, 64), jnp.float32), jax.ShapeDtypeStruct((256, 64), jnp.float32),
+                   mesh=(2, 4), compare=False)
+    assert plan.in_roles == ("input", "input")
+    assert "parameters cannot be told from inputs" in plan.summary()

@@ -201,6 +201,10 @@ def verdict(plan) -> list[str]:
     if not plan.in_roles:
         return ["(this plan file predates the verdict: plan again to see it)"]
     lines = [headline(plan)]
+    if INPUT in plan.in_roles and not {PARAM, OPT_STATE} & set(plan.in_roles):
+        lines.append("(The step returns no argument's next value, so parameters cannot be told from inputs: "
+                     "every argument is read as an input here. A training step that returns its new "
+                     "parameters and optimizer state gets the full verdict.)")
     groups = parameter_groups(plan)
     if groups:
         lines.append("Parameters: " + "; ".join(groups) + ".")
