@@ -39,7 +39,8 @@ class SearchConfig:
     # argument layouts fixed by the user: {path or regex: PartitionSpec} (see shardsearch.pins)
     pins: Pins = ()
     cache: bool = True  # reuse plans from the on-disk plan cache (see shardsearch.cache)
-    # price data parallel, FSDP and tensor parallel on the same problem (plan.alternatives())
+    # price data parallel, FSDP and tensor parallel on the same problem (plan.alternatives());
+    # three more solves of the problem's size: compare=False when only the plan matters
     compare: bool = True
     # run the step as this many microbatches, gradients accumulated in one scan (see
     # shardsearch.pipeline.program); 1: the whole batch at once

@@ -144,7 +144,7 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     if config.compare:
         plan = dataclasses.replace(plan, compared=price_recipes(
             graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
-            ties=ties, log=log))
+            ties=ties, log=log, time_left_s=config.time_limit_s - (time.perf_counter() - t0)))
     plan = dataclasses.replace(plan, pipeline=pipeline)
     cache.store(key, plan, config)
     if solution.status != "OPTIMAL":

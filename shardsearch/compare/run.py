@@ -16,12 +16,15 @@ from shardsearch.costs import CostTables
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
 
-# Each recipe's completing solve gets this share of the search's time limit.
-TIME_SHARE = 0.25
+# The recipes share what is left of the search's time limit, each at least this long.
+MIN_SOLVE_S = 1.0
 
 
 def price_recipes(graph: OpGraph, per_node: list[list[Strategy]], problem: Problem, costs: CostTables, *,
-                  mesh: MeshShape, memory_budget: float | None, config, ties, log) -> tuple[Alternative, ...]:
+                  mesh: MeshShape, memory_budget: float | None, config, ties, log,
+                  time_left_s: float) -> tuple[Alternative, ...]:
+    """``plan.alternatives()``: each recipe completed by the solver within the time the
+    search has left (``time_left_s``, shared by the recipes, at least ``MIN_SOLVE_S`` each)."""
     from shardsearch.plan import _collective_memory_s, _resharded_operands
 
     if mesh.size <= 1:
@@ -29,7 +32,7 @@ def price_recipes(graph: OpGraph, per_node: list[list[Strategy]], problem: Probl
     start = time.perf_counter()
 
     def complete(sub: Problem):
-        sol = solve(sub, time_limit_s=max(1.0, TIME_SHARE * config.time_limit_s), num_workers=config.num_workers,
+        sol = solve(sub, time_limit_s=max(MIN_SOLVE_S, time_left_s / 3), num_workers=config.num_workers,
                     seed=config.seed, backend=config.solver.value, ties=ties)
         return sol.choice, sol.status
 

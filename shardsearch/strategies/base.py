@@ -44,6 +44,9 @@ class Strategy:
 Rule = Callable[[OpView, MeshShape], list[Strategy]]
 
 _RULES: dict[str, Rule] = {}
+# Primitives with no rule on purpose: why replicated is their only correct layout, or why
+# the planner never sees them as operators (strategies/reasons.py fills it).
+_REASONS: dict[str, str] = {}
 
 
 def register(*primitives: str) -> Callable[[Rule], Rule]:
@@ -55,8 +58,26 @@ def register(*primitives: str) -> Callable[[Rule], Rule]:
     return deco
 
 
+def register_reason(reason: str, *primitives: str) -> None:
+    """``primitives`` keep the replicated layout (or never reach the planner) because of ``reason``."""
+    assert reason and "\n" not in reason, "a reason is one line"
+    for name in primitives:
+        assert name not in _RULES, f"{name} has a rule: it needs no reason"
+        _REASONS[name] = reason
+
+
 def has_rule(primitive: str) -> bool:
     return primitive in _RULES
+
+
+def reason_for(primitive: str) -> str | None:
+    """Why ``primitive`` has no rule, if it has none on purpose."""
+    return _REASONS.get(primitive)
+
+
+def covered() -> dict[str, str]:
+    """Every primitive the registry knows: name -> 'rule' or its reason."""
+    return {**{n: "rule" for n in _RULES}, **_REASONS}
 
 
 def rule_for(primitive: str) -> Rule | None:

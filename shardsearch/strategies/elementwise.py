@@ -12,7 +12,9 @@ add sub mul div rem max min pow atan2 nextafter neg sign floor ceil round abs ex
 log1p expm1 tanh logistic rsqrt sqrt cbrt sin cos tan erf erfc erf_inv integer_pow square
 convert_element_type select_n clamp stop_gradient copy copy_p eq ne lt le gt ge and or not
 xor is_finite add_any reduce_precision real imag conj shift_left shift_right_logical
-shift_right_arithmetic population_count name
+shift_right_arithmetic population_count acos acosh asin asinh atan atanh cosh sinh bessel_i0e
+bessel_i1e clz complex digamma igamma igamma_grad_a igammac lgamma mulhi polygamma
+regularized_incomplete_beta zeta eq_to le_to lt_to name
 """.split())
 
 

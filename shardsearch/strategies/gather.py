@@ -16,8 +16,8 @@ share of updates into the whole operand; the operand is added on one device of e
 reduction group only (a select on the device index; zeros elsewhere), then the
 results are all-reduced or reduce-scattered (embedding gradient). The masked dim is
 not partial for a scatter: each device applies only the updates to rows it holds.
-Partial splits are offered for scatter-add only; other scatters (set, mul, min, max)
-get the splits that need no reduction.
+Partial splits are offered for scatter-add and scatter-sub only (linear in the updates);
+other scatters (set, mul, min, max) get the splits that need no reduction.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _scatter(op: OpView, mesh: MeshShape, additive: bool) -> list[Strategy]:
                               nbytes=lambda ins, outs: io_bytes(op, ins, outs, mesh))
 
 
-@register("scatter-add", "scatter_add")
+@register("scatter-add", "scatter_add", "scatter-sub")
 def scatter_add_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return _scatter(op, mesh, additive=True)
 

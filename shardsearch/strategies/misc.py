@@ -67,6 +67,12 @@ def top_k_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return same_layout(op, mesh, {int(op.params.get("axis", rank - 1)) % rank}, "top_k")
 
 
+@register("approx_top_k")
+def approx_top_k_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    rank = len(op.in_shapes[0])
+    return same_layout(op, mesh, {int(op.params["reduction_dimension"]) % rank}, "approx_top_k")
+
+
 @register("split")
 def split_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return same_layout(op, mesh, {int(op.params["axis"]) % len(op.in_shapes[0])}, "split")
@@ -102,7 +108,7 @@ def _window_dims(params) -> set[int]:
 
 
 @register("reduce_window_sum", "reduce_window_max", "reduce_window_min", "reduce_window",
-          "select_and_scatter_add", "select_and_gather_add")
+          "select_and_scatter_add", "select_and_gather_add", "select_and_scatter")
 def window_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     window = math.prod(op.params["window_dimensions"])
     return same_layout(op, mesh, _window_dims(op.params), op.primitive, float(window))

@@ -6,8 +6,9 @@ layout and the trailing dims stay whole (the bits drawn from one key depend on t
 whole generated shape), unless jax draws them partitionably (the default
 ``jax_threefry_partitionable``: an element's bits depend on the key and the element's
 index only, so ``random_bits`` may split the generated dims too; the trace records this
-as a param). ``random_fold_in`` / ``random_seed`` are elementwise on keys and
-``threefry2x32`` is an elementwise hash of its four operands.
+as a param). ``random_fold_in`` / ``random_seed`` / ``random_clone`` are elementwise on
+keys, ``random_gamma`` draws one value per (key, shape) pair, and ``threefry2x32`` (and
+the other counter-based hashes: threefry4x32, philox) hash their operands elementwise.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ def leading_key_dims_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return result
 
 
-@register("random_fold_in", "random_seed")
+@register("random_fold_in", "random_seed", "random_clone", "random_gamma")
 def key_elementwise_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return same_layout(op, mesh, set(), op.primitive)
 
 
-register("threefry2x32")(elementwise_rule)
+register("threefry2x32", "threefry4x32", "philox2x32", "philox4x32")(elementwise_rule)
+

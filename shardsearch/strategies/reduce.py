@@ -31,7 +31,7 @@ def _reduce(op: OpView, mesh: MeshShape, split_reduced_ok: bool) -> list[Strateg
     return result
 
 
-@register("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or")
+@register("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "reduce_xor")
 def reduce_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return _reduce(op, mesh, split_reduced_ok=True)
 
@@ -40,3 +40,20 @@ def reduce_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
 def arg_reduce_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     # The index of the winner is not a sum of partial results: keep the reduced dim whole.
     return _reduce(op, mesh, split_reduced_ok=False)
+
+
+@register("reduce")
+def generic_reduce_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    """lax.reduce with a computation of its own (variadic: n arrays and n init scalars):
+    nothing says the computation combines partial results, so the reduced dims stay whole."""
+    n = len(op.out_shapes)
+    shape, axes = op.in_shapes[0], {int(a) for a in op.params["dimensions"]}
+    if any(tuple(s) != tuple(shape) for s in op.in_shapes[:n]) or any(op.in_shapes[n:]):
+        return []
+    result = []
+    for spec in enumerate_specs(tuple(1 if d in axes else m for d, m in enumerate(shape)), mesh):
+        ins = (spec,) * n + ((),) * n
+        outs = (tuple(a for d, a in enumerate(spec) if d not in axes),) * n
+        result.append(Strategy(f"reduce {spec_name(spec)}", ins, outs, (), n * local_elements(shape, spec, mesh),
+                               io_bytes(op, ins, outs, mesh)))
+    return result

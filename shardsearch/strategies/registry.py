@@ -9,8 +9,9 @@ from cost_model.mesh import MeshShape, replicated
 
 # Importing the rule modules fills the registry.
 from shardsearch.strategies import dot, elementwise, layout, reduce, slicing  # noqa: F401
-from shardsearch.strategies import conv, gather, loop, misc, prng  # noqa: F401
-from shardsearch.strategies.base import OpView, Strategy, rule_for
+from shardsearch.strategies import batched, conv, dot_variants, gather, loop, misc, passthrough, prng  # noqa: F401
+from shardsearch.strategies import reasons  # noqa: F401
+from shardsearch.strategies.base import OpView, Strategy, reason_for, rule_for
 
 
 def replicated_strategy(op: OpView, flops: float | None = None) -> Strategy:
@@ -30,10 +31,11 @@ def _comm_weight(s: Strategy) -> tuple[float, float]:
 
 
 def strategies_for(op: OpView, mesh: MeshShape) -> tuple[list[Strategy], bool]:
-    """(strategies, whether a rule existed); the replicated strategy is always first."""
+    """(strategies, whether a rule or a reason covers the primitive); the replicated
+    strategy is always first (for a primitive with a reason, it is the only one)."""
     rule = rule_for(op.primitive)
     if rule is None:
-        return [replicated_strategy(op)], False
+        return [replicated_strategy(op)], reason_for(op.primitive) is not None
     best: dict = {}
     for s in rule(op, mesh):
         key = (s.in_specs, s.out_specs)

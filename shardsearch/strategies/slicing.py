@@ -38,11 +38,19 @@ def concatenate_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
     return result
 
 
-@register("iota")
+@register("iota", "iota_2x32_shape", "empty")
 def iota_rule(op: OpView, mesh: MeshShape) -> list[Strategy]:
+    """Ops that make arrays from nothing (iota, the counters of partitionable random bits, an
+    uninitialized buffer): each device makes its own block. Any operands (dynamic shapes) are small."""
     shape = op.out_shapes[0]
-    return [Strategy(f"iota {spec_name(s)}", (), (s,), (), local_elements(shape, s, mesh), io_bytes(op, (), (s,), mesh))
-            for s in enumerate_specs(shape, mesh)]
+    if any(tuple(s) != tuple(shape) for s in op.out_shapes):
+        return []
+    result = []
+    for s in enumerate_specs(shape, mesh):
+        ins, outs = tuple(((),) * len(i) for i in op.in_shapes), (s,) * len(op.out_shapes)
+        result.append(Strategy(f"{op.primitive} {spec_name(s)}", ins, outs, (),
+                               local_elements(shape, s, mesh) * len(outs), io_bytes(op, ins, outs, mesh)))
+    return result
 
 
 def _with_whole_dim(spec, axis: int):

@@ -21,6 +21,12 @@ Region = Loop | Remat | Cond | While
 Constrain = Callable[[int, list[Any]], list[Any]]
 
 
+def _bind_params(eqn) -> dict:
+    """Params to bind ``eqn`` with, as core.eval_jaxpr gets them: call-like primitives
+    (shard_map) take their body as a function, not as the jaxpr their equation holds."""
+    return eqn.primitive.get_bind_params(eqn.params)
+
+
 def _identity(_node: int, values: list[Any]) -> list[Any]:
     return values
 
@@ -74,7 +80,7 @@ class _Runner:
             else:
                 eqn = node.payload
                 operands = self.pin_operands(nid, [self.read(values, r) for r in node.inputs])
-                res = eqn.primitive.bind(*operands, **eqn.params)
+                res = eqn.primitive.bind(*operands, **_bind_params(eqn))
                 outs = list(res) if eqn.primitive.multiple_results else [res]
             values[nid] = self.pin(nid, outs)
 

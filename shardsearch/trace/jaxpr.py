@@ -22,6 +22,7 @@ from shardsearch.errors import ArgumentError, TraceError
 from shardsearch.graph import (
     Cond, LiteralValue, Loop, NodeKind, OpGraph, OpNode, Remat, TensorInfo, ValueRef, While,
 )
+from shardsearch.trace.facts import facts
 
 # Primitives whose body is inlined, and the param that holds the body.
 _INLINE = {
@@ -35,7 +36,24 @@ _INLINE = {
     "custom_jvp_call": "call_jaxpr",
     "custom_vjp_call": "call_jaxpr",
     "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "call": "call_jaxpr",
+    "custom_vmap_call": "call",  # jax.custom_batching: the function itself, vmap rule aside
+    "linear_call": "callee",  # jax.custom_derivatives.linear_call: the callee, transpose aside
+    "remat_opt": "fwd_jaxpr",  # a custom_vjp's optimize_remat forward (residuals, outputs)
 }
+
+
+def _inlined(eqn, ins: list):
+    """(body, its operands) of an equation whose value is its body's, else None."""
+    name, p = eqn.primitive.name, eqn.params
+    if name == "custom_linear_solve":  # jnp.linalg.solve: the value is the `solve` jaxpr's
+        lengths = p["const_lengths"]
+        start = lengths.matvec + lengths.vecmat
+        return p["jaxprs"].solve, ins[start:start + lengths.solve] + ins[sum(lengths):]
+    key = _INLINE.get(name)
+    if key is None or key not in p:
+        return None
+    return p[key], ins
 
 # Inlined for planning, but re-run inside jax.checkpoint (graph.Remat).
 _REMAT = frozenset({"remat", "remat2", "checkpoint"})
@@ -109,20 +127,6 @@ def _source(eqn) -> str:
         return source_info_util.summarize(eqn.source_info)
     except Exception:  # best effort: a label only
         return ""
-
-
-# Added to a node's params (never to the equation that is re-run): facts about jax's
-# state a strategy rule needs but cannot look up, since rules never import jax.
-PARTITIONABLE_BITS = "shardsearch_partitionable_bits"
-
-
-def _facts(eqn) -> dict[str, Any]:
-    if eqn.primitive.name != "random_bits":
-        return {}
-    # Partitionable threefry draws each element from the key and the element's own
-    # index (an iota), so any block of the bits can be drawn on its own device.
-    impl = getattr(getattr(eqn.invars[0].aval.dtype, "_impl", None), "name", None)
-    return {PARTITIONABLE_BITS: bool(jax.config.jax_threefry_partitionable) and impl == "threefry2x32"}
 
 
 class _Builder:
@@ -213,15 +217,15 @@ class _Builder:
             env[v] = x
         for eqn in jaxpr.eqns:
             ins = [read(v) for v in eqn.invars]
-            body_key = _INLINE.get(eqn.primitive.name)
+            inlined = _inlined(eqn, ins)
             if eqn.primitive.name == "scan" and int(eqn.params["length"]) >= 1:
                 outs = self.scan(eqn, ins)
             elif eqn.primitive.name == "cond" and eqn.outvars:
                 outs = self.cond(eqn, ins)
             elif eqn.primitive.name == "while" and eqn.outvars:
                 outs = self.while_loop(eqn, ins)
-            elif body_key is not None and body_key in eqn.params:
-                body = eqn.params[body_key]
+            elif inlined is not None:
+                body, ins = inlined
                 first = len(self.nodes)
                 if isinstance(body, jcore.ClosedJaxpr):
                     outs = self.walk(body.jaxpr, body.consts, ins)
@@ -233,13 +237,24 @@ class _Builder:
                                              eqn))
             else:
                 infos = [_info(v.aval) for v in eqn.outvars]
-                params = {**eqn.params, **_facts(eqn)}
+                params = {**eqn.params, **facts(eqn)}
                 nid = self.add(NodeKind.OP, eqn.primitive.name, params, ins, infos, _source(eqn), eqn)
                 outs = [ValueRef(nid, k) for k in range(len(infos))]
             for v, x in zip(eqn.outvars, outs):
                 if not isinstance(v, jcore.DropVar):
                     env[v] = x
         return [read(v) for v in jaxpr.outvars]
+
+
+def _without_refs(closed):
+    """Mutable Refs made inside the step (jax.new_ref) discharged into plain values, as
+    jax.jit does before lowering: the planner plans values, and the apply stage re-runs them."""
+    from jax._src import core as jax_core  # the one place we read jax internals
+    from jax._src.state.discharge import discharge_state
+
+    if any(isinstance(e, jax_core.InternalMutableArrayEffect) for e in closed.jaxpr.effects):
+        return discharge_state(closed)
+    return closed
 
 
 def trace(fn: Callable, args: Sequence[Any]) -> OpGraph:
@@ -250,6 +265,7 @@ def trace(fn: Callable, args: Sequence[Any]) -> OpGraph:
     except Exception as err:  # re-raised with what to do about it
         name = getattr(fn, "__name__", repr(fn))
         raise TraceError(TRACE_FAILED.format(name=name, err=f"{type(err).__name__}: {err}")) from err
+    closed = _without_refs(closed)
 
     leaves_with_paths, in_tree = jax.tree_util.tree_flatten_with_path(sds)
     out_leaves_with_paths, out_tree = jax.tree_util.tree_flatten_with_path(out_shapes)
