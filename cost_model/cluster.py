@@ -47,6 +47,8 @@ _HINTS = {
     "collectives": 'fitted Links per collective, e.g. {"all-reduce": {"intra_node": '
     '{"bandwidth": 4e11, "latency": 8e-6}}}, as `shardsearch profile` writes them',
     "measured": "a dict of the raw timings a profile was fitted to (kept as written)",
+    "price_per_device_hour": "what one device costs per hour (any currency, e.g. USD), e.g. 12.29 for an "
+    "on-demand H100 in a p5.48xlarge; the advisor's cost columns use it",
     "matmul_efficiency": 'the fraction of peak a matmul of a given size reaches, e.g. '
     '{"flops": [1e8, 1e10, 1e12], "efficiency": [0.03, 0.6, 0.8]} (FLOPs per device of one '
     'matmul, increasing; efficiency in (0, 1]; interpolated in log FLOPs, flat past the ends)',
@@ -57,7 +59,7 @@ _HINTS = {
 _REQUIRED = ("devices_per_node", "peak_flops", "memory_bytes", "intra_node", "inter_node")
 _OPTIONAL = ("name", "hbm_bandwidth", "description", "sources",
              "peak_flops_by_dtype", "num_nodes", "collectives", "measured", "matmul_efficiency",
-             "gpu_target")
+             "gpu_target", "price_per_device_hour")
 _LINK_KEYS = ("bandwidth", "latency")
 _SCOPES = ("intra_node", "inter_node")
 # dtypes a per-dtype peak may be given for (numpy/jax names).
@@ -148,6 +150,9 @@ class Cluster:
     # The GPU model, for compiling for this cluster without its devices (not priced:
     # two clusters that differ only here compare equal). A dict is accepted.
     gpu_target: GpuTarget | None = dataclasses.field(default=None, compare=False, repr=False)
+    # What a device costs per hour (shardsearch.advise's cost columns); not a figure the
+    # planner prices with, so two clusters that differ only in price plan alike.
+    price_per_device_hour: float | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         dpn = self.devices_per_node
@@ -171,6 +176,16 @@ class Cluster:
         object.__setattr__(self, "matmul_efficiency", _efficiency_points(self.matmul_efficiency))
         if self.gpu_target is not None and not isinstance(self.gpu_target, GpuTarget):
             object.__setattr__(self, "gpu_target", GpuTarget.from_dict(self.gpu_target))
+        if self.price_per_device_hour is not None:
+            object.__setattr__(self, "price_per_device_hour", _number(
+                "cluster 'price_per_device_hour'", "price_per_device_hour", self.price_per_device_hour,
+                allow_zero=True))
+
+    @property
+    def capacity(self) -> int | None:
+        """Devices the cluster holds (``num_nodes * devices_per_node``); None when the
+        profile does not say how many nodes it has."""
+        return None if self.num_nodes is None else self.num_nodes * self.devices_per_node
 
     def peak_flops_for(self, dtype) -> float:
         """Peak FLOP/s for a dtype (name or numpy/jax dtype); ``peak_flops`` if not listed."""
@@ -254,6 +269,7 @@ class Cluster:
             measured=d.get("measured"),
             matmul_efficiency=d.get("matmul_efficiency", ()),
             gpu_target=d.get("gpu_target"),
+            price_per_device_hour=d.get("price_per_device_hour"),
         )
 
     def to_dict(self) -> dict:
@@ -281,6 +297,8 @@ class Cluster:
         if self.matmul_efficiency:
             xs, ys = zip(*self.matmul_efficiency)
             d["matmul_efficiency"] = {"flops": list(xs), "efficiency": list(ys)}
+        if self.price_per_device_hour is not None:
+            d["price_per_device_hour"] = self.price_per_device_hour
         if self.measured is not None:
             d["measured"] = _json_copy(self.measured)
         if self.gpu_target is not None:

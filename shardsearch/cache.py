@@ -55,7 +55,7 @@ def enabled(config: SearchConfig) -> bool:
 
 def _cluster_figures(cluster: Cluster) -> dict:
     d = cluster.to_dict()
-    for doc in ("description", "sources", "measured"):  # documentation, not figures
+    for doc in ("description", "sources", "measured", "price_per_device_hour"):  # not figures the planner prices
         d.pop(doc, None)
     return d
 
