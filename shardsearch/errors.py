@@ -17,6 +17,7 @@ __all__ = [
     "ArgumentError",
     "MicrobatchError",
     "TargetError",
+    "AdviseError",
 ]
 
 
@@ -34,7 +35,13 @@ class ArgumentError(TraceError, TypeError):
 
 
 class MemoryBudgetError(ShardsearchError):
-    """No plan keeps per-device memory within the budget."""
+    """No plan keeps per-device memory within the budget.
+
+    ``least_bytes``: the smallest per-device memory a plan needs, where it is known."""
+
+    def __init__(self, message: str, least_bytes: float | None = None):
+        super().__init__(message)
+        self.least_bytes = least_bytes
 
 
 class OptionError(ShardsearchError):
@@ -69,3 +76,9 @@ class StageError(ShardsearchError):
 class TargetError(ShardsearchError):
     """The cluster's own compiler cannot be reached: no target description, no plugin, or
     a mesh the target's topology cannot hold."""
+
+
+class AdviseError(ShardsearchError):
+    """The advisor's question has no answer as asked: a device count the cluster cannot
+    hold, a batch no device count divides, a model that fits on no count, a goal no
+    configuration meets."""

@@ -1,12 +1,15 @@
 """solve/highs.py: the sparse-array HiGHS model counts what it builds, and stops on time."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from shardsearch.solve import AboveCutoff, solve
 from shardsearch.solve.evaluate import evaluate
 from shardsearch.solve.highs import formulation_size, solve_highs
 from shardsearch.solve.problem import Problem
-from tests.test_solve import small_problems
+from tests.test_solve import _brute, small_problems
 
 
 @settings(max_examples=40, deadline=None)
@@ -29,3 +32,20 @@ def test_a_solve_stopped_by_the_time_limit_returns_its_best_plan_and_bound():
     assert res.status == "FEASIBLE"
     assert abs(res.objective - evaluate(p, res.choice).total) < 1e-9
     assert res.bound < res.objective
+
+
+@settings(max_examples=60, deadline=None)
+@given(small_problems(), st.sampled_from([-0.25, 0.0, 0.25]))
+def test_a_cutoff_stops_exactly_when_no_plan_beats_it(p, offset):
+    """solve(cutoff=): below the optimum it raises AboveCutoff, at or above it the optimum
+    comes back (the advisor skips meshes by this)."""
+    found = _brute(p)
+    if found is None or p.memory_budget is not None:
+        return
+    best = found[0]
+    cutoff = best + offset
+    if offset < 0:
+        with pytest.raises(AboveCutoff):
+            solve(p, cutoff=cutoff)
+    else:
+        assert solve(p, cutoff=cutoff).objective == pytest.approx(best, abs=1e-9)

@@ -2,6 +2,7 @@
 
 from .evaluate import CostBreakdown as CostBreakdown
 from .evaluate import evaluate as evaluate
+from .ilp import AboveCutoff as AboveCutoff
 from .ilp import SolverTimeoutError as SolverTimeoutError
 from .ilp import solve as solve
 from .merge import Reduction as Reduction
@@ -12,6 +13,6 @@ from .problem import ProblemError as ProblemError
 from .problem import Solution as Solution
 
 __all__ = [
-    "Problem", "Solution", "ProblemError", "solve", "SolverTimeoutError",
+    "Problem", "Solution", "ProblemError", "solve", "SolverTimeoutError", "AboveCutoff",
     "evaluate", "CostBreakdown", "reduce_problem", "Reduction", "min_memory",
 ]

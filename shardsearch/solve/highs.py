@@ -14,6 +14,8 @@ than the best, which is measurable at our step times.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -44,7 +46,9 @@ class _Rows:
         return LinearConstraint(a, np.array(self.lo), np.array(self.hi))
 
 
-def solve_highs(p: Problem, *, time_limit_s: float) -> MipResult:
+def solve_highs(p: Problem, *, time_limit_s: float, cutoff: float | None = None) -> MipResult:
+    """``cutoff``: seconds; a plan must cost at most this, else the result's status is
+    "CUTOFF" (the optimum is above it: an objective row makes HiGHS prune on its bound)."""
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in p.node_costs])]).astype(np.int64)
     num_x = int(offsets[-1])
     costs = [np.concatenate([np.asarray(c, dtype=np.float64) for c in p.node_costs])]
@@ -87,12 +91,21 @@ def solve_highs(p: Problem, *, time_limit_s: float) -> MipResult:
         memory = np.concatenate(memory)
         used = np.nonzero(memory)[0]
         rows.add(used, memory[used], -np.inf, float(p.memory_budget))
+    options = {"time_limit": max(float(time_limit_s), 0.1), "mip_rel_gap": 1e-7, "disp": False}
+    if cutoff is not None:  # HiGHS's own incumbent bound: prunes like a known plan of that cost
+        options["objective_bound"] = (cutoff - constant) * SCALE * (1 + 1e-9)
     integrality = np.zeros(num_vars)
     integrality[:num_x] = 1
-    res = milp(np.concatenate(costs) * SCALE, constraints=rows.constraint(num_vars), integrality=integrality,
-               bounds=Bounds(0.0, 1.0),
-               options={"time_limit": max(float(time_limit_s), 0.1), "mip_rel_gap": 1e-7, "disp": False})
+    with warnings.catch_warnings():  # scipy warns that it passes objective_bound to HiGHS verbatim
+        warnings.filterwarnings("ignore", "Unrecognized options", RuntimeWarning)
+        res = milp(np.concatenate(costs) * SCALE, constraints=rows.constraint(num_vars), integrality=integrality,
+                   bounds=Bounds(0.0, 1.0), options=options)
     status = _STATUS.get(res.status, "UNKNOWN")
+    if cutoff is not None and status in ("OPTIMAL", "INFEASIBLE") and (
+            res.x is None or constant + res.fun / SCALE > cutoff * (1 + 1e-9)):
+        # every branch was pruned by the bound: nothing cheaper than the cutoff exists (a
+        # plan HiGHS hands back then is one its heuristics found above it)
+        return MipResult(None, "CUTOFF", float("inf"), float(cutoff), num_vars, len(rows.lo))
     choice = None
     if res.x is not None:
         choice = np.array([int(np.argmax(res.x[offsets[i]:offsets[i + 1]])) for i in range(p.num_nodes)],

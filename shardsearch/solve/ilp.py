@@ -56,6 +56,15 @@ class SolverTimeoutError(ShardsearchError):
     """CP-SAT found no assignment within the time limit."""
 
 
+class AboveCutoff(Exception):
+    """The solver proved that no plan costs less than ``cutoff`` seconds (``solve(...,
+    cutoff=)``): a caller comparing configurations can skip this one. Not an input error."""
+
+    def __init__(self, cutoff: float):
+        super().__init__(f"no plan costs less than {cutoff:.6g} s")
+        self.cutoff = cutoff
+
+
 def _size(p: Problem) -> str:
     strategies = sum(len(c) for c in p.node_costs)
     return f"{p.num_nodes} nodes, {len(p.edge_costs)} edges, {strategies} strategies"
@@ -89,7 +98,7 @@ def _memory_error(budget: float, least: float, problem: Problem) -> MemoryBudget
         f"{problem.names[i] if problem.names else f'node {i}'} ({_fmt_bytes(least_each[i])})"
         for i in top[:_LARGEST_SHOWN]) or "none"
     return MemoryBudgetError(MEMORY_BUDGET_TOO_SMALL.format(
-        budget=budget, least=least, least_int=math.ceil(least), largest=largest))
+        budget=budget, least=least, least_int=math.ceil(least), largest=largest), least_bytes=float(least))
 
 
 class _Model:
@@ -254,7 +263,7 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
           reduce: bool = True, deterministic: bool = True,
           deterministic_time_s: float | None = None, backend: str = "highs",
           ties: np.ndarray | None = None, tie_min_nodes: int = TIE_MIN_CORE_NODES,
-          multiplier: float | None = None, exact_after: bool = True) -> Solution:
+          multiplier: float | None = None, exact_after: bool = True, cutoff: float | None = None) -> Solution:
     """Pick the cheapest strategy per node within the memory budget.
 
     `time_limit_s` caps the wall time of the whole call. The search itself is deterministic
@@ -274,6 +283,9 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
     (lagrange.py; `multiplier`: a price from an earlier solve of a similar problem to
     start from); then, with `exact_after` and time left, the MIP with the budget row
     tries to beat that plan and its proven optimum is kept if cheaper.
+    `cutoff` (seconds, HiGHS only): raise AboveCutoff when the MIP proves every plan
+    costs more, instead of finishing the solve (the advisor's sweep skips a mesh that
+    cannot beat the best one found for the same device count).
     """
     start = time.perf_counter()
     problem.validate()
@@ -294,13 +306,14 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
             # on its strategy, so the core grows tenfold. Solve without it first: if that
             # plan fits, it is also the best plan within the budget (exact).
             free = solve(dataclasses.replace(problem, memory_budget=None), time_limit_s=time_limit_s,
-                         log=log, **options)
+                         log=log, cutoff=cutoff, **options)
             if evaluate(problem, free.choice).feasible:
                 say("solve: the best plan without the memory budget fits it")
                 return dataclasses.replace(free, solve_s=time.perf_counter() - start)
             say("solve: the best plan without the memory budget exceeds it: pricing memory")
             return _solve_budgeted(problem, free, start, time_limit_s, multiplier, exact_after, say, options)
-    return _solve_exact(problem, start, time_limit_s, reduce, say, options)
+    return _solve_exact(problem, start, time_limit_s, reduce, say, options,
+                        cutoff=cutoff if budget is None else None)
 
 
 def _solve_budgeted(problem: Problem, free: Solution, start: float, time_limit_s: float,
@@ -351,7 +364,8 @@ def _solve_budgeted(problem: Problem, free: Solution, start: float, time_limit_s
                     reduced_nodes=reduced or free.reduced_nodes, multiplier=best.multiplier)
 
 
-def _solve_exact(problem: Problem, start: float, time_limit_s: float, reduce: bool, say, options: dict) -> Solution:
+def _solve_exact(problem: Problem, start: float, time_limit_s: float, reduce: bool, say, options: dict,
+                 cutoff: float | None = None) -> Solution:
     """The MIP (with the budget row, if any) on the reduced problem."""
     budget = problem.memory_budget
     backend, ties, tie_min_nodes = options["backend"], options["ties"], options["tie_min_nodes"]
@@ -373,7 +387,11 @@ def _solve_exact(problem: Problem, start: float, time_limit_s: float, reduce: bo
             hint = fit_memory(core, hint)  # a start within the budget
         if hint is not None:
             say(f"solve: heuristic start {offset + evaluate(core, hint).total:.6g} s")
-        res = solve_mip(core, backend=backend, time_limit_s=time_limit_s - (time.perf_counter() - start), hint=hint)
+        res = solve_mip(core, backend=backend, time_limit_s=time_limit_s - (time.perf_counter() - start), hint=hint,
+                        cutoff=None if cutoff is None else cutoff - offset)
+        if res.status == "CUTOFF":
+            say(f"solve: no plan below the cutoff {cutoff:.6g} s")
+            raise AboveCutoff(cutoff)
         if res.status == "INFEASIBLE":
             raise _memory_error(budget, min_memory(problem), problem)
         hint_fits = hint is not None and evaluate(core, hint).feasible
@@ -399,6 +417,8 @@ def _solve_exact(problem: Problem, start: float, time_limit_s: float, reduce: bo
         raise AssertionError(f"solver produced an invalid choice: {result.violations[:3]}")
     objective = result.total
     bound = objective if status == "OPTIMAL" or bound is None else min(bound, objective)
+    if cutoff is not None and status == "OPTIMAL" and objective > cutoff * (1 + 1e-9):
+        raise AboveCutoff(cutoff)  # solved without the MIP's bound (nothing left after reduction, CP-SAT)
     elapsed = time.perf_counter() - start
     say(f"solve: {status} objective {objective:.6g} s, bound {bound:.6g} s, {elapsed:.2f} s")
     return Solution(choice=choice, objective=objective, bound=bound, status=status,

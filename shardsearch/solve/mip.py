@@ -78,13 +78,15 @@ def edge_groups(mat: np.ndarray, mem: np.ndarray | None):
     return row_of.reshape(-1), col_of.reshape(-1), table[:, :, 0], (None if mem is None else table[:, :, 1])
 
 
-def solve_mip(p: Problem, *, backend: str, time_limit_s: float, hint: np.ndarray | None = None) -> MipResult:
+def solve_mip(p: Problem, *, backend: str, time_limit_s: float, hint: np.ndarray | None = None,
+              cutoff: float | None = None) -> MipResult:
     """``backend``: "highs" (built as sparse arrays, solved through scipy: highs.py) or
-    "scip" (built here through OR-Tools, which takes ``hint``)."""
+    "scip" (built here through OR-Tools, which takes ``hint``). ``cutoff``: HiGHS only
+    (see ``solve_highs``); SCIP ignores it."""
     if backend.lower() == "highs":
         from .highs import solve_highs  # imports mip.MipResult
 
-        return solve_highs(p, time_limit_s=time_limit_s)
+        return solve_highs(p, time_limit_s=time_limit_s, cutoff=cutoff)
     with _quiet_stdout():
         return _solve_mip(p, backend, time_limit_s, hint)
 
