@@ -68,10 +68,15 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
 
 
 def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
-               config: SearchConfig, log=None, start: float | None = None, pipeline=None) -> Searched:
+               config: SearchConfig, log=None, start: float | None = None, pipeline=None,
+               cutoff: float | None = None) -> Searched:
     """The plan of a traced (or transformed) ``graph``; ``phash``: the traced program's
     hash, which the plan records (``plan.apply`` checks it); ``pipeline``: the plan's
-    ``PipelinePlan`` when ``graph`` runs microbatches."""
+    ``PipelinePlan`` when ``graph`` runs microbatches. One traced program is planned on
+    many meshes this way (the advisor's sweep traces and hashes it once). ``cutoff``:
+    seconds per step; raise ``solve.AboveCutoff`` when the solver proves no plan is
+    cheaper (the first solve of the latency fixed point prices merged all-reduces lowest,
+    so its bound holds for all)."""
     t0 = time.perf_counter() if start is None else start
     log = log or StageLog(False)
     pinned = resolve_pins(config.pins, graph, mesh)
@@ -113,6 +118,7 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
             ties=ties,
             # a binding budget's memory price barely moves with the latency share
             multiplier=solution.multiplier if solution is not None else None,
+            cutoff=cutoff if solution is None else None,
         )
         k = combined_all_reduces(graph, [strategies.per_node[i][c] for i, c in enumerate(solution.choice)])
         new_share = 1.0 / max(k, 1)
