@@ -17,11 +17,15 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "Advice": "shardsearch.advise",
+    "advise": "shardsearch.advise",
+    "allocate": "shardsearch.advise",
     "AutoSharded": "shardsearch.api",
     "auto": "shardsearch.api",
     "plan": "shardsearch.api",
     "apply_rules": "shardsearch.apply.export",
     "SearchConfig": "shardsearch.config",
+    "AdviseError": "shardsearch.errors",
     "ArgumentError": "shardsearch.errors",
     "CheckpointError": "shardsearch.errors",
     "ClusterError": "shardsearch.errors",
@@ -45,10 +49,12 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentation tools
+    from shardsearch.advise import Advice, advise, allocate
     from shardsearch.api import AutoSharded, auto, plan
     from shardsearch.apply.export import apply_rules
     from shardsearch.config import SearchConfig
     from shardsearch.errors import (
+        AdviseError,
         ArgumentError,
         CheckpointError,
         ClusterError,

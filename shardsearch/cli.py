@@ -2,6 +2,7 @@
 
     shardsearch plan examples/train_mlp.py:planning_target --mesh 2x4 --cluster h100-8 --out plan.json
     shardsearch explain plan.json
+    shardsearch advise examples/train_mlp.py:planning_target --cluster h100-8x8-ib --max-devices 64 --out advice.md --plot advice.png
     shardsearch bench --suite gpt --cluster h100-8 --mesh 2x4 --mesh 4x2
     shardsearch presets
     shardsearch profile --mesh 2x4 --out my.json [--quick]
@@ -119,6 +120,39 @@ def plan(
     if out is not None:
         result.save(out)
         typer.echo(f"\nplan written to {out}")
+
+
+@app.command()
+def advise(
+    target: str = typer.Argument(..., help="MODULE:FUNCTION returning (train_step, example_args)"),
+    cluster: str = typer.Option("h100-8", help="preset name or profile JSON path"),
+    devices: Optional[list[int]] = typer.Option(None, help="a device count to sweep; repeatable (default: 1, 2, 4, ...)"),
+    max_devices: Optional[int] = typer.Option(None, help="sweep 1, 2, 4, ... up to this many (default: the cluster)"),
+    batch_mode: str = typer.Option("global", help="global (strong scaling) or per_device (weak scaling)"),
+    goal: str = typer.Option("fastest", help="the pick to report and verify: fastest or cheapest"),
+    out: Optional[list[Path]] = typer.Option(None, help="write the table: .md, .csv or .json; repeatable"),
+    plot: Optional[Path] = typer.Option(None, help="write the plot (.png)"),
+    plans: Optional[Path] = typer.Option(None, help="save every row's plan in this folder"),
+    verify: bool = typer.Option(False, help="compile the pick on a fake mesh of its size (CPU devices)"),
+    memory_budget: Optional[float] = typer.Option(None, help="bytes per device (default: the cluster's memory)"),
+    price: Optional[float] = typer.Option(None, help="price per device-hour (default: the cluster profile's)"),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="skip meshes proven slower than one with as many devices"),
+    time_limit: float = typer.Option(30.0, help="solver time limit per configuration, seconds"),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse plans from the plan cache"),
+):
+    """How many devices, which mesh, at what cost: plan the step on every device count and mesh."""
+    from cost_model.errors import ShardsearchError  # jax not imported yet: --verify sets the device count
+    from shardsearch.advise.command import fake_devices_for, run
+
+    try:
+        if verify:
+            fake_devices_for(cluster, devices or (), max_devices)
+        run(_load_target(target), cluster=cluster, devices=devices or (), max_devices=max_devices,
+            batch_mode=batch_mode, memory_budget=memory_budget, price=price, goal=goal, outs=out or (),
+            plot=plot, plans=plans, verify=verify, prune=prune, time_limit=time_limit, cache=cache, echo=typer.echo)
+    except ShardsearchError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from err
 
 
 @app.command()
