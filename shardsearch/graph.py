@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -195,8 +195,21 @@ class OpGraph:
     def input_info(self, i: int) -> TensorInfo:
         return self.nodes[self.input_nodes[i]].outputs[0]
 
+    def analysis(self, name: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per graph: a traced graph does not change, and one search
+        (and the advisor's sweep, once per mesh) asks for the same whole-graph analyses
+        many times. The result is shared between callers: never mutate it."""
+        memo = self.__dict__.setdefault("_analyses", {})  # not a field: equality ignores it
+        if name not in memo:
+            memo[name] = compute()
+        return memo[name]
+
     def users(self) -> dict[int, list[tuple[int, int]]]:
-        """node id -> [(consumer node id, operand position)] over all its outputs."""
+        """node id -> [(consumer node id, operand position)] over all its outputs (shared:
+        do not mutate)."""
+        return self.analysis("users", self._users)
+
+    def _users(self) -> dict[int, list[tuple[int, int]]]:
         out: dict[int, list[tuple[int, int]]] = {n.id: [] for n in self.nodes}
         for n in self.nodes:
             for j, ref in enumerate(n.inputs):

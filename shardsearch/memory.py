@@ -60,7 +60,11 @@ def lifetimes(graph: OpGraph) -> list[Lifetime]:
     """Every operator output that is neither a result of the step nor unused.
 
     Results have buffers of their own (see the module notes); an unused value is
-    dead code that XLA removes."""
+    dead code that XLA removes. Computed once per graph (shared: do not mutate)."""
+    return graph.analysis("lifetimes", lambda: _lifetimes(graph))
+
+
+def _lifetimes(graph: OpGraph) -> list[Lifetime]:
     results = {(r.node, r.index) for r in graph.outputs if isinstance(r, ValueRef)}
     last: dict[tuple[int, int], int] = {}
     for n in graph.nodes:

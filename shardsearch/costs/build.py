@@ -87,8 +87,12 @@ def off_critical_path(graph: OpGraph) -> set[int]:
     independent of each other, and XLA's combiner merges them into a few big ones:
     they pay bandwidth, not one launch latency each. A collective whose result feeds
     more matmuls (an activation all-reduce of Megatron) is on the critical path and
-    pays its latency.
+    pays its latency. Computed once per graph (shared: do not mutate).
     """
+    return graph.analysis("off_critical_path", lambda: _off_critical_path(graph))
+
+
+def _off_critical_path(graph: OpGraph) -> set[int]:
     users = graph.users()
     feeds_heavy: set[int] = set()
     for node in reversed(graph.nodes):
