@@ -47,6 +47,9 @@ class RowStatus(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Row:
+    """One configuration of a sweep as plain data (see the module notes for the figures);
+    ``plan`` is its ``Plan`` (None when dominated), ``auto(fn)`` compiles it."""
+
     devices: int
     mesh_shape: tuple[int, ...]
     stages: int  # pipeline stages (1: none)
@@ -98,6 +101,12 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class Advice:
+    """What ``ss.advise`` found: ``rows`` (one ``Row`` per device count and mesh), the
+    cluster, the batch mode (strong or weak scaling) and price they were priced with.
+    ``best(goal)`` picks one, ``pareto()`` the time/cost front; ``print(advice)``,
+    ``to_markdown()``, ``to_csv()``, ``to_json()``, ``save(path)``, ``save_plans(folder)``,
+    ``plot(path)`` and ``verify(fn, *args)`` present and check them."""
+
     rows: tuple[Row, ...]
     cluster: str
     batch_mode: BatchMode
@@ -133,9 +142,10 @@ class Advice:
                 raise AdviseError(NO_PRICE.format(budget=budget, cluster=self.cluster))
             rows = self._within(rows, lambda r: r.cost_per_step * steps, budget, f"runs {steps} step(s) for {budget:.4g}",
                                 "", "Raise the budget, or accept a later deadline")
+        # ties: fewer devices, then the mesh with the longer data axis (the simpler one)
         if goal == "fastest":
-            return min(rows, key=lambda r: (-r.throughput, r.devices, r.mesh_shape))
-        return min(rows, key=lambda r: (r.device_s_per_sample, -r.throughput, r.devices, r.mesh_shape))
+            return min(rows, key=lambda r: (-r.throughput, r.devices, -r.mesh_shape[0]))
+        return min(rows, key=lambda r: (r.device_s_per_sample, -r.throughput, r.devices, -r.mesh_shape[0]))
 
     @staticmethod
     def _within(rows, measure, limit, what, unit, fix) -> list[Row]:
