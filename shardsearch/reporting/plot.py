@@ -55,6 +55,11 @@ def _grid(ax, columns, colors, title, xlabel):
         ax.set_xticks([])
 
 
+def _label(name: str, limit: int = 28) -> str:
+    """A tick label short enough to leave room for the grid: the end of the name counts most."""
+    return name if len(name) <= limit else "..." + name[-(limit - 3):]
+
+
 def _segments(plan) -> list[tuple[str, float, float, float]]:
     """(label, compute, collectives, resharding) per stretch of operators ending at a
     contraction (the last stretch ends at the step's last operator)."""
@@ -83,13 +88,15 @@ def plot_plan(plan, path) -> None:
     from matplotlib.patches import Patch
 
     roles = plan.in_roles or ("parameter",) * len(plan.in_paths)
-    weights = [(p[len("args"):], s) for p, s, r in zip(plan.in_paths, plan.flat_in_specs, roles) if r == "parameter"]
+    from shardsearch.reporting.verdict import _short
+
+    weights = [(_label(_short(p, fold=False)), s) for p, s, r in zip(plan.in_paths, plan.flat_in_specs, roles) if r == "parameter"]
     acts = [(f"#{i} {SHORT[plan.node_primitive[i]]}", plan.node_out_specs[i][0])
             for i in sorted(plan.node_primitive) if plan.node_primitive[i] in HEAVY and plan.node_out_specs.get(i)]
     colors = _layout_colors([s for _, s in weights + acts])
     segments = _sample(_segments(plan))
 
-    fig, axes = plt.subplots(3, 1, figsize=(12, 9), gridspec_kw={"height_ratios": [1, 1, 1.4]})
+    fig, axes = plt.subplots(3, 1, figsize=(13, 9), gridspec_kw={"height_ratios": [1, 1, 1.4]})
     mesh = " x ".join(f"{n}={s}" for n, s in zip(plan.mesh.axis_names, plan.mesh.axis_sizes))
     fig.suptitle(f"shardsearch plan: mesh [{mesh}], cluster {plan.cluster}, "
                  f"predicted {plan.predicted.total_s * 1e3:.3g} ms/step", fontsize=11)
@@ -99,7 +106,7 @@ def plot_plan(plan, path) -> None:
           f"{len(acts)} contractions, forward then backward")
     legend = [Patch(color=REPLICATED, label="whole on every device")]
     legend += [Patch(color=c, label="split over " + "+".join(k)) for k, c in colors.items()]
-    axes[0].legend(handles=legend, loc="upper right", fontsize=7, framealpha=0.9)
+    axes[0].legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0)
 
     ax = axes[2]
     xs = range(len(segments))
@@ -112,7 +119,7 @@ def plot_plan(plan, path) -> None:
     ax.set_ylabel("ms per step")
     ax.set_title("time: where the predicted step goes, per stretch ending at a contraction (program order)",
                  loc="left", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0)
     if len(segments) <= 40:
         ax.set_xticks(list(xs), [seg[0] for seg in segments], rotation=90, fontsize=6)
     else:

@@ -108,9 +108,10 @@ def headline(plan) -> str:
     if par.tensor:
         kind = "Megatron tensor parallel" if par.megatron else "tensor parallel"
         parts.append(f"{kind} {_over(par.tensor, mesh)}")
-    elif par.megatron:  # on axes that also split the batch
-        parts.append(f"Megatron-style kernels ({par.column} split by column, {par.row} by row) "
-                     f"{_over(par.kernel_axes, mesh)}")
+    kernels = ""
+    if par.megatron and not par.tensor:  # on axes that also split the batch
+        kernels = (f" Kernels are split Megatron-style, {par.column} by column and {par.row} by row, "
+                   f"{_over(par.kernel_axes, mesh)}.")
     if par.expert:
         parts.append(f"expert parallel {_over(par.expert, mesh)}")
     if par.sequence:
@@ -121,7 +122,7 @@ def headline(plan) -> str:
             return "Replicated: every device runs the whole step on the whole batch (no split pays on this cluster)."
         return f"Arguments split over {'+'.join(_ordered(used, mesh))} (no standard recipe fits this layout)."
     text = " x ".join(parts)
-    return text[0].upper() + text[1:] + "."
+    return text[0].upper() + text[1:] + "." + kernels
 
 
 def group_name(path: str) -> str:
@@ -145,9 +146,10 @@ def _layout_words(spec) -> str:
     return "split on " + ", ".join(dims)
 
 
-def _short(path: str) -> str:
-    """``args[0]['Block_0']['Dense_0']['kernel']`` -> ``Block_0/Dense_0/kernel``."""
-    name = group_name(path)
+def _short(path: str, fold: bool = True) -> str:
+    """``args[0]['Block_0']['Dense_0']['kernel']`` -> ``Block_0/Dense_0/kernel`` (with
+    ``fold``, a stack's layer indices read ``*``)."""
+    name = (group_name(path) if fold else path).removesuffix(".value")  # flax NNX variables
     name = re.sub(r"^args\[\d+\]", "", name)
     parts = re.findall(r"\['([^']*)'\]|\.(\w+)|\[(\*|\d+)\]", name)
     return "/".join(a or b or c for a, b, c in parts) or path
