@@ -40,7 +40,7 @@ from shardsearch.pipeline.programs import Form, Key, Program, StagePrograms
 from shardsearch.pipeline.propagate import Reduction
 from shardsearch.pipeline.schedule import dispatch_order
 from shardsearch.pipeline.stage_search import Schedule
-from shardsearch.pipeline.transfer import Mover, local_devices
+from shardsearch.pipeline.transfer import Mover, local_devices, placeholder
 
 COMBINE = {Reduction.SUM: jnp.add, Reduction.MAX: jnp.maximum, Reduction.MIN: jnp.minimum,
            Reduction.PROD: jnp.multiply, Reduction.AND: jnp.logical_and, Reduction.OR: jnp.logical_or}
@@ -109,7 +109,7 @@ class PipelineRunner:
                 self.micro.setdefault((c.program.stage, c.program.kind), []).append(c)
         self.order = dispatch_order(schedule, programs.num_stages, programs.num_microbatches)
         self.local = [bool(local_devices(m)) for m in self.meshes]
-        self.mover = Mover()
+        self.mover = Mover(self.meshes)
 
     def __call__(self, *args):
         flat = jax.tree_util.tree_leaves(args)
@@ -136,11 +136,15 @@ class _Step:
         self.stacked: dict = {}
 
     def run(self, c: CompiledProgram, m: int | None) -> None:
-        if not self.r.local[c.program.stage]:
-            return  # another process runs it; transfers to us happen when we read its results
+        # Every process fetches the inputs (it takes part in the transfers out of its own
+        # stages); only the processes holding the stage's devices run the program.
         ins = [self.fetch(k, m, sh) for k, sh in zip(c.program.inputs, c.in_shardings)]
-        totals = [self.total(c, k) for k in c.acc]
-        outs = c.fn(*ins, *totals)
+        if self.r.local[c.program.stage]:
+            outs = c.fn(*ins, *[self.total(c, k) for k in c.acc])
+        else:
+            graph = c.program.graph
+            outs = [placeholder(graph.info(r).shape, graph.info(r).dtype, sh)
+                    for r, sh in zip(graph.outputs, c.out_shardings)]
         for key, x in zip(c.program.outputs, outs):
             if key.form is Form.WHOLE:
                 self.whole[key.ref] = x

@@ -3,8 +3,9 @@
 ``Mover`` holds small compiled helpers, cached by shape, dtype and shardings:
 
 - ``move(x, sharding)``: ``x`` laid out by ``sharding`` (another submesh, another layout).
-  Host data is placed from every process's own copy; a jax.Array whose devices this
-  process holds all of goes by ``jax.device_put``; across processes, where device_put
+  The user's values (host data, arrays not on a stage's submesh) are placed from every
+  process's own copy; a value the pipeline made, whose devices this process holds all
+  of, goes by ``jax.device_put``; across processes, where device_put
   cannot go on CPU, a jitted ``shard_map`` with ``jax.lax.ppermute`` over the union of the
   two submeshes sends each shard to the device at the same place of the other submesh;
 - ``stack(x, dim, M, sharding)``: [..., B, ...] -> [M, ..., B/M, ...] on the submesh of
@@ -31,6 +32,11 @@ def local_devices(mesh: Mesh) -> list:
     return [d for d in mesh.devices.flat if d.process_index == me]
 
 
+def owns(sharding) -> bool:
+    """Whether this process holds any device of ``sharding`` (and so takes part in what runs there)."""
+    return any(d.process_index == jax.process_index() for d in sharding.device_set)
+
+
 def _fully_local(sharding) -> bool:
     return all(d.process_index == jax.process_index() for d in sharding.device_set)
 
@@ -39,9 +45,20 @@ def _with_dims(spec: PartitionSpec, rank: int) -> tuple:
     return tuple(spec) + (None,) * (rank - len(spec))
 
 
+def placeholder(shape, dtype, sharding) -> jax.Array:
+    """A global array of which this process holds no piece: what it keeps for a value
+    made on other processes' devices (its shape, dtype and layout are known everywhere)."""
+    return jax.make_array_from_single_device_arrays(tuple(shape), sharding, [], dtype=dtype)
+
+
 class Mover:
-    def __init__(self):
+    """``meshes``: the stages' submeshes; an array laid out on one of them was made by the
+    pipeline (each process holds its own pieces of it), any other is the user's (every
+    process passes the same whole value)."""
+
+    def __init__(self, meshes=()):
         self._jits: dict = {}
+        self.meshes = tuple(meshes)
 
     def _jit(self, key, make):
         if key not in self._jits:
@@ -52,46 +69,53 @@ class Mover:
     def move(self, x, sharding: NamedSharding | None):
         if sharding is None:
             return x
-        if not isinstance(x, jax.Array):
-            return _place(x, sharding)
-        if x.sharding == sharding:
+        if x.sharding == sharding if isinstance(x, jax.Array) else False:
             return x
+        if not isinstance(x, jax.Array) or getattr(x.sharding, "mesh", None) not in self.meshes:
+            if not owns(sharding):
+                return placeholder(np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype, sharding)
+            return _place(x, sharding)  # the user's value: every process has all of it
         if jax.process_count() == 1 or (_fully_local(x.sharding) and _fully_local(sharding)):
             return jax.device_put(x, sharding)
+        if not owns(x.sharding) and not owns(sharding):
+            return placeholder(x.shape, x.dtype, sharding)  # moves between two other processes
         return self._across(x, sharding)
 
+    def _reshard(self, x: jax.Array, sharding: NamedSharding) -> jax.Array:
+        """``x`` in another layout on the devices it is on (every process that holds some runs it)."""
+        if x.sharding == sharding:
+            return x
+        fn = self._jit(("reshard", x.shape, x.dtype, x.sharding, sharding),
+                       lambda: jax.jit(lambda v: v, out_shardings=sharding))
+        return fn(x) if owns(sharding) else placeholder(x.shape, x.dtype, sharding)
+
     def _across(self, x: jax.Array, sharding: NamedSharding) -> jax.Array:
-        """Send ``x`` to another process's submesh: reshard on the source submesh to the
-        target's layout, then one ppermute over the union of both submeshes."""
+        """Send ``x`` to a submesh held by other processes: reshard it on its own submesh to
+        the target's layout, then one ppermute over the union of both submeshes sends each
+        shard to the device at the same place of the other submesh."""
         src_mesh, dst_mesh = x.sharding.mesh, sharding.mesh
-        if src_mesh.devices.shape != dst_mesh.devices.shape or src_mesh.axis_names != dst_mesh.axis_names:
+        if src_mesh.devices.shape != dst_mesh.devices.shape:
             raise NotImplementedError("a transfer between processes needs two submeshes of one shape; got "
                                       f"{src_mesh.devices.shape} and {dst_mesh.devices.shape}")
         spec = _with_dims(sharding.spec, x.ndim)
-        here = NamedSharding(src_mesh, PartitionSpec(*spec))
-        if _fully_local(here) or x.is_fully_addressable:
-            x = jax.device_put(x, here) if x.sharding != here else x
+        x = self._reshard(x, NamedSharding(src_mesh, PartitionSpec(*spec)))
         union = Mesh(np.stack([src_mesh.devices, dst_mesh.devices]), (PIPE, *src_mesh.axis_names))
         both = NamedSharding(union, PartitionSpec(PIPE, *spec))
-        mine = set(d.id for d in local_devices(union))
-        # this process's shards of [x; zeros] over the union: the sender's real ones, the receiver's blanks
-        shards = []
-        for d, index in both.addressable_devices_indices_map((2, *x.shape)).items():
-            if d in here.device_set:
-                shards.append(x.addressable_data(list(x.sharding.addressable_devices).index(d))
-                              if d in x.sharding.addressable_devices else None)
-            else:
-                local = tuple(slice(None) if s == slice(None) else s for s in index[1:])
-                block = np.zeros(np.empty(x.shape, dtype=np.bool_)[local].shape, x.dtype)
-                shards.append(jax.device_put(block, d))
-        shards = [s[None] if s is not None and s.ndim == x.ndim else s for s in shards]
-        glued = jax.make_array_from_single_device_arrays((2, *x.shape), both, [s for s in shards if s is not None])
+        block = sharding.shard_shape(x.shape)
+        mine = {s.device: s.data for s in x.addressable_shards}
+        pieces = []  # this process's pieces of [x; blanks]: the sender's shards, the receiver's blanks
+        for d in both.addressable_devices:
+            data = mine.get(d)
+            if data is None:
+                data = jax.device_put(np.zeros(block, x.dtype), d)
+            pieces.append(data.reshape((1, *block)))
+        glued = jax.make_array_from_single_device_arrays((2, *x.shape), both, pieces)
         send = self._jit(("ppermute", both, x.shape, x.dtype), lambda: jax.jit(jax.shard_map(
             lambda b: jax.lax.ppermute(b, PIPE, [(0, 1)]), mesh=union, in_specs=PartitionSpec(PIPE, *spec),
             out_specs=PartitionSpec(PIPE, *spec))))
         out = send(glued)
-        received = [s.data[0] for s in out.addressable_shards if s.device in sharding.device_set and s.device.id in mine]
-        return jax.make_array_from_single_device_arrays(x.shape, sharding, received)
+        received = [s.data.reshape(block) for s in out.addressable_shards if s.device in sharding.device_set]
+        return jax.make_array_from_single_device_arrays(x.shape, sharding, received, dtype=x.dtype)
 
     # ------------------------------------------------------------------ microbatch blocks
     def stack(self, x, dim: int, m: int, sharding: NamedSharding):
@@ -103,11 +127,15 @@ class Mover:
         if not isinstance(x, jax.Array):  # host data: cut it on the host
             return _place(np.moveaxis(np.asarray(x).reshape(blocks), dim, 0), target)
         x = self.move(x, NamedSharding(sharding.mesh, sharding.spec))
+        if not owns(target):
+            return placeholder((m,) + blocks[:dim] + blocks[dim + 1:], x.dtype, target)
         fn = self._jit(("stack", shape, x.dtype, dim, m, x.sharding, target), lambda: jax.jit(
             lambda v: jnp.moveaxis(v.reshape(blocks), dim, 0), out_shardings=target))
         return fn(x)
 
     def index(self, stacked: jax.Array, i: int, sharding: NamedSharding):
+        if not owns(sharding):
+            return placeholder(stacked.shape[1:], stacked.dtype, sharding)
         fn = self._jit(("index", stacked.shape, stacked.dtype, stacked.sharding, sharding), lambda: jax.jit(
             lambda v, k: jax.lax.dynamic_index_in_dim(v, k, 0, keepdims=False), out_shardings=sharding))
         return fn(stacked, np.int32(i))
@@ -117,11 +145,17 @@ class Mover:
         if sharding is not None:
             piece = NamedSharding(sharding.mesh, sharding.spec)
             pieces = [self.move(p, piece) for p in pieces]
+            if not owns(sharding):
+                shape = list(first.shape)
+                shape[dim] *= len(pieces)
+                return placeholder(shape, first.dtype, sharding)
         fn = self._jit(("concat", first.shape, first.dtype, len(pieces), dim, sharding), lambda: jax.jit(
             lambda *ps: jnp.concatenate(ps, axis=dim), out_shardings=sharding))
         return fn(*pieces)
 
     def full(self, shape, dtype, value, sharding: NamedSharding):
+        if not owns(sharding):
+            return placeholder(shape, dtype, sharding)
         fn = self._jit(("full", tuple(shape), np.dtype(dtype), value, sharding), lambda: jax.jit(
             lambda: jnp.full(shape, value, dtype), out_shardings=sharding))
         return fn()
