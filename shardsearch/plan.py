@@ -17,6 +17,7 @@ from cost_model import MeshShape, Spec
 from shardsearch.apply.mesh import to_partition_spec as to_partition_spec
 from shardsearch.compare.baselines import Alternative, argument_roles
 from shardsearch.costs import CostTables
+from shardsearch.fallbacks import price_fallbacks
 from shardsearch.fidelity import planned_collectives
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, memory_breakdown
@@ -324,10 +325,7 @@ def assemble_plan(
             unreduced_variables=unreduced[0],
             unreduced_constraints=unreduced[1],
         ),
-        fallback=tuple(
-            FallbackOp(i, graph.nodes[i].primitive, tuple(o.shape for o in graph.nodes[i].outputs), graph.nodes[i].label)
-            for i in sorted(fallback)
-        ),
+        fallback=price_fallbacks(graph, fallback, problem, costs.compute, choice, mesh),
         program_hash=program_hash,
         in_avals=tuple((graph.nodes[n].outputs[0].shape, graph.nodes[n].outputs[0].dtype.name) for n in graph.input_nodes),
         node_compute_s={n.id: float(costs.compute[n.id][choice[n.id]]) for n in ops},

@@ -33,6 +33,10 @@ class Predicted:
     # The part of compute_s that collectives and resharding spend reading and writing the
     # device's memory: their buffers and XLA's layout copies around them (cost_model.reshard).
     collective_memory_s: float = 0.0
+    # What strategy rules for the operators left replicated would save at most: the plan's
+    # cost minus that of the plan found with those operators free to take any layout
+    # (shardsearch.fallbacks); 0 when none moves data, or in plan files that predate it.
+    fallback_saving_s: float = 0.0
 
     def __post_init__(self):  # plan files give lists
         object.__setattr__(self, "collectives", tuple(tuple(c) for c in self.collectives))
@@ -61,12 +65,20 @@ class SolveStats:
 
 @dataclasses.dataclass(frozen=True)
 class FallbackOp:
-    """An operator with no strategy rule, kept replicated (correct, maybe wasteful)."""
+    """An operator with no strategy rule, kept replicated (correct, maybe wasteful).
+
+    ``seconds``: what its replicated layout costs the plan per step (resharding on its
+    edges, and the compute a split would save): at most what a rule would save;
+    ``moved_bytes``: whole bytes of the tensors resharded on its edges (shardsearch.fallbacks).
+    """
 
     node: int
     primitive: str
-    shapes: tuple[tuple[int, ...], ...]
+    shapes: tuple[tuple[int, ...], ...]  # of its outputs
     label: str
+    seconds: float = 0.0  # 0 in plan files that predate the figure
+    moved_bytes: float = 0.0
+    in_shapes: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -121,6 +121,22 @@ def strategies_section(plan) -> list[str]:
             *_table(("primitive", "ops", "time", "strategies"), rows, right=(1, 2))]
 
 
+def costly_fallback_section(plan) -> list[str]:
+    """At the top: operators with no rule whose replicated layout costs the plan a share of
+    the step (shardsearch.fallbacks), with what a rule would save."""
+    from shardsearch.fallbacks import costly_fallbacks, fallback_rows
+
+    costly = costly_fallbacks(plan)
+    if not costly:
+        return []
+    saving, total = plan.predicted.fallback_saving_s, plan.predicted.total_s
+    share = f" ({saving / total:.0%} of the step)" if total > 0 else ""
+    return [f"!! replicated fallback: {len(costly)} operator(s) with no strategy rule move tensors between "
+            f"layouts; rules for them would save up to {_fmt_s(saving)} per step{share} "
+            f"(columns: count, direct price, bytes moved, shapes, where)",
+            *fallback_rows(costly)]
+
+
 def fallback_section(plan) -> list[str]:
     if not plan.fallback:
         return ["replicated fallback: none (every operator had a strategy rule)"]
@@ -142,7 +158,7 @@ def legend_section(plan) -> list[str]:
 # The summary, section by section (plan -> lines; an empty list is left out). Add a
 # section by inserting a function where it belongs.
 SUMMARY_SECTIONS = [
-    header_section, verdict_section, pipeline_section, prediction_section, search_section, alternatives_section,
+    header_section, verdict_section, costly_fallback_section, pipeline_section, prediction_section, search_section, alternatives_section,
     arguments_section, strategies_section, fallback_section, legend_section,
 ]
 

@@ -16,6 +16,7 @@ from shardsearch.costs import build_problem, combined_all_reduces
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.program import microbatched
+from shardsearch.fallbacks import fallback_warning, with_fallback_saving
 from shardsearch.plan import Plan, assemble_plan
 from shardsearch.progress import StageLog, warn_user
 from shardsearch.repeats import tie_labels
@@ -152,6 +153,9 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
             graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
             ties=ties, log=log, time_left_s=config.time_limit_s - (time.perf_counter() - t0)))
     plan = dataclasses.replace(plan, pipeline=pipeline)
+    plan = with_fallback_saving(plan, problem, solution.choice, lambda relaxed: solve(
+        relaxed, time_limit_s=max(1.0, config.time_limit_s / 4), num_workers=config.num_workers, seed=config.seed,
+        backend=config.solver.value, log=None, ties=ties))
     cache.store(key, plan, config)
     if solution.status != "OPTIMAL":
         if np.isfinite(solution.bound):
@@ -166,6 +170,9 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     peak = plan.predicted.peak_donated_bytes or plan.predicted.peak_bytes
     if memory_budget is not None and peak > memory_budget:
         warn_user(OVER_BUDGET.format(peak=peak, budget=memory_budget))
+    costly = fallback_warning(plan)
+    if costly:
+        warn_user(costly)
     if log:
         log(f"plan ready in {time.perf_counter() - t0:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
     return Searched(graph, plan)

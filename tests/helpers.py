@@ -58,3 +58,28 @@ def draw_mesh_and_two_specs(draw, axis_size):
         return tuple(tuple(a for _, a in sorted(d)) for d in dims)
 
     return mesh, shape, spec(), spec()
+
+
+def primitive_without_a_rule(name: str):
+    """x -> 2x as a primitive of its own, differentiable, with no strategy rule: what a new
+    jax release (or a library) could add. One primitive per name, made once."""
+    if name in _TEST_PRIMITIVES:
+        return _TEST_PRIMITIVES[name]
+    from jax.extend.core import Primitive
+    from jax.interpreters import mlir
+
+    twice_p = Primitive(name)
+    twice_p.def_impl(lambda x: x * 2)
+    twice_p.def_abstract_eval(lambda x: jax.core.ShapedArray(x.shape, x.dtype))
+    mlir.register_lowering(twice_p, mlir.lower_fun(lambda x: x * 2, multiple_results=False))
+
+    @jax.custom_jvp
+    def twice(x):
+        return twice_p.bind(x)
+
+    twice.defjvp(lambda primals, tangents: (twice(primals[0]), 2 * tangents[0]))
+    _TEST_PRIMITIVES[name] = twice
+    return twice
+
+
+_TEST_PRIMITIVES: dict = {}

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import shardsearch as ss
-from helpers import assert_trees_close, concrete_mlp_args, make_train_step
+from helpers import assert_trees_close, concrete_mlp_args, make_train_step, primitive_without_a_rule
 from test_numerics import SLOW_COMPUTE
 
 
@@ -127,26 +127,8 @@ def test_call_like_primitives_are_inlined():
     np.testing.assert_allclose(step(w, x), jax.jit(step_fn)(w, x), rtol=1e-4, atol=1e-6)
 
 
-def _primitive_without_a_rule():
-    """x -> 2x as a primitive of its own: what a new jax release (or a library) could add."""
-    from jax.extend.core import Primitive
-    from jax.interpreters import mlir
-
-    twice_p = Primitive("shardsearch_test_twice")
-    twice_p.def_impl(lambda x: x * 2)
-    twice_p.def_abstract_eval(lambda x: jax.core.ShapedArray(x.shape, x.dtype))
-    mlir.register_lowering(twice_p, mlir.lower_fun(lambda x: x * 2, multiple_results=False))
-
-    @jax.custom_jvp
-    def twice(x):
-        return twice_p.bind(x)
-
-    twice.defjvp(lambda primals, tangents: (twice(primals[0]), 2 * tangents[0]))
-    return twice
-
-
 def test_scan_and_cond_are_planned_and_an_op_without_a_rule_is_replicated_and_listed():
-    twice = _primitive_without_a_rule()
+    twice = primitive_without_a_rule("shardsearch_test_twice")
 
     def f(w, xs):
         def body(c, x):

@@ -229,7 +229,9 @@ def plan_fields(d: dict[str, Any], where: str = "plan") -> dict[str, Any]:
             predicted=_record(Predicted, d, "predicted"),
             stats=_record(SolveStats, d, "stats"),
             fallback=tuple(
-                FallbackOp(f["node"], f["primitive"], tuple(tuple(s) for s in f["shapes"]), f["label"])
+                FallbackOp(f["node"], f["primitive"], tuple(tuple(s) for s in f["shapes"]), f["label"],
+                           float(f.get("seconds", 0.0)), float(f.get("moved_bytes", 0.0)),
+                           tuple(tuple(s) for s in f.get("in_shapes", ())))
                 for f in _field(d, "fallback", list)
             ),
             program_hash=str(d["program_hash"]),
