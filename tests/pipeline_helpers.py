@@ -16,8 +16,8 @@ from shardsearch.pipeline.layers import layer_units
 from shardsearch.pipeline.propagate import Phase
 
 
-def _ancestors(graph, node: int) -> set[int]:
-    seen, todo = set(), [node]
+def _ancestors(graph, *nodes: int) -> set[int]:
+    seen, todo = set(), list(nodes)
     while todo:
         n = todo.pop()
         if n in seen:
@@ -34,7 +34,11 @@ def assign_by_units(graph, split, num_stages: int) -> StageAssignment:
     unit_stage = np.searchsorted(bounds, np.arange(len(units)), side="right") - 1
     phases, n_nodes = split.phases, len(graph.nodes)
     micro = {n for n in range(n_nodes) if phases[n] in (Phase.MICRO, Phase.ACCUM)}
-    forward = _ancestors(graph, forward_end(graph)) & micro
+    forward = _ancestors(graph, forward_end(graph))
+    for r in graph.regions:  # a forward loop also makes residuals the loss does not read
+        if forward & set(r.members):
+            forward |= _ancestors(graph, *r.members)
+    forward &= micro
     stage = [0] * n_nodes
     kind = [StageKind.PRE] * n_nodes
     producers = lambda n: [r.node for r in graph.nodes[n].inputs if isinstance(r, ValueRef)]  # noqa: E731
@@ -45,15 +49,27 @@ def assign_by_units(graph, split, num_stages: int) -> StageAssignment:
                 return u
         return 0 if n < units[0].start else len(units) - 1
 
+    region_of = {}  # a loop / remat / cond runs whole on one stage: its nodes are placed together
+    for r in sorted(graph.regions, key=lambda r: -len(r.members)):
+        for m in r.members:
+            region_of.setdefault(m, tuple(r.members))
+    done = set()
     for n in sorted(micro):
-        if n in forward:
-            kind[n] = StageKind.FORWARD
-            stage[n] = max([int(unit_stage[unit_of(n)])] + [stage[p] for p in producers(n) if p in forward])
+        if n in done:
+            continue
+        group = [m for m in region_of.get(n, (n,)) if m in micro]
+        inside = set(group)
+        outer = lambda ms: [p for m in ms for p in producers(m) if p not in inside]  # noqa: E731
+        if any(m in forward for m in group):
+            s = max([int(unit_stage[unit_of(m)]) for m in group] + [stage[p] for p in outer(group) if p in forward])
+            k = StageKind.FORWARD
         else:
-            kind[n] = StageKind.BACKWARD
-            fwd = [stage[p] for p in producers(n) if p in forward]
-            bwd = [stage[p] for p in producers(n) if p in micro and p not in forward]
-            stage[n] = min([max(fwd) if fwd else num_stages - 1] + bwd)
+            fwd = [stage[p] for p in outer(group) if p in forward]
+            bwd = [stage[p] for p in outer(group) if p in micro and p not in forward]
+            s, k = min([max(fwd) if fwd else num_stages - 1] + bwd), StageKind.BACKWARD
+        for m in group:
+            stage[m], kind[m] = s, k
+            done.add(m)
     for n in range(n_nodes):
         if phases[n] is Phase.POST:
             kind[n] = StageKind.POST

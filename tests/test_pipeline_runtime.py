@@ -140,3 +140,34 @@ def test_dispatch_order_runs_each_program_after_what_it_reads(schedule, num_stag
             held += 1 if kind is StageKind.FORWARD else -1
             peak = max(peak, held)
         assert peak == (min(num_stages - s, m) if schedule is Schedule.ONE_F_ONE_B else m)
+
+
+def test_pipelined_state_checkpoints_restore_onto_another_plan(tmp_path):
+    import shardsearch as ss
+
+    fn, args = embed_head_step()
+    two = pipelined_plan(fn, args, 2, 4, Schedule.GPIPE)
+    params, opt_state, loss = two.apply(fn)(*args)
+    ss.save_checkpoint(tmp_path / "ckpt", (params, opt_state))
+    want = run_steps(jax.jit(fn), *args, n=3)
+    # onto a 4-stage pipeline: every leaf on the submesh of the stage that owns it
+    four = pipelined_plan(fn, args, 4, 2, Schedule.ONE_F_ONE_B)
+    restored = ss.restore_checkpoint(tmp_path / "ckpt", (params, opt_state), plan=four, argnum=(0, 1))
+    owners = four.pipeline.assignment.arg_stages
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(restored)):
+        stage = four.pipeline.stages[owners[i][0]]
+        assert len(leaf.sharding.device_set) == len(stage.devices) == 2
+    got = run_steps(four.apply(fn), *restored, args[2], n=2)
+    np.testing.assert_allclose(got[2], want[2][1:], rtol=1e-4)
+    assert_trees_close(got[0], want[0])
+    # and onto a plan without stages
+    whole = ss.plan(fn, *args, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    restored = ss.restore_checkpoint(tmp_path / "ckpt", (params, opt_state), plan=whole, argnum=(0, 1))
+    got = run_steps(whole.apply(fn), *restored, args[2], n=2)
+    assert_trees_close(got[0], want[0])
+
+
+@pytest.mark.slow
+def test_scanned_gpt_pipelined_with_the_layer_loop_on_one_stage_matches_jit():
+    case = gpt.make(scan=True, optimizer=SGD)
+    assert_pipeline_matches_jit(case.train_step, case.args, 2, 4, Schedule.ONE_F_ONE_B)

@@ -4,7 +4,10 @@ Every process writes its own shards (``save_checkpoint``). ``restore_checkpoint`
 reads them back in the layout the given plan wants for that argument, on that
 plan's mesh, so a checkpoint written under one plan (say data=2 x model=4) loads
 straight into another (data=4 x model=2, or a plan for another cluster): a new plan
-never strands a checkpoint. Call both on every process of a multi-process run.
+never strands a checkpoint. A pipelined plan's state (each leaf on its stage's
+submesh) saves the same way, and restores onto any plan: under a pipelined plan each
+leaf goes to the submesh of the stage that owns it. Call both on every process of a
+multi-process run.
 """
 
 from __future__ import annotations
@@ -74,9 +77,21 @@ def plan_mesh(plan: Plan, mesh=None) -> Mesh:
     return mesh
 
 
+def _arg_meshes(plan: Plan, mesh: Mesh) -> dict[str, Mesh]:
+    """Argument path -> the mesh it lives on: its stage's submesh in a pipelined plan."""
+    p = plan.pipeline
+    if p is None or p.num_stages <= 1:
+        return {}
+    from shardsearch.pipeline.step import stage_meshes
+
+    meshes = stage_meshes(p, mesh)
+    return {path: meshes[p.assignment.owner(i) or 0] for i, path in enumerate(plan.in_paths)}
+
+
 def _plan_shardings(like: Any, plan: Plan, mesh: Mesh, argnum: int) -> Any:
     prefix = f"args[{argnum}]"
     specs = {p: s for p, s in zip(plan.in_paths, plan.flat_in_specs) if p.startswith(prefix)}
+    on = _arg_meshes(plan, mesh)
     shapes = dict(zip(plan.in_paths, [a[0] for a in plan.in_avals])) if plan.in_avals else {}
 
     def one(key_path, leaf):
@@ -86,7 +101,7 @@ def _plan_shardings(like: Any, plan: Plan, mesh: Mesh, argnum: int) -> Any:
             raise PlanError(NOT_IN_PLAN.format(path=path, argnum=argnum, have=have))
         if path in shapes and tuple(np.shape(leaf)) != tuple(shapes[path]):
             raise PlanError(SHAPE_NOT_PLANNED.format(path=path, shape=tuple(np.shape(leaf)), planned=shapes[path]))
-        return NamedSharding(mesh, to_partition_spec(specs[path]))
+        return NamedSharding(on.get(path, mesh), to_partition_spec(specs[path]))
 
     return jax.tree_util.tree_map_with_path(one, like)
 
