@@ -77,6 +77,8 @@ def test_weak_scaling_grows_the_batch_with_the_devices():
         assert r.throughput == pytest.approx(r.batch / r.step_s)
         assert r.efficiency == pytest.approx((r.throughput / r.devices) / (base.throughput / base.devices))
     assert "weak scaling" in str(weak) and "per_device" in weak.to_csv()
+    checked = weak.verify(STEP, *mlp_args(batch=8))  # the top pick compiles at its grown batch
+    assert checked.compiled and checked.devices == weak.best().devices, checked
 
 
 def test_tokens_are_counted_where_a_sequence_dim_is_recognizable():
@@ -88,6 +90,7 @@ def test_tokens_are_counted_where_a_sequence_dim_is_recognizable():
     for r in advice.usable():
         assert r.tokens_per_step == 16 * 64 and r.tokens_per_s == pytest.approx(r.throughput * 64)
         assert r.cost_per_million_tokens == pytest.approx(r.cost_per_step / (16 * 64) * 1e6)
+    assert advice.verify(w.train_step, *w.args).compiled
 
 
 def _row(devices, step_s, fits=True, batch=32, price=1.0):
@@ -167,6 +170,7 @@ def test_pruned_sweep_skips_only_meshes_that_cannot_win(full_sweep):
     for goal in ("fastest", "cheapest"):
         a, b = pruned.best(goal), full_sweep.best(goal)
         assert a.step_s == pytest.approx(b.step_s, rel=1e-9) and a.devices == b.devices
+    assert pruned.verify(STEP, *mlp_args()).compiled
 
 
 def test_outputs_people_read(full_sweep, tmp_path):
@@ -240,3 +244,12 @@ def test_price_per_device_hour_is_optional_and_not_a_planning_figure():
         Cluster.from_dict({**d, "price_per_device_hour": -1})
     assert {Cluster.load(n).price_per_device_hour for n in ("h100-8", "h100-8x8-ib")} == {12.29}
     assert Cluster.load("h100-8").capacity == 8 and Cluster.load("h100-8x8-ib").capacity == 64
+
+
+def test_verify_says_why_it_skips(full_sweep):
+    import dataclasses
+
+    big = dataclasses.replace(full_sweep.rows[-1], devices=16)  # more devices than this machine has
+    skipped = full_sweep.verify(STEP, *mlp_args(), row=big)
+    assert not skipped.compiled and "xla_force_host_platform_device_count=16" in skipped.reason
+    assert "skipped" in str(skipped)
