@@ -35,7 +35,8 @@ def curves(cluster: str, replan: bool) -> dict:
     out = {}
     for suite, config in MODELS:
         w = get_workload(suite, config)
-        advice = ss.advise(w.train_step, *w.args, cluster=cluster, progress=False)
+        # a generous time limit: curves of the planner's optima, not of what a loaded machine reached
+        advice = ss.advise(w.train_step, *w.args, cluster=cluster, progress=False, time_limit_s=300)
         job = Job.from_advice(config, advice)
         out[config] = {"throughput": dict(job.throughput), "batch": job.batch, "min_devices": job.min_devices,
                        "meshes": {n: list(m) for n, m in job.meshes}, "sweep_cpu_s": advice.cpu_s}

@@ -139,6 +139,7 @@ def advise(
     prune: bool = typer.Option(True, "--prune/--no-prune", help="skip meshes proven slower than one with as many devices"),
     time_limit: float = typer.Option(30.0, help="solver time limit per configuration, seconds"),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse plans from the plan cache"),
+    workers: int = typer.Option(1, min=1, help="processes to share the device counts between (e.g. 2 on 2 cores)"),
 ):
     """How many devices, which mesh, at what cost: plan the step on every device count and mesh."""
     from cost_model.errors import ShardsearchError  # jax not imported yet: --verify sets the device count
@@ -149,7 +150,8 @@ def advise(
             fake_devices_for(cluster, devices or (), max_devices)
         run(_load_target(target), cluster=cluster, devices=devices or (), max_devices=max_devices,
             batch_mode=batch_mode, memory_budget=memory_budget, price=price, goal=goal, outs=out or (),
-            plot=plot, plans=plans, verify=verify, prune=prune, time_limit=time_limit, cache=cache, echo=typer.echo)
+            plot=plot, plans=plans, verify=verify, prune=prune, time_limit=time_limit, cache=cache, echo=typer.echo,
+            workers=workers, target_name=target)
     except ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err

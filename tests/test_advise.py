@@ -253,3 +253,27 @@ def test_verify_says_why_it_skips(full_sweep):
     skipped = full_sweep.verify(STEP, *mlp_args(), row=big)
     assert not skipped.compiled and "xla_force_host_platform_device_count=16" in skipped.reason
     assert "skipped" in str(skipped)
+
+
+def module_step(params, opt_state, batch):
+    """STEP as a module-level function: it pickles, so worker processes can get it."""
+    return STEP(params, opt_state, batch)
+
+
+@pytest.mark.slow
+def test_workers_plan_the_same_rows(full_sweep):
+    """Two spawned worker processes share the counts and find the same rows."""
+    shared = ss.advise(module_step, *mlp_args(), cluster=TWO_NODES, devices=[1, 2, 4, 8], prune=False,
+                       progress=False, workers=2)
+    assert [(r.devices, r.mesh_shape) for r in shared.rows] == [(r.devices, r.mesh_shape) for r in full_sweep.rows]
+    for a, b in zip(shared.rows, full_sweep.rows):
+        assert a.step_s == pytest.approx(b.step_s, rel=1e-9) and a.plan.fingerprint() == b.plan.fingerprint()
+
+
+def test_workers_need_a_step_that_pickles():
+    import importlib.util
+
+    if importlib.util.find_spec("cloudpickle") is not None:
+        pytest.skip("cloudpickle pickles closures")
+    with pytest.raises(ss.AdviseError, match=r"does not pickle .* Pass workers=1, install cloudpickle"):
+        ss.advise(STEP, *mlp_args(), cluster=TWO_NODES, devices=[1, 2], progress=False, workers=2)

@@ -16,7 +16,7 @@ from shardsearch.advise.advice import Advice, Row, RowStatus
 from shardsearch.advise.allocate import Allocation, Job, Share, allocate
 from shardsearch.advise.batch import BatchMode
 from shardsearch.advise.configs import Config, check_counts, default_counts, mesh_shapes
-from shardsearch.advise.sweep import run_sweep
+from shardsearch.advise.sweep import SweepSettings, run_sweep
 from shardsearch.config import SearchConfig
 
 __all__ = ["Advice", "Allocation", "BatchMode", "Config", "Job", "Row", "RowStatus", "Share", "advise", "allocate",
@@ -35,6 +35,8 @@ def advise(
     static_argnums: Sequence[int] | int = (),
     prune: bool = True,
     progress: bool | None = None,
+    workers: int = 1,
+    target: str | None = None,
     **options,
 ) -> Advice:
     """Plan ``fn(*args)`` on every device count in ``devices`` and every mesh shape of
@@ -48,7 +50,9 @@ def advise(
     (default: the cluster's memory). ``price_per_device_hour``: overrides the cluster
     profile's price. ``prune``: skip meshes the solver proves slower than a fitting mesh
     with as many devices (rows marked "dominated"). ``progress``: a progress bar (default:
-    on a terminal). ``options``: as for ``shardsearch.plan`` (``time_limit_s``, ``cache``, ...).
+    on a terminal). ``workers``: processes to share the device counts between (spawned;
+    each traces the step itself, so the step must pickle, or be named by ``target``, a
+    ``MODULE:FUNCTION`` returning ``(fn, args)`` as the command line takes it). ``options``: as for ``shardsearch.plan`` (``time_limit_s``, ``cache``, ...).
     Raises ``AdviseError`` for a count the cluster cannot hold, a global batch no count
     divides, and a model that fits on no count (naming the least memory it needs; the
     error's ``advice`` holds the table).
@@ -64,9 +68,9 @@ def advise(
     budget = cluster.memory_bytes if memory_budget is None else float(memory_budget)
     bound = CallingConvention.of(fn, static_argnums=static_argnums).bind(fn, args, {})
     with _progress_bar(progress) as report:
-        advice = run_sweep(bound.fn, bound.dynamic, cluster=cluster, counts=counts,
-                           batch_mode=BatchMode.of(batch_mode), memory_budget=budget,
-                           search_config=SearchConfig.from_options(options), prune=prune, progress=report)
+        settings = SweepSettings(cluster, BatchMode.of(batch_mode), budget, SearchConfig.from_options(options), prune)
+        advice = run_sweep(bound.fn, bound.dynamic, counts=counts, settings=settings, workers=workers,
+                           target=target, progress=report)
     if not advice.usable():
         raise advice.nothing_fits()  # the error carries the table: err.advice
     return advice

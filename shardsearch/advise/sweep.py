@@ -95,49 +95,88 @@ class _Traces:
         return self._by_scale[scale]
 
 
-def run_sweep(
-    fn: Callable,
-    args: Sequence,
-    *,
-    cluster: Cluster,
-    counts: Sequence[int],
-    batch_mode: BatchMode,
-    memory_budget: float,
-    search_config: SearchConfig,
-    prune: bool = True,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> Advice:
-    """Plan every configuration of ``counts`` and price the rows (see ``Advice``)."""
-    start, cpu0 = time.perf_counter(), time.process_time()
-    traces = _Traces(fn, abstract_args(args))
-    if batch_mode is BatchMode.GLOBAL:
-        check_divisible(traces.batch, counts)
-    shapes = {n: mesh_shapes(n, cluster) for n in counts}
-    total = sum(len(s) for s in shapes.values())
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """Everything a sweep needs besides the step: plain data, so a worker process gets it."""
+
+    cluster: Cluster
+    batch_mode: BatchMode
+    memory_budget: float
+    search_config: SearchConfig
+    prune: bool = True
+
+
+def plan_counts(traces: "_Traces", counts: Sequence[int], settings: SweepSettings,
+                progress: Callable[[str], None] | None = None) -> list[Planned]:
+    """Every mesh of each count, ascending; within a count the solver's cutoff is the
+    fastest fitting mesh so far."""
     planned: list[Planned] = []
     last_model = None
     for n in counts:
-        scale = n if batch_mode is BatchMode.PER_DEVICE else 1
+        scale = n if settings.batch_mode is BatchMode.PER_DEVICE else 1
         graph, phash = traces.at(scale)
         best = None  # fastest fitting step time at this count so far
-        for shape in _order(shapes[n], last_model):
+        for shape in _order(mesh_shapes(n, settings.cluster), last_model):
             config = Config(n, shape)
             if progress is not None:
-                progress(f"{n} devices, mesh {config.label}", len(planned), total)
+                progress(f"{n} devices, mesh {config.label}")
             t0 = time.perf_counter()
             plan, fits, needs, bound = plan_config(
-                graph, phash, config, cluster=cluster, budget=memory_budget, search_config=search_config,
-                cutoff=best if prune else None)
+                graph, phash, config, cluster=settings.cluster, budget=settings.memory_budget,
+                search_config=settings.search_config, cutoff=best if settings.prune else None)
             planned.append(Planned(config, traces.batch.samples(scale), plan, fits, needs, bound,
                                    time.perf_counter() - t0))
             if fits and (best is None or plan.predicted.total_s < best):
                 best, last_model = plan.predicted.total_s, shape[1]
+    return planned
+
+
+def run_sweep(
+    fn: Callable,
+    args: Sequence,
+    *,
+    counts: Sequence[int],
+    settings: SweepSettings,
+    workers: int = 1,
+    target: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Advice:
+    """Plan every configuration of ``counts`` and price the rows (see ``Advice``);
+    ``workers`` > 1 shares the counts between spawned processes (``parallel.py``)."""
+    start, cpu0 = time.perf_counter(), process_cpu_s()
+    traces = _Traces(fn, abstract_args(args))
+    if settings.batch_mode is BatchMode.GLOBAL:
+        check_divisible(traces.batch, counts)
+    total = sum(len(mesh_shapes(n, settings.cluster)) for n in counts)
+    if workers > 1 and len(counts) > 1:
+        from shardsearch.advise.parallel import plan_in_workers
+
+        planned = plan_in_workers(fn, args, counts, settings, workers=workers, target=target, progress=progress,
+                                  total=total)
+    else:
+        done = []
+
+        def say(what: str) -> None:
+            if progress is not None:
+                progress(what, len(done), total)
+            done.append(what)
+
+        planned = plan_counts(traces, counts, settings, say)
     if progress is not None:
         progress("done", total, total)
-    rows = price_rows(planned, cluster.price_per_device_hour, traces.batch, memory_budget)
-    return Advice(rows=rows, cluster=cluster.name, batch_mode=batch_mode, memory_budget=memory_budget,
-                  price_per_device_hour=cluster.price_per_device_hour, batch=traces.batch,
-                  sweep_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu0)
+    cluster = settings.cluster
+    rows = price_rows(planned, cluster.price_per_device_hour, traces.batch, settings.memory_budget)
+    return Advice(rows=rows, cluster=cluster.name, batch_mode=settings.batch_mode,
+                  memory_budget=settings.memory_budget, price_per_device_hour=cluster.price_per_device_hour,
+                  batch=traces.batch, sweep_s=time.perf_counter() - start, cpu_s=process_cpu_s() - cpu0)
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this process and of its finished child processes (the workers)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def price_rows(planned: Sequence[Planned], price: float | None, batch: BatchInfo, budget: float) -> tuple[Row, ...]:
