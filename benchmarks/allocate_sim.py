@@ -84,7 +84,8 @@ def main() -> None:
              "that take it 10 min to 2 h (log-uniform) alone on the whole cluster; a resized job pays "
              f"{a.restart_s:.0f} s to restart from its checkpoint. Jobs' speedup curves: `ss.advise` of each model "
              "(global batch), its fastest fitting mesh per device count.", "",
-             "| policy | mean JCT (min) | median JCT (min) | p90 JCT (min) | makespan (min) | device utilization | restarts |",
+             "| policy | mean JCT (min) | median JCT (min) | p90 JCT (min) | makespan (min) | device utilization "
+             "| restarts |",
              "|---|---|---|---|---|---|---|"]
     for p, r in results.items():
         jct = sorted(r.jct_s.values())

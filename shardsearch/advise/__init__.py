@@ -52,7 +52,8 @@ def advise(
     with as many devices (rows marked "dominated"). ``progress``: a progress bar (default:
     on a terminal). ``workers``: processes to share the device counts between (spawned;
     each traces the step itself, so the step must pickle, or be named by ``target``, a
-    ``MODULE:FUNCTION`` returning ``(fn, args)`` as the command line takes it). ``options``: as for ``shardsearch.plan`` (``time_limit_s``, ``cache``, ...).
+    ``MODULE:FUNCTION`` returning ``(fn, args)`` as the command line takes it).
+    ``options``: as for ``shardsearch.plan`` (``time_limit_s``, ``cache``, ...).
     Raises ``AdviseError`` for a count the cluster cannot hold, a global batch no count
     divides, and a model that fits on no count (naming the least memory it needs; the
     error's ``advice`` holds the table).

@@ -88,7 +88,8 @@ class Row:
     def auto(self, fn, **options):
         """``fn`` compiled with this row's plan on ``devices`` devices (``Plan.apply``)."""
         if self.plan is None:
-            raise AdviseError(f"the row for {self.devices} devices, mesh {self.mesh} has no plan ({self.status.value}); "
+            raise AdviseError(f"the row for {self.devices} devices, mesh {self.mesh} has no plan "
+                              f"({self.status.value}); "
                               "pick a planned row, e.g. advice.best()")
         return self.plan.apply(fn, **options)
 
@@ -135,13 +136,15 @@ class Advice:
         if not rows:
             raise self.nothing_fits()
         if deadline is not None:
-            rows = self._within(rows, lambda r: r.step_s * steps, deadline, f"finishes {steps} step(s) in {deadline:.4g} s",
-                                "seconds", "Raise the deadline, or sweep more devices")
+            rows = self._within(rows, lambda r: r.step_s * steps, deadline,
+                                f"finishes {steps} step(s) in {deadline:.4g} s", "seconds",
+                                "Raise the deadline, or sweep more devices")
         if budget is not None:
             if self.price_per_device_hour is None:
                 raise AdviseError(NO_PRICE.format(budget=budget, cluster=self.cluster))
-            rows = self._within(rows, lambda r: r.cost_per_step * steps, budget, f"runs {steps} step(s) for {budget:.4g}",
-                                "", "Raise the budget, or accept a later deadline")
+            rows = self._within(rows, lambda r: r.cost_per_step * steps, budget,
+                                f"runs {steps} step(s) for {budget:.4g}", "",
+                                "Raise the budget, or accept a later deadline")
         # ties: fewer devices, then the mesh with the longer data axis (the simpler one)
         if goal == "fastest":
             return min(rows, key=lambda r: (-r.throughput, r.devices, -r.mesh_shape[0]))
@@ -170,8 +173,9 @@ class Advice:
         if not over:
             return AdviseError("no configuration was planned to the end; run the sweep with prune=False")
         least = min(over, key=lambda r: r.needs_bytes or math.inf)
-        err = AdviseError(NOTHING_FITS.format(budget=human_bytes(self.memory_budget), least=human_bytes(least.needs_bytes),
-                                              where=f"{least.devices} devices, mesh {least.mesh}"))
+        err = AdviseError(NOTHING_FITS.format(
+            budget=human_bytes(self.memory_budget), least=human_bytes(least.needs_bytes),
+            where=f"{least.devices} devices, mesh {least.mesh}"))
         err.advice = self
         return err
 

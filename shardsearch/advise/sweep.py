@@ -58,7 +58,7 @@ def _order(shapes: list[tuple[int, int]], last_model: int | None) -> list[tuple[
 
 
 def plan_config(graph: OpGraph, phash: str, config: Config, *, cluster: Cluster, budget: float,
-                search_config: SearchConfig, cutoff: float | None) -> tuple[object | None, bool | None, float | None, float | None]:
+                search_config: SearchConfig, cutoff: float | None) -> tuple:
     """(plan, fits, needs_bytes, bound_s) for one configuration. A mesh no plan fits is
     planned again without the budget, so its row still says how fast it would be."""
     mesh = MeshShape(default_axis_names(len(config.mesh_shape)), config.mesh_shape)
