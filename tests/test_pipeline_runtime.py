@@ -108,6 +108,9 @@ def test_pipelined_lowering_has_per_stage_programs(tmp_path):
         assert len(stage.per_microbatch) == 2 and stage.per_step  # forward, backward; before / after the loop
         for c in stage.per_microbatch + stage.per_step:
             assert isinstance(c, jax.stages.Compiled) and c.as_text()
+        # by name, as the plan names them: a judge tells a forward from a backward
+        assert {"forward", "backward"} <= set(stage.programs) and "post" in stage.programs
+        assert sorted(map(id, stage.programs.values())) == sorted(map(id, stage.per_microbatch + stage.per_step))
     (forward, backward), = compiled.transfers
     stream = 4 * 8 * 16 * 4  # the residual stream of one microbatch (4 rows), float32
     assert forward == stream and backward % stream == 0 and backward >= stream  # and its cotangent(s)

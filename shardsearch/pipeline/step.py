@@ -7,7 +7,10 @@ plan and runs steps with ``pipeline.runtime.PipelineRunner``.
 ``step.lower(*args)`` -> ``PipelineLowered``; its ``compile()`` -> ``PipelineCompiled``:
 ``stages[s]`` with ``devices`` (global jax device ids), ``per_microbatch`` (the
 ``jax.stages.Compiled`` forward and backward programs, run once per microbatch) and
-``per_step`` (PRE and POST programs, once per step); ``num_microbatches``, ``schedule``
+``per_step`` (PRE and POST programs, once per step), and ``programs``: the same
+``Compiled`` objects by their plan key (``"forward"``, ``"backward"``, ``"pre"``,
+``"post.1"``: ``Program.key``, as in ``StagePlan.programs``), so that a judge can tell
+a forward from a backward and match each program to its plan; ``num_microbatches``, ``schedule``
 and ``transfers``: per boundary between stages s and s + 1, the bytes sent across it per
 microbatch, (forward, backward).
 """
@@ -81,6 +84,7 @@ class CompiledStage:
     devices: tuple[int, ...]  # global jax device ids of the stage's submesh
     per_microbatch: list  # jax.stages.Compiled: forward and backward, once per microbatch
     per_step: list  # jax.stages.Compiled: before and after the microbatch loop, once per step
+    programs: dict = dataclasses.field(default_factory=dict)  # Program.key -> the same Compiled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +105,13 @@ class PipelineLowered:
         step = self.step
         stages = []
         for s, mesh in enumerate(step.meshes):
-            per_micro, per_step = [], []
+            per_micro, per_step, by_key = [], [], {}
             for c in step.compiled:
                 if c.program.stage != s:
                     continue
                 compiled = c.fn.lower(*c.abstract_inputs()).compile()
                 (per_micro if c.program.kind in (StageKind.FORWARD, StageKind.BACKWARD) else per_step).append(compiled)
-            stages.append(CompiledStage(tuple(int(d.id) for d in mesh.devices.flat), per_micro, per_step))
+                by_key[c.program.key] = compiled
+            stages.append(CompiledStage(tuple(int(d.id) for d in mesh.devices.flat), per_micro, per_step, by_key))
         return PipelineCompiled(tuple(stages), step.pipeline.num_microbatches, step.pipeline.schedule.value,
                                 boundary_bytes(step.programs))
