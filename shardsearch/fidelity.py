@@ -193,7 +193,14 @@ def fidelity(plan, compiled) -> Fidelity:
     """``plan``'s predictions next to the program XLA compiled for it (``.lower(...).compile()``).
 
     If the compiled program donates arguments (its results alias them), its peak is
-    compared with the plan's peak for a step that donates every carried argument."""
+    compared with the plan's peak for a step that donates every carried argument.
+    A pipelined plan (stages on submeshes) gets a report per stage and program
+    (``pipeline.fidelity.PipelineFidelity``)."""
+    pipeline = getattr(plan, "pipeline", None)
+    if pipeline is not None and pipeline.num_stages > 1:
+        from shardsearch.pipeline.fidelity import pipeline_fidelity  # it builds on this module
+
+        return pipeline_fidelity(plan, compiled)
     mesh = MeshShape(tuple(plan.mesh.axis_names), tuple(plan.mesh.axis_sizes))
     p = plan.predicted
     donated = compiled.memory_analysis().alias_size_in_bytes > 0

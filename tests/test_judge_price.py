@@ -96,3 +96,14 @@ def test_real_compile_contraction_split():
     assert not ars[0].crosses_nodes  # the 'model' groups are {0..3}, {4..7}
     assert j.flops >= 2 * 64 * 64 * 128  # per device: a quarter of the contraction
     assert j.memory_bytes > 0 and j.comm_s > 0 and j.compute_s > 0
+
+
+def test_device_ids_put_a_submesh_program_on_its_nodes():
+    """A program compiled for a stage numbers its devices 0..n-1; priced on the stage's own
+    devices, a group that spans two nodes there costs the inter-node price."""
+    hlo = "ENTRY %main {\n  %ar = f32[25]{0} all-reduce(%p), replica_groups={{0,1}}, to_apply=%add\n}\n"
+    inside = judge_text(hlo, CLUSTER, device_ids=(4, 5))
+    across = judge_text(hlo, CLUSTER, device_ids=(3, 4))
+    assert inside.num_devices == across.num_devices == 2
+    assert inside.comm_s == pytest.approx(2 * 1 / 2 * 100 / 100 + 1)
+    assert across.comm_s == pytest.approx(2 * 1 / 2 * 100 / 10 + 5) and across.collectives[0].crosses_nodes

@@ -23,6 +23,10 @@ Communication is the sum of every collective in the optimized HLO, each priced w
 alpha-beta formulas of ``cost_model.collectives`` (no overlap with compute or with each
 other is assumed). Memory is the per-device figure of ``memory_analysis``.
 
+A program compiled for a submesh (a pipeline stage) numbers its devices 0..n-1 in its
+groups; ``device_ids`` maps those positions to the cluster's devices (the stage's), so
+a group is priced on the nodes it really spans.
+
 Loops: XLA's ``cost_analysis`` counts a while/scan body once. Matmuls inside a loop whose
 ``known_trip_count`` XLA states are counted every iteration (and added to ``flops``,
 reported in ``loop_flops``); non-matmul FLOPs, bytes accessed and collectives of a loop
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Sequence
 
 import jax
 
@@ -113,8 +118,12 @@ def _default_num_devices(hlo_text: str, found: list[HloCollective]) -> int:
     return max(ids, default=0) + 1
 
 
-def price_collective(c: HloCollective, cluster: Cluster, num_devices: int) -> PricedCollective:
+def price_collective(c: HloCollective, cluster: Cluster, num_devices: int,
+                     device_ids: Sequence[int] | None = None) -> PricedCollective:
+    """``device_ids``: the cluster device of each device position in the program (default: itself)."""
     groups = c.groups(num_devices)
+    if device_ids is not None:
+        groups = [[device_ids[d] for d in g] for g in groups]
     size = max((len(set(g)) for g in groups), default=1)
     crosses = any(len({d // cluster.devices_per_node for d in g}) > 1 for g in groups)
     nbytes = float(c.nbytes) * (size if c.kind == "reduce-scatter" else 1)  # RS: operand bytes
@@ -125,13 +134,15 @@ def price_collective(c: HloCollective, cluster: Cluster, num_devices: int) -> Pr
 
 
 def judge_text(hlo_text: str, cluster: Cluster, *, num_devices: int | None = None, flops: float = 0.0,
-               bytes_accessed: float = 0.0, memory_bytes: float = 0.0) -> Judged:
+               bytes_accessed: float = 0.0, memory_bytes: float = 0.0,
+               device_ids: Sequence[int] | None = None) -> Judged:
     """Price optimized HLO text, given the per-device figures XLA reported for it
     (``flops`` as ``cost_analysis`` counts them: a loop body once)."""
     found = parse_collectives(hlo_text)
     if num_devices is None:
-        num_devices = _default_num_devices(hlo_text, found)
-    priced = tuple(p for p in (price_collective(c, cluster, num_devices) for c in found) if p.group_size > 1)
+        num_devices = len(device_ids) if device_ids is not None else _default_num_devices(hlo_text, found)
+    priced = tuple(p for p in (price_collective(c, cluster, num_devices, device_ids) for c in found)
+                   if p.group_size > 1)
     compute = hlo_compute(hlo_text)
     total = max(float(flops) + compute.uncounted_loop_flops, compute.matmul_flops)
     matmul_s, other_dtype = matmul_seconds(compute, cluster), compute.other_dtype or "float32"
@@ -174,12 +185,16 @@ def _memory(compiled) -> float:
                  + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
-def judge(compiled: jax.stages.Compiled, cluster: Cluster, *, num_devices: int | None = None) -> Judged:
-    """Price a compiled SPMD program: FLOPs are per device as XLA reports them."""
+def judge(compiled: jax.stages.Compiled, cluster: Cluster, *, num_devices: int | None = None,
+          device_ids: Sequence[int] | None = None) -> Judged:
+    """Price a compiled SPMD program: FLOPs are per device as XLA reports them.
+    ``device_ids``: the cluster devices the program runs on, in its device order (a stage's)."""
+    if device_ids is not None:
+        num_devices = len(device_ids)
     if num_devices is None:
         counts = [getattr(s, "num_devices", 0) for s in jax.tree.leaves(compiled.input_shardings)]
         num_devices = max(counts, default=0) or None
     ca = _cost(compiled)
     return judge_text(compiled.as_text(), cluster, num_devices=num_devices,
                       flops=float(ca.get("flops", 0.0)), bytes_accessed=float(ca.get("bytes accessed", 0.0)),
-                      memory_bytes=_memory(compiled))
+                      memory_bytes=_memory(compiled), device_ids=device_ids)

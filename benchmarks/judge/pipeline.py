@@ -1,0 +1,206 @@
+"""Judge a pipelined plan by what XLA compiled for each of its stages.
+
+``judge_pipeline(compiled, cluster)`` takes ``step.lower(*args).compile()`` of a
+pipelined step (``.stages[s]`` with ``.devices`` and ``.programs``: ``"forward"``,
+``"backward"`` once per microbatch, ``"pre"``, ``"post"`` (``.1``, ...) once per step;
+``.num_microbatches``, ``.schedule``, ``.transfers``) and prices:
+
+- every program like any SPMD program (``judge``), on its stage's devices: a collective
+  whose group spans nodes is priced at the inter-node figures;
+- every boundary's transfer per microbatch, forward and backward, each way
+  ``bytes / (k * bandwidth) + latency`` with ``k = min(|stage s|, |stage s + 1|)``
+  devices sending their share at once, on the intra-node link when both stages sit on
+  one node, else the inter-node one (the stage search's ``Links``);
+- the step, by replaying the schedule (``pipeline.schedule.dispatch_order``, GPipe or
+  1F1B): each stage runs its PRE programs, then its forwards and backwards in its order,
+  each as soon as its stage is free and its input has arrived (a forward after the
+  previous stage's forward of that microbatch and the link; a backward after its own
+  forward and the next stage's backward and the link; a link carries one transfer at a
+  time each way), then its POST programs (the optimizer update). With equal stages and free
+  links this is ``sum(t_s) + (M - 1) * max(t_s)``, t_s = forward + backward; ``formula_s``
+  gives that closed form (links as stages of their own, once-per-step work added
+  before and after) beside the replay.
+
+Memory per stage under the schedule: the largest program's ``memory_analysis`` (its
+arguments, results and temporaries, less what it donates) plus the forward results of
+the microbatches the schedule keeps in flight besides the one a backward reads (1F1B:
+``min(S - s, M)`` on stage ``s``; GPipe: ``M``).
+
+``compute_s`` is the same replay with each program's compute alone and free links;
+``comm_s = total_s - compute_s`` is what communication (collectives inside the stages
+and transfers between them) adds to the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+from benchmarks.judge.price import Judged, judge
+from cost_model.cluster import Cluster
+from shardsearch.pipeline.assignment import StageKind
+from shardsearch.pipeline.schedule import dispatch_order
+from shardsearch.pipeline.stage_search import Schedule, in_flight, step_time
+
+F, B = StageKind.FORWARD, StageKind.BACKWARD
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgedStage:
+    devices: tuple[int, ...]  # cluster devices of the stage's submesh
+    programs: Mapping[str, Judged]  # plan key ("forward", "backward", "pre", "post.1", ...) -> judged
+    stash_bytes: float = 0.0  # per device: what the forward program(s) of one microbatch return
+
+    def _sum(self, prefix: str, field: str = "total_s") -> float:
+        return sum(getattr(j, field) for k, j in self.programs.items() if k.split(".")[0] == prefix)
+
+    @property
+    def forward_s(self) -> float:
+        return self._sum("forward")
+
+    @property
+    def backward_s(self) -> float:
+        return self._sum("backward")
+
+    @property
+    def micro_s(self) -> float:
+        """Forward + backward of one microbatch."""
+        return self.forward_s + self.backward_s
+
+    @property
+    def pre_s(self) -> float:
+        return self._sum("pre")
+
+    @property
+    def post_s(self) -> float:
+        return self._sum("post")
+
+    @property
+    def step_s(self) -> float:
+        """Once per step: PRE and POST."""
+        return self.pre_s + self.post_s
+
+    @property
+    def program_peak_bytes(self) -> float:
+        """The largest program's memory_analysis (per device)."""
+        return max((j.memory_bytes for j in self.programs.values()), default=0.0)
+
+    def memory_bytes(self, kept: int) -> float:
+        """Per device under a schedule that keeps ``kept`` microbatches of activations."""
+        return self.program_peak_bytes + max(kept - 1, 0) * self.stash_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgedPipeline:
+    stages: tuple[JudgedStage, ...]
+    num_microbatches: int
+    schedule: Schedule
+    transfer_bytes: tuple[tuple[float, float], ...]  # per boundary per microbatch: (forward, backward), whole arrays
+    transfer_s: tuple[tuple[float, float], ...]  # the same in seconds
+    total_s: float  # the schedule replayed
+    compute_s: float  # the replay with compute alone
+    formula_s: float  # sum t + sum x + (M - 1) max(t, x), plus the slowest PRE and POST
+    memory_per_stage: tuple[float, ...]  # per device, under the schedule
+
+    @property
+    def comm_s(self) -> float:
+        return self.total_s - self.compute_s
+
+    @property
+    def memory_bytes(self) -> float:
+        return max(self.memory_per_stage, default=0.0)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def comm_bytes(self) -> float:
+        """Per device on the busiest stage: its collectives over the step plus its share of
+        what it sends and receives."""
+        m, out = self.num_microbatches, 0.0
+        for s, st in enumerate(self.stages):
+            coll = sum(sum(c.nbytes for c in j.collectives) * (m if k.split(".")[0] in ("forward", "backward") else 1)
+                       for k, j in st.programs.items())
+            moved = sum(sum(self.transfer_bytes[b]) for b in (s - 1, s) if 0 <= b < len(self.transfer_bytes))
+            out = max(out, coll + m * moved / len(st.devices))
+        return out
+
+    @property
+    def bubble(self) -> float:
+        """Share of device-seconds the stages idle in the step."""
+        busy = sum(len(st.devices) * (self.num_microbatches * st.micro_s + st.step_s) for st in self.stages)
+        return max(0.0, 1.0 - busy / (self.total_s * sum(len(st.devices) for st in self.stages))) \
+            if self.total_s > 0 else 0.0
+
+    def describe(self) -> str:
+        shapes = sorted({len(st.devices) for st in self.stages})
+        return (f"{self.num_stages} stages of {'/'.join(map(str, shapes))} devices, {self.num_microbatches} "
+                f"microbatches, {self.schedule.value.upper()}")
+
+
+def link_seconds(nbytes: float, src: Sequence[int], dst: Sequence[int], cluster: Cluster) -> float:
+    """One transfer of ``nbytes`` (a whole array) from stage ``src``'s devices to ``dst``'s."""
+    if nbytes <= 0:
+        return 0.0
+    nodes = {d // cluster.devices_per_node for d in (*src, *dst)}
+    link = cluster.intra_node if len(nodes) == 1 else cluster.inter_node
+    return nbytes / (min(len(src), len(dst)) * link.bandwidth) + link.latency
+
+
+def replay(forward: Sequence[float], backward: Sequence[float], pre: Sequence[float], post: Sequence[float],
+           links: Sequence[tuple[float, float]], schedule: Schedule, num_microbatches: int) -> float:
+    """Seconds from the first PRE to the last POST (see the module notes)."""
+    n = len(forward)
+    free = list(pre)  # when each stage can start its next program
+    link_free = {(b, d): 0.0 for b in range(n - 1) for d in (0, 1)}  # (boundary, direction)
+    done: dict[tuple[int, StageKind, int], float] = {}
+
+    def arrive(b: int, direction: int, sent: float) -> float:
+        start = max(link_free[(b, direction)], sent)
+        link_free[(b, direction)] = start + links[b][direction]
+        return link_free[(b, direction)]
+
+    for s, kind, m in dispatch_order(schedule, n, num_microbatches):
+        if kind is F:
+            ready = arrive(s - 1, 0, done[(s - 1, F, m)]) if s > 0 else 0.0
+            seconds = forward[s]
+        else:
+            ready = done[(s, F, m)]
+            if s < n - 1:
+                ready = max(ready, arrive(s, 1, done[(s + 1, B, m)]))
+            seconds = backward[s]
+        done[(s, kind, m)] = free[s] = max(free[s], ready) + seconds
+    return max(f + p for f, p in zip(free, post))
+
+
+def judge_pipeline(compiled, cluster: Cluster, *, device_ids: Sequence[int] | None = None) -> JudgedPipeline:
+    """Price ``compiled`` (a pipelined step's ``lower(...).compile()``) on ``cluster``.
+    ``device_ids``: the cluster device of each jax device id, where they differ."""
+    stages = []
+    for st in compiled.stages:
+        devices = tuple(device_ids[d] for d in st.devices) if device_ids is not None else tuple(st.devices)
+        programs = {k: judge(c, cluster, device_ids=devices) for k, c in st.programs.items()}
+        stash = sum(_output_bytes(c) for k, c in st.programs.items() if k.split(".")[0] == "forward")
+        stages.append(JudgedStage(devices, programs, stash))
+    schedule = Schedule(compiled.schedule)
+    m, n = compiled.num_microbatches, len(stages)
+    xbytes = tuple((float(f), float(b)) for f, b in compiled.transfers)
+    xs = tuple((link_seconds(f, stages[i].devices, stages[i + 1].devices, cluster),
+                link_seconds(b, stages[i].devices, stages[i + 1].devices, cluster)) for i, (f, b) in enumerate(xbytes))
+
+    def run(field: str, links) -> float:
+        part = lambda name: [st._sum(name, field) for st in stages]  # noqa: E731
+        return replay(part("forward"), part("backward"), part("pre"), part("post"), links, schedule, m)
+
+    total = run("total_s", xs)
+    compute = run("compute_s", [(0.0, 0.0)] * len(xs))
+    formula = (max(st.pre_s for st in stages) + step_time([st.micro_s for st in stages], [f + b for f, b in xs], m)
+               + max(st.post_s for st in stages))
+    memory = tuple(st.memory_bytes(in_flight(schedule, n - s, m)) for s, st in enumerate(stages))
+    return JudgedPipeline(tuple(stages), m, schedule, xbytes, xs, total, compute, formula, memory)
+
+
+def _output_bytes(compiled) -> float:
+    mem = compiled.memory_analysis()
+    return float(mem.output_size_in_bytes) if mem is not None else 0.0
