@@ -1,0 +1,162 @@
+"""Per-device memory of a planned step, as ``compiled.memory_analysis()`` reports it.
+
+    peak = arguments + results that have no donated argument's buffer
+           + the peak of the temporary heap
+
+Every argument and result has an allocation of its own for the whole run; every other
+buffer (``buffers.py``: what XLA really writes, after fusion) is a temporary, which
+goes into an argument's or result's allocation while that holds nothing live, or else
+into the heap (``assign.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+from cost_model.mesh import MeshShape, Spec, local_bytes, replicated
+from shardsearch.graph import NodeKind, OpGraph, ValueRef
+from shardsearch.memory.assign import Home, Span, assign
+from shardsearch.memory.buffers import FUSIBLE, buffers
+from shardsearch.memory.liveness import (
+    carried_args,
+    forward_end,
+    kernel_end,
+    resharded_copies,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes per device: ``peak_bytes`` = the five figures above it but activations."""
+
+    params_bytes: float  # carried arguments the forward pass reads
+    opt_state_bytes: float  # other carried arguments (optimizer moments, step counters)
+    inputs_bytes: float  # arguments fed anew each step (the batch)
+    outputs_bytes: float  # result buffers that do not share a donated argument's buffer
+    activations_bytes: float  # temporaries made before the turning point and read after it
+    temp_bytes: float  # the temporary heap at its peak (temporaries no argument or result buffer holds)
+    peak_bytes: float
+    peak_node: int  # node at which the temporary heap peaks; -1 if it stays empty
+
+
+def memory_breakdown(
+    graph: OpGraph,
+    in_specs: Sequence[Spec],
+    node_out_specs: Mapping[int, Sequence[Spec]],
+    mesh: MeshShape,
+    *,
+    node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None,
+    donated: frozenset[int] = frozenset(),
+) -> MemoryBreakdown:
+    """The per-device memory of ``graph`` run with these layouts.
+
+    ``in_specs``: layout of each flat argument; ``node_out_specs``: layout of each
+    operator's outputs (a plan's ``node_out_specs``; missing operators are taken as
+    replicated); ``node_operand_specs``: operands an operator reads in another layout
+    (a resharded copy, shared by every reader that wants the same layout);
+    ``donated``: flat argument indices whose buffers the results may reuse
+    (``jax.jit(donate_argnums=...)``).
+    """
+
+    def nbytes(ref: ValueRef, spec: Spec | None) -> float:
+        info = graph.info(ref)
+        return local_bytes(info.shape, info.dtype.itemsize, spec or replicated(len(info.shape)), mesh)
+
+    def out_spec(ref: ValueRef) -> Spec | None:
+        specs = node_out_specs.get(ref.node)
+        return specs[ref.index] if specs is not None else None
+
+    end = len(graph.nodes)
+    bufs = buffers(graph)
+    arg_bytes = [nbytes(ValueRef(n), in_specs[i]) for i, n in enumerate(graph.input_nodes)]
+    carried = carried_args(graph)
+    t = forward_end(graph)
+    read_forward = {ref.node for n in graph.nodes[: t + 1] for ref in n.inputs if isinstance(ref, ValueRef)}
+    params = opt = fed = 0.0
+    for i, n in enumerate(graph.input_nodes):
+        if i not in carried:
+            fed += arg_bytes[i]
+        elif n in read_forward:
+            params += arg_bytes[i]
+        else:
+            opt += arg_bytes[i]
+
+    homes: list[Home] = []
+    outputs = 0.0
+    aliases = graph.output_aliases or (None,) * len(graph.outputs)
+    for ref, arg in zip(graph.outputs, aliases):
+        if not isinstance(ref, ValueRef):
+            continue  # a literal
+        made = ref.node if graph.nodes[ref.node].kind is NodeKind.OP else 0
+        shares = made if graph.nodes[ref.node].primitive in FUSIBLE else -1
+        if arg is not None and arg in donated:  # written into its argument's buffer
+            last_read = bufs.last_read.get((graph.input_nodes[arg], 0), -1)
+            homes.append(Home(arg_bytes[arg], ((0, max(last_read, 0)), (made, end)), shares))
+            continue
+        if arg is not None:
+            size = arg_bytes[arg]  # returned in its argument's layout
+        elif graph.nodes[ref.node].kind is NodeKind.INPUT:
+            size = arg_bytes[graph.input_nodes.index(ref.node)]
+        else:
+            size = nbytes(ref, out_spec(ref))
+        outputs += size
+        homes.append(Home(size, ((made, end),), shares))
+
+    ends = _own_layout_ends(graph, bufs, node_operand_specs or {})
+    temps = [Span(v.ref.node, ends.get(v.ref, v.last), nbytes(v.ref, out_spec(v.ref))) for v in bufs.lives]
+    activations = float(sum(s.nbytes for s in temps if s.first <= t < s.last))
+    temps = _in_place(graph, bufs, temps)
+    temps += [Span(first, last, nbytes(ref, spec))
+              for ref, spec, first, last in resharded_copies(graph, node_operand_specs, bufs)]
+    placed = assign(end, temps, homes)
+    resident = params + opt + fed + outputs
+    return MemoryBreakdown(
+        params_bytes=params,
+        opt_state_bytes=opt,
+        inputs_bytes=fed,
+        outputs_bytes=outputs,
+        activations_bytes=activations,
+        temp_bytes=placed.heap_peak,
+        peak_bytes=resident + placed.heap_peak,
+        peak_node=placed.heap_peak_at,
+    )
+
+
+def _own_layout_ends(graph: OpGraph, bufs, resharded: Mapping[int, Mapping[int, Spec]]) -> dict:
+    """The last kernel reading each temporary in its own layout, for the temporaries
+    some reader takes as a resharded copy instead (that copy is made right after the
+    value, ``resharded_copies``, and the value itself is free once its own readers ran)."""
+    out = {}
+    for node, wanted in resharded.items():
+        for j in wanted:
+            ref = graph.nodes[node].inputs[j]
+            if isinstance(ref, ValueRef) and bufs.holder.get((ref.node, ref.index)) == ref:
+                out[ref] = ref.node
+    if not out:
+        return out
+    for n in graph.nodes:
+        for j, ref in enumerate(n.inputs):
+            if isinstance(ref, ValueRef) and ref in out and j not in resharded.get(n.id, {}):
+                out[ref] = max(out[ref], kernel_end(graph, bufs, n.id))
+    return out
+
+
+def _in_place(graph: OpGraph, bufs, temps: list[Span]) -> list[Span]:
+    """An elementwise kernel writes its result over an operand of the same size that it
+    reads last (XLA shares the buffer): that operand's span ends just before it."""
+    index = {(v.ref.node, v.ref.index): i for i, v in enumerate(bufs.lives)}
+    out = list(temps)
+    for i, v in enumerate(bufs.lives):
+        node = graph.nodes[v.ref.node]
+        if node.primitive not in FUSIBLE:
+            continue
+        for ref in node.inputs:
+            if not isinstance(ref, ValueRef):
+                continue
+            h = bufs.holder.get((ref.node, ref.index))
+            j = index.get((h.node, h.index)) if h is not None else None
+            if j is not None and out[j].last == node.id and out[j].nbytes == out[i].nbytes and out[j].first < node.id:
+                out[j] = dataclasses.replace(out[j], last=node.id - 1)
+                break
+    return out
