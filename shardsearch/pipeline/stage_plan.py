@@ -9,6 +9,8 @@ The top-level plan's argument / result layouts are those of the programs that re
 make them on their stage (the owner's first); its prediction is the pipeline's
 (``stage_search.step_time``, transfers not priced yet). ``stages``: per stage, (device
 positions in the mesh's order, submesh shape), e.g. ``pipelined.even_stages``.
+``config.pins`` fix the layout each stage program reads a pinned argument in
+(``stage_pins``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
                 schedule: Schedule, stages: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], *, mesh: MeshShape,
                 cluster, memory_budget, config):
     """The Plan of ``graph`` run as a pipeline (see the module notes)."""
+    from shardsearch.pipeline.stage_pins import program_pins  # (jax's PartitionSpec)
     from shardsearch.plan import Plan
     from shardsearch.plan_records import Predicted, SolveStats
     from shardsearch.search import plan_graph
@@ -67,8 +70,9 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
     plans = []
     for p in sp.programs:
         shape = MeshShape(mesh.axis_names, stages[p.stage][1])
+        pinned = dataclasses.replace(inner, pins=program_pins(config.pins, graph, p, shape))
         plans.append(plan_graph(p.graph, program_hash(p.graph), mesh=shape, cluster=cluster,
-                                memory_budget=memory_budget, config=inner).plan)
+                                memory_budget=memory_budget, config=pinned).plan)
     s_count = assignment.num_stages
     micro_s = [sum(pl.predicted.total_s for p, pl in zip(sp.programs, plans) if p.stage == s and p.per_microbatch)
                for s in range(s_count)]
