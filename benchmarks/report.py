@@ -6,7 +6,8 @@ import itertools
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.runner import SHARDSEARCH, Row
+from benchmarks.megatron3d import NAME as MEGATRON_3D
+from benchmarks.runner import SHARDSEARCH, SHARDSEARCH_INTRA, Row
 
 
 def _ms(s: float | None) -> str:
@@ -23,8 +24,29 @@ def judged_s(r: Row) -> float:
 
 
 def best_baseline(rows: Sequence[Row]) -> Row | None:
-    fitting = [r for r in rows if r.strategy != SHARDSEARCH and r.fits and r.error is None]
+    """The fastest fitting hand baseline."""
+    fitting = [r for r in rows if r.strategy not in (SHARDSEARCH, SHARDSEARCH_INTRA) and r.fits and r.error is None]
     return min(fitting, key=judged_s) if fitting else None
+
+
+def pipeline_verdicts(rows: Sequence[Row]) -> list[tuple[str, str, str, float | None, float | None]]:
+    """Per group with a pipelined row: (config, mesh, the chosen plan in words, the best plan
+    without stages (shardsearch's pipeline=None and every hand baseline) / the chosen one,
+    the hand 3-D recipe / the chosen one): above 1 means the chosen plan is faster."""
+    out = []
+    for (config, mesh), group in itertools.groupby(rows, key=lambda r: (r.config, r.mesh)):
+        group = list(group)
+        ours = next((r for r in group if r.strategy == SHARDSEARCH), None)
+        if ours is None or not any(r.pipeline for r in group):
+            continue
+        flat = [r for r in group if r.pipeline is None and r.fits and r.error is None
+                and (r.strategy != SHARDSEARCH or ours.pipeline is None)]
+        best_flat = min(flat, key=judged_s) if flat else None
+        m3d = next((r for r in group if r.strategy == MEGATRON_3D), None)
+        out.append((config, mesh, ours.pipeline or "no pipeline",
+                    judged_s(best_flat) / judged_s(ours) if best_flat else None,
+                    judged_s(m3d) / judged_s(ours) if m3d else None))
+    return out
 
 
 def _pct(x: float | None) -> str:
@@ -87,11 +109,12 @@ def markdown(rows: Sequence[Row], title: str) -> str:
             "",
             "| strategy | judged ms |" + (" overlap ms | exposed comm ms | hidden | XLA ms |" if gpu else "")
             + " compute ms | comm ms | comm MiB | x best baseline | x ideal | "
-            "memory GiB/dev | fits | plan s | compile s | predicted ms | predicted / judged | wall ms (CPU) | "
-            "wall x DP |",
-            "|---|---|" + ("---|---|---|---|" if gpu else "") + "---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "memory GiB/dev | fits | stages | plan s | compile s | predicted ms | predicted / judged | "
+            "wall ms (CPU) | wall x DP |",
+            "|---|---|" + ("---|---|---|---|" if gpu else "") + "---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in sorted(group, key=lambda r: (r.strategy != SHARDSEARCH, judged_s(r))):
+        ours_first = lambda r: (r.strategy not in (SHARDSEARCH, SHARDSEARCH_INTRA), judged_s(r))  # noqa: E731
+        for r in sorted(group, key=ours_first):
             ratio = f"{judged_s(r) / judged_s(best):.3f}" if best else "-"
             pred = f"{r.predicted_s / judged_s(r):.2f}" if r.predicted_s else "-"
             plan = f"{r.plan_s:.2f}" if r.plan_s is not None else "-"
@@ -99,8 +122,8 @@ def markdown(rows: Sequence[Row], title: str) -> str:
                 f"| {r.strategy} | {_ms(r.total_s)} |" + (_gpu_cells(r) if gpu else "")
                 + f" {_ms(r.compute_s)} | {_ms(r.comm_s)} | "
                 f"{r.comm_bytes / 2**20:.1f} | {ratio} | {judged_s(r) / r.ideal_s:.2f} | {_gib(r.memory_bytes)} | "
-                f"{'yes' if r.fits else 'NO'} | {plan} | {r.compile_s:.2f} | {_ms(r.predicted_s)} | {pred} | "
-                f"{_ms(r.wall_s)} | {wall_ratio(r, group)} |"
+                f"{'yes' if r.fits else 'NO'} | {r.pipeline or '-'} | {plan} | {r.compile_s:.2f} | "
+                f"{_ms(r.predicted_s)} | {pred} | {_ms(r.wall_s)} | {wall_ratio(r, group)} |"
             )
         lines.append("")
     v = verdicts(rows)
@@ -114,6 +137,18 @@ def markdown(rows: Sequence[Row], title: str) -> str:
         f"(of {len(v)} rows).",
     ]
     lines += [f"- worse on {c} {m}: x{x:.3f}" for c, m, x in losses]
+    piped = pipeline_verdicts(rows)
+    if piped:
+        lines += ["", "## Pipelines", "",
+                  "Speedup of shardsearch's chosen plan over the best plan without stages (shardsearch's own "
+                  "with pipeline=None and every hand baseline that fits) and over the hand Megatron 3-D recipe "
+                  "(a stage per node, tensor parallel inside, 1F1B), judged; above 1 = the chosen plan is faster. "
+                  "A pipelined program is judged as its stages' compiled programs priced on their own devices, "
+                  "transfers on the links they cross, combined by replaying the schedule "
+                  "(`benchmarks.judge.pipeline`).", "",
+                  "| config | mesh | chosen plan | x best without stages | x Megatron 3-D |", "|---|---|---|---|---|"]
+        fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        lines += [f"| {c} | {m} | {p} | {fmt(a)} | {fmt(b)} |" for c, m, p, a, b in piped]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,11 @@
-"""Run shardsearch and the hand-written baselines on a suite; judge every compiled program."""
+"""Run shardsearch and the hand-written baselines on a suite; judge every compiled program.
+
+Across nodes (a mesh larger than one node, CPU target) two more rows: shardsearch with
+``pipeline=None`` (its best plan without stages, when the chosen one is pipelined) and
+the hand Megatron 3-D recipe (``benchmarks.megatron3d``: a stage per node, tensor
+parallel inside) on the same pipeline runtime. A pipelined program is judged by
+``benchmarks.judge.pipeline`` (its stages' programs combined by the schedule).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +21,16 @@ from jax.sharding import AxisType, Mesh
 
 import shardsearch as ss
 from benchmarks.baselines import Baseline, applicable, lower_baseline
-from benchmarks.judge import compile_with_estimate, judge, judge_gpu
+from benchmarks.judge import compile_with_estimate, judge, judge_gpu, judge_pipeline
+from benchmarks.megatron3d import NAME as MEGATRON_3D
+from benchmarks.megatron3d import plan_3d
 from benchmarks.wallclock import concrete_args, median_step_s
 from benchmarks.models import get_workload
 from cost_model import Cluster, MeshShape
+from shardsearch.errors import StageError
 
 SHARDSEARCH = "shardsearch"
+SHARDSEARCH_INTRA = "shardsearch, no pipeline"  # pipeline=None: the search's best plan without stages
 TARGETS = ("cpu", "gpu")  # compile for fake CPU devices, or deviceless for the cluster's GPUs
 
 
@@ -46,6 +57,7 @@ class Row:
     overlap_s: float | None = None  # gpu: the scheduled program replayed with overlap
     exposed_comm_s: float | None = None  # gpu: overlap_s - compute_s
     xla_s: float | None = None  # gpu: XLA's latency-hiding scheduler's estimate of the step
+    pipeline: str | None = None  # a pipelined program: its stages, microbatches and schedule, in words
 
 
 def make_mesh(shape: Sequence[int]) -> Mesh:
@@ -65,16 +77,21 @@ def _row(base: dict, judged, cluster: Cluster, ideal_s: float, compile_s: float,
         fits=judged.memory_bytes <= cluster.memory_bytes,
         ideal_s=ideal_s,
         compile_s=compile_s,
-        overlap_s=judged.overlap_s,
-        exposed_comm_s=judged.exposed_comm_s,
-        xla_s=judged.xla_estimate_s,
+        overlap_s=getattr(judged, "overlap_s", None),
+        exposed_comm_s=getattr(judged, "exposed_comm_s", None),
+        xla_s=getattr(judged, "xla_estimate_s", None),
+        pipeline=judged.describe() if hasattr(judged, "stages") else None,
         **extra,
     )
 
 
 def _judged(lowered, cluster: Cluster, target: str):
-    """(compiled, judged, compile seconds) of a lowered step, by the target's judge."""
+    """(compiled, judged, compile seconds) of a lowered step, by the target's judge; a
+    pipelined step's lowering (no ``jax.stages.Lowered``) by the pipeline judge."""
     t0 = time.perf_counter()
+    if not isinstance(lowered, jax.stages.Lowered):
+        compiled = lowered.compile()
+        return compiled, judge_pipeline(compiled, cluster), time.perf_counter() - t0
     if target == "gpu":
         compiled, estimate = compile_with_estimate(lowered)
         return compiled, judge_gpu(compiled, cluster, xla_estimate_s=estimate), time.perf_counter() - t0
@@ -91,6 +108,7 @@ def run_config(
     baselines: Sequence[Baseline] = tuple(Baseline),
     wallclock: bool = False,
     target: str = "cpu",
+    megatron_3d: bool = True,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> list[Row]:
     """``target="gpu"``: every program compiled for the cluster's GPUs (deviceless) and
@@ -108,7 +126,8 @@ def run_config(
     host_args = concrete_args(workload.args) if wallclock else None
 
     def wall(compiled) -> dict:
-        return {"wall_s": median_step_s(compiled, host_args)} if wallclock else {}
+        runs = wallclock and isinstance(compiled, jax.stages.Compiled)  # a pipeline is not one program
+        return {"wall_s": median_step_s(compiled, host_args)} if runs else {}
 
     replicated, judged, replicated_s = _judged(lower_baseline(workload, mesh, Baseline.REPLICATED), cluster, target)
     ideal_s = judged.flops / (mshape.size * cluster.peak_flops)
@@ -121,7 +140,18 @@ def run_config(
     compiled, ours, compile_s = _judged(step.lower(*workload.args), cluster, target)
     rows.append(_row({**base, "strategy": SHARDSEARCH}, ours, cluster, ideal_s, compile_s, plan_s=plan_s,
                      predicted_s=plan.predicted.total_s, **wall(compiled)))
-    say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s")
+    say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s"
+        + (f" ({rows[-1].pipeline})" if rows[-1].pipeline else ""))
+    across = target == "cpu" and mshape.size > cluster.devices_per_node
+    if across and rows[-1].pipeline and "pipeline" in {f.name for f in dataclasses.fields(ss.SearchConfig)}:
+        rows.append(_intra_op_row(workload, mesh, cluster, base, ideal_s))
+        say(f"  {config} {base['mesh']}: shardsearch without pipeline judged {rows[-1].total_s:.4g} s")
+    if across and megatron_3d:
+        try:
+            rows.append(_megatron_3d_row(workload, mesh, mshape, cluster, base, ideal_s))
+            say(f"  {config} {base['mesh']}: {MEGATRON_3D} judged {rows[-1].total_s:.4g} s ({rows[-1].pipeline})")
+        except StageError as err:  # fewer layers than nodes: the recipe does not apply
+            say(f"  {config} {base['mesh']}: no {MEGATRON_3D} row: {err}")
 
     for b in baselines:
         if not applicable(b, mshape):
@@ -143,3 +173,22 @@ def run_suite(suite: str, configs: Sequence[str], cluster: Cluster | str, meshes
         for mesh in meshes:
             rows += run_config(suite, config, cluster, mesh, **kw)
     return rows
+
+
+def _intra_op_row(workload, mesh, cluster: Cluster, base: dict, ideal_s: float) -> Row:
+    """shardsearch's best plan without stages (``pipeline=None``), judged like the others."""
+    t0 = time.perf_counter()
+    step = ss.auto(workload.train_step, mesh=mesh, cluster=cluster, cache=False, pipeline=None)
+    plan = step.plan_for(*workload.args)
+    plan_s = time.perf_counter() - t0
+    _, judged, compile_s = _judged(step.lower(*workload.args), cluster, "cpu")
+    return _row({**base, "strategy": SHARDSEARCH_INTRA}, judged, cluster, ideal_s, compile_s, plan_s=plan_s,
+                predicted_s=plan.predicted.total_s)
+
+
+def _megatron_3d_row(workload, mesh, mshape: MeshShape, cluster: Cluster, base: dict, ideal_s: float) -> Row:
+    """The hand 3-D recipe on the pipeline runtime (``benchmarks.megatron3d``)."""
+    plan = plan_3d(workload, mshape, cluster)
+    _, judged, compile_s = _judged(plan.apply(workload.train_step, mesh=mesh).lower(*workload.args), cluster, "cpu")
+    return _row({**base, "strategy": MEGATRON_3D}, judged, cluster, ideal_s, compile_s,
+                predicted_s=plan.predicted.total_s)
