@@ -8,6 +8,7 @@ from typing import Any
 
 from shardsearch.errors import OptionError
 from shardsearch.pins import Pins, normalize_pins
+from shardsearch.pipeline.stage_search import Schedule
 
 UNKNOWN_OPTION = (
     "unknown option {name}={value!r} passed to shardsearch. Valid options: {valid}. "
@@ -43,8 +44,13 @@ class SearchConfig:
     # three more solves of the problem's size: compare=False when only the plan matters
     compare: bool = True
     # run the step as this many microbatches, gradients accumulated in one scan (see
-    # shardsearch.pipeline.program); 1: the whole batch at once
+    # shardsearch.pipeline.program); 1: the whole batch at once. "auto" is 1 here, and
+    # lets a pipeline choose its own M (a pinned M > 1 pins the pipeline's too)
     num_microbatches: int = 1
+    # pipeline stages (shardsearch.pipeline.choose): None never; "auto" where the cost
+    # model says they pay; an int pins the number of stages
+    pipeline: Any = None
+    schedule: Schedule = Schedule.ONE_F_ONE_B  # the pipeline's schedule (GPipe or 1F1B)
 
     def __post_init__(self):
         # a dict or list of pairs becomes an ordered tuple, so configs stay hashable
@@ -62,11 +68,23 @@ class SearchConfig:
             except ValueError:
                 valid = ", ".join(repr(v.value) for v in Solver)
                 raise OptionError(f"solver={options['solver']!r} is not one of {valid}") from None
+        if options.get("num_microbatches") == "auto":
+            options = {**options, "num_microbatches": 1}
+        if isinstance(options.get("schedule"), str):
+            try:
+                options = {**options, "schedule": Schedule(options["schedule"].lower())}
+            except ValueError:
+                valid = ", ".join(repr(v.value) for v in Schedule)
+                raise OptionError(f"schedule={options['schedule']!r} is not one of {valid}") from None
         cfg = cls(**options)
+        p = cfg.pipeline
+        if not (p is None or p == "auto" or (isinstance(p, int) and not isinstance(p, bool) and p >= 1)):
+            raise OptionError(f"pipeline={p!r} must be \"auto\", None (never pipeline) or a number of stages >= 1")
         if cfg.time_limit_s <= 0:
             raise OptionError(f"time_limit_s={cfg.time_limit_s} must be > 0 seconds; try time_limit_s=30")
         if cfg.num_workers < 1:
             raise OptionError(f"num_workers={cfg.num_workers} must be >= 1")
         if not isinstance(cfg.num_microbatches, int) or cfg.num_microbatches < 1:
-            raise OptionError(f"num_microbatches={cfg.num_microbatches!r} must be an int >= 1 (1: no microbatches)")
+            raise OptionError(f"num_microbatches={cfg.num_microbatches!r} must be \"auto\" or an int >= 1 "
+                              "(1: no microbatches)")
         return cfg

@@ -75,6 +75,9 @@ class Plan:
     remat_regions: int = 0  # jax.checkpoint regions the step recomputes
     # microbatches, stages and schedule (shardsearch.pipeline.plan_data.PipelinePlan); None: the step runs whole
     pipeline: Any = None
+    # why the search pipelined the step or did not, in words (shardsearch.pipeline.choose);
+    # empty where pipelining was not considered (pipeline=None)
+    pipeline_why: str = ""
 
     def summary(self) -> str:
         """The plan in words and tables: the verdict (which parallelism, over which mesh

@@ -37,7 +37,8 @@ def verdict_section(plan) -> list[str]:
 
 def pipeline_section(plan) -> list[str]:
     """Microbatches, stages and schedule in words (shardsearch.pipeline.plan_data)."""
-    return [plan.pipeline.describe()] if plan.pipeline is not None else []
+    lines = [plan.pipeline.describe()] if plan.pipeline is not None else []
+    return lines + ([plan.pipeline_why] if plan.pipeline_why else [])
 
 
 def prediction_section(plan) -> list[str]:

@@ -63,9 +63,16 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
     graph = trace(fn, args)
     phash = program_hash(graph)
     # num_microbatches > 1: the step as an accumulation over microbatches in one scan
+    traced = graph
     graph, pipeline = microbatched(graph, config.num_microbatches, mesh)
-    return plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
-                      log=log, start=t0, pipeline=pipeline)
+    found = plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
+                       log=log, start=t0, pipeline=pipeline)
+    if config.pipeline is None:
+        return found
+    from shardsearch.pipeline.choose import with_pipeline  # stages: planned beside the whole-mesh plan
+
+    return with_pipeline(found, traced, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget,
+                         config=config, log=log)
 
 
 def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,

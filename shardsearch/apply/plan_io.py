@@ -158,6 +158,8 @@ def plan_to_dict(plan, costs: bool = True) -> dict[str, Any]:
     }
     if plan.pipeline is not None:
         d["pipeline"] = pipeline_to_dict(plan.pipeline, lambda p: plan_to_dict(p, costs))
+    if plan.pipeline_why:
+        d["pipeline_why"] = plan.pipeline_why
     return _explain_json(plan, d) if costs else d
 
 
@@ -249,6 +251,7 @@ def plan_fields(d: dict[str, Any], where: str = "plan") -> dict[str, Any]:
             remat_regions=int(d.get("remat_regions", 0)),
             # a stage's program plans come back as their fields (Plan.from_dict builds them)
             pipeline=pipeline_from_dict(d.get("pipeline"), lambda p: plan_fields(p, where)),
+            pipeline_why=str(d.get("pipeline_why", "")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         what = f"missing key {err}" if isinstance(err, KeyError) else str(err)

@@ -16,11 +16,7 @@ work of the parameters it owns. Every node of the graph gets
 - ``node_kind[n]``: when it runs (``StageKind``): ``PRE`` once per step before the
   microbatch loop, ``FORWARD`` / ``BACKWARD`` once per microbatch (the MICRO and ACCUM
   nodes of ``pipeline.microbatch``: forward if the loss depends on them, else backward),
-  ``POST`` once per step after the loop (the optimizer update). One exception to the
-  split's phases: a sum of partial results (ACCUM) made on different stages and read
-  only by POST work is POST here (a tied embedding's gradient: its partial from the
-  head's stage is accumulated there and sent to the owner once per step; summing the
-  accumulated partials is the same sum).
+  ``POST`` once per step after the loop (the optimizer update).
 
 Values move between stages only as listed in ``transfers``: a value made on stage
 ``src`` and read on stage ``dst``, when (``kind``: a FORWARD transfer goes to a later stage,

@@ -144,6 +144,8 @@ class StageChoice:
     step_s: float  # the objective: predicted seconds per step
     bubble: float  # fraction of device time idle in the pipeline's fill and drain
     memory_bytes: tuple[float, ...]  # per stage, per device, under the schedule
+    micro_s: tuple[float, ...] = ()  # per stage: forward + backward of one microbatch
+    once_s: tuple[float, ...] = ()  # per stage: its once-per-step work
 
     @property
     def num_stages(self) -> int:
@@ -421,8 +423,10 @@ def _choice(t: _Tables, stages, subs, costs: StageCosts, m_micro: int, schedule:
                          + in_flight(schedule, n - s, m_micro) * costs.activation_bytes[i, j, m])
                    for s, ((i, j), m) in enumerate(zip(ranges, ms)))
     sizes = [subs[m].size for m in ms]
+    micro = tuple(float(costs.time[i, j, m]) for (i, j), m in zip(ranges, ms))
+    once = tuple(float(costs.step_time[i, j, m]) for (i, j), m in zip(ranges, ms))
     return StageChoice(ranges, tuple(subs[m] for m in ms), offsets, m_micro, schedule, stage_s, transfer_s,
-                       total, bubble_fraction(stage_s, sizes, total, m_micro), memory)
+                       total, bubble_fraction(stage_s, sizes, total, m_micro), memory, micro, once)
 
 
 def _price(t: _Tables, bounds, ms, num_devices: int, m_micro: int) -> float:

@@ -1,0 +1,179 @@
+"""The price of every candidate stage, from the intra-op planner on its submesh.
+
+``UnitPricer(graph, split, units, umap, mesh, cluster, config)`` plans each layer unit on
+each submesh with the ordinary search (``search.plan_graph``): the unit's per-microbatch
+work (its forward and backward nodes of the micro graph, at B/M rows) and its once-per-step
+work (its PRE and POST nodes: casts, the optimizer update), each as a subgraph of its own
+(``pipeline/unit_graph.py``). A solve is cached per (subgraph structure, submesh, M):
+identical units (the repeated layers of a model) share one solve, so a 96-layer model
+costs about as many solves as a 2-layer one. ``stage_costs(M, submeshes)`` then prices a
+range of units as the sum of its units (times and memory add up; the working set on top
+is the largest unit's), in the arrays ``stage_search.search_stages`` reads.
+
+What a unit costs on a submesh:
+- ``micro_s``: its forward and backward for one microbatch, predicted;
+- ``step_s``: its once-per-step work;
+- ``static_bytes``: what it keeps for the whole step (parameters, optimizer state,
+  gradient accumulators: the once-per-step work's arguments and results);
+- ``activation_bytes``: what one microbatch's forward keeps for its backward;
+- ``temp_bytes``: the rest of the per-microbatch peak (its working set).
+The solves have no memory budget: the stage search checks memory per stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from cost_model import Cluster, MeshShape
+from shardsearch.config import SearchConfig
+from shardsearch.graph import NodeKind, OpGraph, ValueRef
+from shardsearch.pipeline.assignment import StageKind
+from shardsearch.pipeline.layers import LayerUnits
+from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
+from shardsearch.pipeline.stage_search import StageCosts, Submesh
+from shardsearch.pipeline.stages import UnitMap
+from shardsearch.pipeline.unit_graph import subgraph
+
+# the intra-op solves of units: plain, quick, no recipes compared, no disk cache
+UNIT_TIME_LIMIT_S = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitCost:
+    micro_s: float
+    step_s: float
+    static_bytes: float
+    activation_bytes: float
+    temp_bytes: float
+
+
+def submesh_shape(mesh: MeshShape, size: int) -> MeshShape | None:
+    """The sub-block of ``size`` consecutive devices of ``mesh`` (row-major), with its axis
+    names: trailing axes whole, one axis in part, leading axes of size 1; None if no block
+    of that size is one."""
+    sizes, left = [], size
+    for n in reversed(mesh.axis_sizes):
+        if left % n == 0:
+            sizes.append(n)
+            left //= n
+        elif n % left == 0:
+            sizes.append(left)
+            left = 1
+        else:
+            return None
+    if left != 1:
+        return None
+    return MeshShape(mesh.axis_names, tuple(reversed(sizes)))
+
+
+class UnitPricer:
+    """Plans the layer units of a step on submeshes (see the module notes)."""
+
+    def __init__(self, graph: OpGraph, split: MicrobatchSplit, units: LayerUnits, umap: UnitMap, *,
+                 mesh: MeshShape, cluster: Cluster, config: SearchConfig, log=None):
+        self.graph, self.split, self.units, self.umap = graph, split, units, umap
+        self.mesh, self.cluster, self.log = mesh, cluster, log
+        self.config = dataclasses.replace(config, compare=False, cache=False, pins=(),
+                                          time_limit_s=min(config.time_limit_s, UNIT_TIME_LIMIT_S))
+        self._solved: dict = {}
+        self._micro: dict = {}
+        self.solves = 0
+        per_kind = [[] for _ in units.units]
+        for n, (u, k) in enumerate(zip(umap.unit, umap.kind)):
+            if u >= 0 and graph.nodes[n].kind is NodeKind.OP:
+                per_kind[u].append((n, k))
+        self._nodes = per_kind
+
+    def _micro_graph(self, m: int):
+        if m not in self._micro:
+            self._micro[m] = micro_graph(self.graph, self.split, m)
+        return self._micro[m]
+
+    def _solve(self, graph: OpGraph, mesh: MeshShape):
+        from shardsearch.search import plan_graph  # the planner: jax-side, imported on use
+        from shardsearch.trace import program_hash
+
+        key = (program_hash(graph), mesh)
+        if key not in self._solved:
+            self.solves += 1
+            found = plan_graph(graph, key[0], mesh=mesh, cluster=self.cluster, memory_budget=None,
+                               config=self.config)
+            self._solved[key] = found.plan.predicted
+        return self._solved[key]
+
+    def unit_cost(self, unit: int, m: int, sub: MeshShape) -> UnitCost:
+        if self.units.units[unit].iteration is not None:
+            return self._iteration_cost(m, sub)
+        micro = self._micro_graph(m)
+        per_micro = [micro.node_map[n] for n, k in self._nodes[unit]
+                     if k in (StageKind.FORWARD, StageKind.BACKWARD) and n in micro.node_map]
+        once = [n for n, k in self._nodes[unit] if k in (StageKind.PRE, StageKind.POST)]
+        zero = UnitCost(0.0, 0.0, 0.0, 0.0, 0.0)
+        a = self._solve(subgraph(micro.graph, per_micro).graph, sub) if per_micro else None
+        b = self._solve(subgraph(self.graph, once).graph, sub) if once else None
+        if a is None and b is None:
+            return zero
+        act = a.activations_bytes if a else 0.0
+        return UnitCost(
+            micro_s=a.total_s if a else 0.0,
+            step_s=b.total_s if b else 0.0,
+            static_bytes=b.peak_bytes if b else 0.0,
+            activation_bytes=act,
+            temp_bytes=max((a.peak_bytes if a else 0.0) - act, 0.0),
+        )
+
+    def _iteration_cost(self, m: int, sub: MeshShape) -> UnitCost:
+        """One layer of a scan over layers: the loop bodies (forward and backward) planned
+        once, run ``length`` times, and the layer-stacked once-per-step work, per layer."""
+        key = ("iteration", m, sub)
+        if key in self._solved:
+            return self._solved[key]
+        micro, g = self._micro_graph(m), self.graph
+        length = g.loops[self.umap.loops[0]].length
+        bodies = [n for li in self.umap.loops for n in g.loops[li].body if n in micro.node_map]
+        a = self._solve(subgraph(micro.graph, [micro.node_map[n] for n in bodies]).graph, sub)
+        once = [n for n in self.umap.layer_dims if g.nodes[n].kind is NodeKind.OP and
+                self.umap.kind[n] in (StageKind.PRE, StageKind.POST)]
+        b = self._solve(subgraph(g, once).graph, sub) if once else None
+        # what the forward keeps for the backward: its stacked per-layer results, split
+        # over the submesh like the batch they carry
+        kept = sum(micro.graph.info(ValueRef(micro.node_map[n])).nbytes
+                   for n in g.loops[self.umap.loops[0]].stacks if n in micro.node_map)
+        cost = UnitCost(micro_s=a.total_s / length, step_s=(b.total_s if b else 0.0) / length,
+                        static_bytes=(b.peak_bytes if b else 0.0) / length,
+                        activation_bytes=kept / length / sub.size, temp_bytes=a.peak_bytes / length)
+        self._solved[key] = cost
+        return cost
+
+    def stage_costs(self, m: int, submeshes, cut_bytes) -> StageCosts:
+        """Prices of every range of units on every submesh, for ``m`` microbatches."""
+        u, k = len(self.units), len(submeshes)
+        table = np.zeros((5, u, k))
+        for j, sub in enumerate(submeshes):
+            shape = submesh_shape(self.mesh, sub.size)
+            for i in range(u):
+                c = self.unit_cost(i, m, shape) if shape is not None else None
+                table[:, i, j] = dataclasses.astuple(c) if c else (math.inf, math.inf, 0, 0, 0)
+        cum = np.concatenate([np.zeros((5, 1, k)), np.cumsum(table, axis=1)], axis=1)  # (5, U+1, K)
+        span = cum[:, None, :, :] - cum[:, :-1, None, :]  # (5, U, U+1, K): units i..j-1
+        temp = np.zeros((u, u + 1, k))
+        for i in range(u):  # the largest unit's working set
+            temp[i, i + 1:] = np.maximum.accumulate(table[4, i:], axis=0)
+        return StageCosts(time=span[0], step_time=span[1], static_bytes=span[2], activation_bytes=span[3],
+                          temp_bytes=temp, cut_bytes=np.asarray(cut_bytes, dtype=float))
+
+
+def unit_cut_bytes(units: LayerUnits, m: int) -> np.ndarray:
+    """Per cut before unit j (0 and U unused): bytes per microbatch the forward sends."""
+    return np.concatenate([[0.0], np.asarray(units.cut_bytes, dtype=float) / m, [0.0]])
+
+
+def single_stage(submeshes, num_devices: int) -> int | None:
+    """Index of the submesh that is the whole mesh (one stage: no pipeline)."""
+    return next((i for i, s in enumerate(submeshes) if s.size == num_devices), None)
+
+
+__all__ = ["UnitCost", "UnitPricer", "submesh_shape", "unit_cut_bytes", "single_stage", "Submesh"]

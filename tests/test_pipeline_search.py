@@ -1,0 +1,139 @@
+"""The search's stage decision: pipeline="auto" | None | S, on a slow link and on one node."""
+
+import dataclasses
+import functools
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import shardsearch as ss  # noqa: E402
+from cost_model import Cluster, MeshShape  # noqa: E402
+from models import gpt  # noqa: E402
+from shardsearch.config import SearchConfig  # noqa: E402
+from shardsearch.errors import OptionError  # noqa: E402
+from shardsearch.pipeline.layers import layer_units  # noqa: E402
+from shardsearch.pipeline.microbatch import split_microbatches  # noqa: E402
+from shardsearch.pipeline.stage_costs import UnitPricer, submesh_shape  # noqa: E402
+from shardsearch.pipeline.stage_search import Schedule, submesh_choices  # noqa: E402
+from shardsearch.pipeline.stages import unit_map  # noqa: E402
+from shardsearch.trace import trace  # noqa: E402
+
+# Two nodes of four slow devices joined by a thin link: the gradient all-reduce across
+# nodes costs more than the step's compute, and a pipeline's activations are cheap to send.
+SLOW = Cluster.from_dict({
+    "name": "two-slow-nodes", "devices_per_node": 4, "peak_flops": 1e11, "memory_bytes": 1e10,
+    "hbm_bandwidth": 1e12, "intra_node": {"bandwidth": 1e11, "latency": 1e-6},
+    "inter_node": {"bandwidth": 2e8, "latency": 1e-6}})
+OPTIONS = dict(mesh=(2, 4), compare=False, cache=False, time_limit_s=10)
+
+
+@functools.lru_cache(maxsize=None)
+def _plan(cluster: str, **options):
+    case = gpt.make(layers=4, width=64, batch=16)
+    return ss.plan(case.train_step, *case.args, cluster=SLOW if cluster == "slow" else cluster,
+                   **OPTIONS, **options)
+
+
+@pytest.mark.slow
+def test_auto_pipelines_across_a_slow_link(tmp_path):
+    plan = _plan("slow", pipeline="auto")
+    p = plan.pipeline
+    assert p is not None and p.num_stages == 2
+    assert [s.devices for s in p.stages] == [(0, 1, 2, 3), (4, 5, 6, 7)]  # one stage per node
+    assert [s.shape for s in p.stages] == [(1, 4), (1, 4)]
+    assert p.stages[0].layers[0] == 0 and p.stages[0].layers[1] == p.stages[1].layers[0]
+    assert p.num_microbatches in (4, 8, 16) and p.schedule is Schedule.ONE_F_ONE_B
+    assert 0 < p.bubble < 0.5
+    # the residual stream crosses, one microbatch of it each way (and the tied
+    # embedding's gradient partial back)
+    residual = 16 * gpt.SEQ * 64 * 4 // p.num_microbatches
+    assert p.transfers == ((residual, residual + gpt.VOCAB * 64 * 4),)
+    assert plan.pipeline_why.startswith("pipelined: 2 stages on 1x4 submeshes")
+    text = plan.summary()
+    assert "2 stages on 1x4 submeshes" in text and "bubble" in text and plan.pipeline_why in text
+    plan.save(tmp_path / "plan.json")
+    again = ss.Plan.load(tmp_path / "plan.json")
+    assert dataclasses.replace(again.pipeline, assignment=None) == dataclasses.replace(p, assignment=None)
+    assert again.pipeline.assignment.node_stage == p.assignment.node_stage
+    assert again.pipeline_why == plan.pipeline_why
+
+
+@pytest.mark.slow
+def test_auto_declines_on_one_fast_node_and_says_so():
+    plan = _plan("h100-8", pipeline="auto")
+    assert plan.pipeline is None
+    assert plan.pipeline_why.startswith("no pipeline: the best one")
+    assert plan.pipeline_why in plan.summary()
+
+
+@pytest.mark.slow
+def test_pinned_stages_microbatches_and_schedule():
+    plan = _plan("slow", pipeline=2, num_microbatches=4, schedule="gpipe")
+    p = plan.pipeline
+    assert p.num_stages == 2 and p.num_microbatches == 4 and p.schedule is Schedule.GPIPE
+
+
+def test_pipeline_options():
+    assert SearchConfig().pipeline is None  # the stage search runs when asked
+    cfg = SearchConfig.from_options({"pipeline": "auto", "num_microbatches": "auto", "schedule": "GPipe"})
+    assert cfg.pipeline == "auto" and cfg.num_microbatches == 1 and cfg.schedule is Schedule.GPIPE
+    for bad in ({"pipeline": "sometimes"}, {"pipeline": 0}, {"schedule": "zigzag"}, {"num_microbatches": "many"}):
+        with pytest.raises(OptionError):
+            SearchConfig.from_options(bad)
+
+
+def test_submesh_shapes_are_blocks_of_the_mesh():
+    mesh = MeshShape(("data", "model"), (2, 4))
+    assert [submesh_shape(mesh, k).axis_sizes for k in (1, 2, 4, 8)] == [(1, 1), (1, 2), (1, 4), (2, 4)]
+    assert submesh_shape(mesh, 3) is None
+    assert submesh_shape(MeshShape(("a", "b"), (4, 2)), 4).axis_sizes == (2, 2)
+
+
+def test_identical_layers_share_one_solve():
+    """Pricing 6 layers takes as many intra-op solves as pricing 2: the repeated layers'
+    subgraphs are the same program, solved once per submesh."""
+    counts = []
+    for layers in (2, 6):
+        case = gpt.make(layers=layers, width=32)
+        graph = trace(case.train_step, case.args)
+        split, units = split_microbatches(graph), layer_units(graph)
+        mesh = MeshShape(("data", "model"), (2, 4))
+        pricer = UnitPricer(graph, split, units, unit_map(graph, split, units), mesh=mesh,
+                            cluster=Cluster.load("2x4-slow"), config=SearchConfig(time_limit_s=5))
+        subs = submesh_choices(8, 4)[:2]
+        costs = pricer.stage_costs(4, subs, [0.0] * (len(units) + 1))
+        counts.append(pricer.solves)
+        # a range of layers costs the sum of its layers
+        assert costs.time[1, 3, 0] == pytest.approx(costs.time[1, 2, 0] + costs.time[2, 3, 0])
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.slow
+def test_auto_pipeline_runs_and_matches_jit():
+    """What the search pipelines runs on the stage runtime and computes what jax.jit does."""
+    import jax
+    import numpy as np
+    import optax
+
+    from models.common import grad_step
+
+    params, _, batch = gpt.make(layers=4, width=64, batch=16).args
+    model, opt = gpt.GPT(layers=4, width=64), optax.sgd(0.05, momentum=0.9)
+
+    def loss_fn(p, b):
+        logits = model.apply({"params": p}, b["tokens"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, b["labels"]).mean()
+
+    step = grad_step(loss_fn, opt)
+    auto = ss.auto(step, cluster=SLOW, pipeline="auto", **OPTIONS)
+    got = want = (params, opt.init(params))
+    for _ in range(3):
+        *got, loss = auto(*got, batch)
+        *want, want_loss = jax.jit(step)(*want, batch)
+    assert auto.plan_for(params, opt.init(params), batch).pipeline.num_stages == 2
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
