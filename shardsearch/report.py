@@ -312,5 +312,17 @@ def explain(plan, *, top: int = 10, operators: bool = False, primitives: tuple[s
     per device, the resharding between operators, and with ``operators`` what each
     operator runs as (``primitives`` limits that table)."""
     opts = ExplainOptions(top, operators, tuple(primitives))
-    blocks = [lines for section in EXPLAIN_SECTIONS if (lines := section(plan, opts))]
+    staged = plan.pipeline is not None and plan.pipeline.num_stages > 1
+    sections = PIPELINE_SECTIONS if staged else EXPLAIN_SECTIONS
+    blocks = [lines for section in sections if (lines := section(plan, opts))]
     return "\n\n".join("\n".join(lines) for lines in blocks)
+
+
+def _explain_pipeline(plan, opts) -> list[str]:
+    from shardsearch.reporting.pipeline import pipeline_lines
+
+    return pipeline_section(plan) + [""] + pipeline_lines(plan, opts.top)
+
+
+# A pipelined plan's operators live in its stages' programs (each an ordinary plan).
+PIPELINE_SECTIONS = [_explain_header, _explain_pipeline, _explain_memory, lambda plan, opts: legend_section(plan)]

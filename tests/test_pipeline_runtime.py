@@ -11,7 +11,7 @@ import pytest
 from cost_model import MeshShape
 from helpers import assert_trees_close
 from models import bert, gpt
-from pipeline_helpers import assign_by_units
+from pipeline_helpers import assign_even
 from shardsearch.config import SearchConfig
 from shardsearch.pipeline.assignment import StageKind
 from shardsearch.pipeline.microbatch import split_microbatches
@@ -20,6 +20,7 @@ from shardsearch.pipeline.schedule import dispatch_order, stage_order
 from shardsearch.pipeline.stage_plan import plan_stages
 from shardsearch.pipeline.stage_search import Schedule
 from shardsearch.plan import Plan
+from shardsearch.report import explain
 from shardsearch.trace import program_hash, trace
 from test_numerics import SLOW_COMPUTE, run_steps
 
@@ -52,10 +53,36 @@ def embed_head_step(layers=4, vocab=32, width=16, batch=16, seq=8):
     return step, (params, SGD.init(params), data)
 
 
+def scan_step(layers=4, width=16, batch=16):
+    """An embedding, a lax.scan over stacked tanh layers and a head: the scan's layers are
+    dealt to several stages (a split loop)."""
+
+    def loss_fn(p, batch):
+        x = p["embed"][batch["tokens"]]
+
+        def layer(x, w):
+            return x + jnp.tanh(x @ w["w"] + w["b"]), None
+
+        x, _ = jax.lax.scan(layer, x, p["layers"])
+        return jnp.mean((x @ p["head"] - batch["target"]) ** 2)
+
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = SGD.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    k = jax.random.split(jax.random.PRNGKey(6), 5)
+    params = {"embed": jax.random.normal(k[0], (32, width)) * 0.5, "head": jax.random.normal(k[1], (width, 4)) * 0.3,
+              "layers": {"w": jax.random.normal(k[2], (layers, width, width)) * 0.3,
+                         "b": jnp.zeros((layers, width))}}
+    data = {"tokens": jax.random.randint(k[3], (batch, 8), 0, 32), "target": jax.random.normal(k[4], (batch, 8, 4))}
+    return step, (params, SGD.init(params), data)
+
+
 def pipelined_plan(fn, args, num_stages, m, schedule):
     graph = trace(fn, args)
     split = split_microbatches(graph)
-    assignment = assign_by_units(graph, split, num_stages)
+    assignment = assign_even(graph, split, num_stages, m)
     return plan_stages(graph, program_hash(graph), split, assignment, m, schedule, even_stages(MESH, num_stages),
                        mesh=MESH, cluster=SLOW_COMPUTE, memory_budget=None, config=SearchConfig(time_limit_s=10))
 
@@ -115,7 +142,9 @@ def test_pipelined_lowering_has_per_stage_programs(tmp_path):
     stream = 4 * 8 * 16 * 4  # the residual stream of one microbatch (4 rows), float32
     assert forward == stream and backward % stream == 0 and backward >= stream  # and its cotangent(s)
     # the plan says it in words, and round-trips through a file
-    assert "pipeline parallel: 2 stages on 1x4 submeshes, 4 microbatches of 4 rows, 1F1B" in plan.summary()
+    assert "pipeline parallel: 2 stages on 1x4 submeshes, 4 microbatches of 4 rows, 1f1b" in plan.summary().lower()
+    text = explain(plan)
+    assert "stages (time" in text and "sent between stages per microbatch" in text and "0 -> 1" in text
     plan.save(tmp_path / "plan.json")
     loaded = Plan.load(tmp_path / "plan.json")
     assert loaded.pipeline.assignment == plan.pipeline.assignment and loaded.fingerprint() == plan.fingerprint()
@@ -170,7 +199,28 @@ def test_pipelined_state_checkpoints_restore_onto_another_plan(tmp_path):
     assert_trees_close(got[0], want[0])
 
 
+@pytest.mark.parametrize("num_stages,m,schedule", [(2, 4, Schedule.ONE_F_ONE_B), (4, 2, Schedule.GPIPE)])
+def test_a_scan_over_layers_split_between_stages_matches_jit(num_stages, m, schedule, tmp_path):
+    import shardsearch as ss
+
+    fn, args = scan_step()
+    plan, (params, opt_state, _) = assert_pipeline_matches_jit(fn, args, num_stages, m, schedule)
+    assert plan.pipeline.assignment.loop_splits  # the loop really is cut between stages
+    # the stacked layers stay one array, each stage's layers on its own devices
+    w = params["layers"]["w"]
+    holders = [s for s in plan.pipeline.stages if set(s.devices) & {d.id for d in w.sharding.device_set}]
+    assert len(holders) == len({r for r in plan.pipeline.assignment.loop_splits[0].iterations if r[1] > r[0]}) > 1
+    # it checkpoints and restores onto the same layout, and onto a plan without stages
+    ss.save_checkpoint(tmp_path / "ckpt", (params, opt_state))
+    again = ss.restore_checkpoint(tmp_path / "ckpt", (params, opt_state), plan=plan, argnum=(0, 1))
+    assert again[0]["layers"]["w"].sharding == w.sharding
+    whole = ss.plan(fn, *args, mesh=(2, 4), cluster=SLOW_COMPUTE)
+    restored = ss.restore_checkpoint(tmp_path / "ckpt", (params, opt_state), plan=whole, argnum=(0, 1))
+    np.testing.assert_allclose(np.asarray(restored[0]["layers"]["w"]), np.asarray(w))
+
+
 @pytest.mark.slow
-def test_scanned_gpt_pipelined_with_the_layer_loop_on_one_stage_matches_jit():
+@pytest.mark.parametrize("num_stages,m,schedule", [(2, 4, Schedule.ONE_F_ONE_B), (4, 8, Schedule.GPIPE)])
+def test_scanned_gpt_with_its_layer_loop_split_between_stages_matches_jit(num_stages, m, schedule):
     case = gpt.make(scan=True, optimizer=SGD)
-    assert_pipeline_matches_jit(case.train_step, case.args, 2, 4, Schedule.ONE_F_ONE_B)
+    assert_pipeline_matches_jit(case.train_step, case.args, num_stages, m, schedule)

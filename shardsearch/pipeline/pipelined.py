@@ -12,7 +12,7 @@ import math
 from cost_model import MeshShape
 from shardsearch.pipeline.microbatch import micro_graph, split_microbatches
 from shardsearch.pipeline.plan_data import PipelinePlan
-from shardsearch.pipeline.programs import stage_programs
+from shardsearch.pipeline.programs import split_as_assigned, stage_programs
 
 
 def even_stages(mesh: MeshShape, num_stages: int) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
@@ -32,6 +32,6 @@ def even_stages(mesh: MeshShape, num_stages: int) -> tuple[tuple[tuple[int, ...]
 
 def programs_of(graph, pipeline: PipelinePlan):
     """The stage programs a pipelined plan was made of, rebuilt from the traced step."""
-    split = split_microbatches(graph, batch_size=pipeline.batch_size)
+    split = split_as_assigned(split_microbatches(graph, batch_size=pipeline.batch_size), pipeline.assignment)
     micro = micro_graph(graph, split, pipeline.num_microbatches)
     return stage_programs(graph, split, micro, pipeline.assignment)

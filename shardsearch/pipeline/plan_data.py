@@ -17,7 +17,8 @@
 - ``bubble``: the predicted fraction of the step a stage idles, ``transfers``: per
   boundary between consecutive stages, bytes sent per microbatch forward and backward;
 - ``assignment``: the ``StageAssignment`` (stage and kind of every node of the traced
-  step) the stages' programs were cut by, so that ``plan.apply`` rebuilds them.
+  step, split loops, layer dims) the stages' programs were cut by, so that ``plan.apply``
+  rebuilds them; ``input_nodes``: the traced step's node of each flat argument.
 
 ``pipeline_to_dict`` / ``pipeline_from_dict`` write and read it in plan files
 (``shardsearch.apply.plan_io``); ``describe`` says it in words for ``plan.summary()``.
@@ -28,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from shardsearch.pipeline.assignment import StageAssignment, StageKind
+from shardsearch.graph import ValueRef
+from shardsearch.pipeline.assignment import LoopSplit, StageAssignment, StageKind, Transfer
 from shardsearch.pipeline.stage_search import Schedule
 
 
@@ -53,6 +55,7 @@ class PipelinePlan:
     bubble: float = 0.0
     transfers: tuple[tuple[int, int], ...] = ()
     assignment: StageAssignment | None = None  # which stage runs each node (multi-stage plans)
+    input_nodes: tuple[int, ...] = ()  # the traced graph's node of each flat argument
 
     @property
     def num_stages(self) -> int:
@@ -81,9 +84,13 @@ def pipeline_to_dict(p: PipelinePlan | None, plan_to_dict: Callable) -> dict | N
         return None
     d = dataclasses.asdict(dataclasses.replace(p, stages=(), assignment=None))
     a = p.assignment
+    d["input_nodes"] = list(p.input_nodes)
     d["assignment"] = None if a is None else {
         "num_stages": a.num_stages, "node_stage": list(a.node_stage), "node_kind": [k.value for k in a.node_kind],
-        "unit_ranges": [list(r) for r in a.unit_ranges], "arg_stages": [list(s) for s in a.arg_stages]}
+        "unit_ranges": [list(r) for r in a.unit_ranges], "arg_stages": [list(s) for s in a.arg_stages],
+        "loop_splits": [{"loop": ls.loop, "iterations": [list(r) for r in ls.iterations]} for ls in a.loop_splits],
+        "layer_dims": [[n, d] for n, d in sorted(a.layer_dims.items())],
+        "transfers": [[t.value.node, t.value.index, t.src, t.dst, t.kind.value, t.nbytes] for t in a.transfers]}
     d["schedule"] = p.schedule.value if p.schedule else None
     d["transfers"] = [list(t) for t in p.transfers]
     d["batch_args"] = list(p.batch_args)
@@ -110,7 +117,12 @@ def pipeline_from_dict(d: dict | None, plan_from_dict: Callable) -> PipelinePlan
     a = d.get("assignment")
     assignment = None if a is None else StageAssignment(
         int(a["num_stages"]), ints(a["node_stage"]), tuple(StageKind(k) for k in a["node_kind"]),
-        tuple(ints(r) for r in a["unit_ranges"]), tuple(ints(s) for s in a["arg_stages"]))
+        tuple(ints(r) for r in a["unit_ranges"]), tuple(ints(s) for s in a["arg_stages"]),
+        transfers=tuple(Transfer(ValueRef(int(t[0]), int(t[1])), int(t[2]), int(t[3]), StageKind(t[4]), int(t[5]))
+                        for t in a.get("transfers", ())),
+        loop_splits=tuple(LoopSplit(int(ls["loop"]), tuple(ints(r) for r in ls["iterations"]))
+                          for ls in a.get("loop_splits", ())),
+        layer_dims={int(n): int(k) for n, k in a.get("layer_dims", ())})
     return PipelinePlan(m, int(d["batch_size"]), ints(d["batch_args"]), stages,
                         Schedule(d["schedule"]) if d.get("schedule") else None, float(d.get("bubble", 0.0)),
-                        tuple(ints(t) for t in d.get("transfers", ())), assignment)
+                        tuple(ints(t) for t in d.get("transfers", ())), assignment, ints(d.get("input_nodes", ())))

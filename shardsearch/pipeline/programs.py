@@ -32,13 +32,12 @@ import enum
 
 from shardsearch.graph import LiteralValue, NodeKind, OpGraph, ValueRef
 from shardsearch.pipeline.assignment import SPLIT, StageAssignment, StageKind
+from shardsearch.pipeline.layer_split import LayerSplit, layer_split, restrict
 from shardsearch.pipeline.micro_graph import MicroGraph, OutKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit
 from shardsearch.pipeline.propagate import Phase, Reduction
 from shardsearch.pipeline.subgraph import extract
 
-SPLIT_LOOPS = ("the pipeline runtime does not yet run a scan over layers split between stages "
-               "(assignment.loop_splits); cut stages between whole loops")
 BAD_ORDER = ("stage assignment: {reader} (stage {s}, {kind}) reads {value} made by stage {t} ({tkind}) in the "
              "same microbatch; forward values must flow to the same or later stages, backward values to the "
              "same or earlier ones")
@@ -59,6 +58,7 @@ class Key:
     ref: ValueRef  # a value of the traced graph
     form: Form
     dim: int | None = None  # SLICE / STACK: the batch dim
+    part: int | None = None  # a split loop's value (layer-stacked or carried): the stage holding this part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +90,11 @@ class StagePrograms:
     num_stages: int
     num_microbatches: int
     programs: tuple[Program, ...]
-    outputs: tuple[Key | LiteralValue, ...]  # the step's flat results
+    # the step's flat results; a layer-stacked one (its node in ``layers.layer_dims``) is
+    # put together from its parts (``part`` = each stage of ``layers.ranges``)
+    outputs: tuple[Key | LiteralValue, ...]
     arg_stage: tuple[int, ...]  # per flat argument: the stage it lives on between steps
+    layers: LayerSplit | None = None  # a scan over layers split between stages
 
     def of(self, stage: int, kind: StageKind) -> tuple[Program, ...]:
         return tuple(p for p in self.programs if p.stage == stage and p.kind is kind)
@@ -159,7 +162,8 @@ class _Builder:
         stage, inside, wave = self.a.node_stage, set(nodes), {}
         for _ in range(2):  # a region's members share the wave of its latest member
             for n in sorted(nodes):
-                wave[n] = max([wave.get(n, 0)] + [wave[r.node] + (stage[r.node] != stage[n])
+                wave[n] = max([wave.get(n, 0)] + [wave[r.node] + (SPLIT not in (stage[r.node], stage[n])
+                                                                   and stage[r.node] != stage[n])
                                                   for r in self.graph.nodes[n].inputs
                                                   if isinstance(r, ValueRef) and r.node in inside])
             for r in self.graph.regions:
@@ -169,11 +173,17 @@ class _Builder:
                         wave[m] = top
         return wave
 
+    def stages_of(self, node: int) -> list[int]:
+        """The stages running ``node``: its own, or every stage of a split loop's layers."""
+        s = self.a.node_stage[node]
+        return sorted(self.layers.ranges) if s == SPLIT else [s]
+
     def step_pieces(self, kind: StageKind, nodes: list[int]) -> list:
         wave = self.waves(nodes)
         groups: dict[tuple[int, int], list[int]] = {}
         for n in nodes:
-            groups.setdefault((self.a.node_stage[n], wave[n]), []).append(n)
+            for s in self.stages_of(n):
+                groups.setdefault((s, wave[n]), []).append(n)
         return [(s, kind, w, members) for (s, w), members in sorted(groups.items())]
 
     def micro_pieces(self) -> list:
@@ -183,8 +193,38 @@ class _Builder:
             if kind not in MICRO_KINDS:
                 raise ValueError(f"stage assignment: node {old} ({self.graph.nodes[old].primitive}) runs per "
                                  f"microbatch but is assigned {kind.value}")
-            groups.setdefault((self.a.node_stage[old], kind), []).append(new)
+            for s in self.stages_of(old):
+                groups.setdefault((s, kind), []).append(new)
         return [(s, k, 0, members) for (s, k), members in sorted(groups.items(), key=lambda x: (x[0][0], x[0][1].value))]
+
+    # ------------------------------------------------------------------ split loops
+    def to_orig(self, micro: bool) -> callable:
+        if not micro:
+            return lambda n: n
+        return lambda n: self.inv[n] if n in self.inv else (
+            self.micro_in[n].value.node if n in self.micro_in else None)
+
+    def parent(self, stage: int, micro: bool) -> tuple[OpGraph, dict]:
+        """The graph stage ``stage``'s pieces are cut from (its layers of a split loop)."""
+        base = self.micro.graph if micro else self.graph
+        if self.layers is None or stage not in self.layers.ranges:
+            return base, {}
+        key = (stage, micro)
+        if key not in self.restricted:
+            self.restricted[key] = restrict(base, self.to_orig(micro), stage, self.layers, self.a)
+        return self.restricted[key]
+
+    def chain_end(self, orig: int) -> int:
+        """The stage whose part of a split loop's value is the whole loop's result."""
+        for li in self.layers.loops:
+            if orig in self.graph.loops[li].members:
+                return self.layers.order(self.graph.loops[li].reverse)[-1]
+        raise ValueError(f"node {orig} of a split loop's layers is read whole by work outside the loop")
+
+    def with_part(self, key, stage: int, split_reader: bool):
+        if not isinstance(key, Key) or self.a.node_stage[key.ref.node] != SPLIT:
+            return key
+        return dataclasses.replace(key, part=stage if split_reader else self.chain_end(key.ref.node))
 
     def check_order(self, stage: int, kind: StageKind, key: Key) -> None:
         old = key.ref.node
@@ -197,12 +237,27 @@ class _Builder:
                                               tkind=tkind.value))
 
 
+def split_as_assigned(split: MicrobatchSplit, assignment: StageAssignment) -> MicrobatchSplit:
+    """``split`` with the assignment's one exception to its phases: a sum of partial results
+    from several stages that only once-per-step work reads runs once per step (POST), on
+    the partials accumulated where they are made (see ``pipeline.assignment``)."""
+    moved = [n for n, (p, k) in enumerate(zip(split.phases, assignment.node_kind))
+             if p in (Phase.MICRO, Phase.ACCUM) and k is StageKind.POST]
+    if not moved:
+        return split
+    phases = list(split.phases)
+    for n in moved:
+        phases[n] = Phase.POST
+    return dataclasses.replace(split, phases=tuple(phases),
+                               reductions={n: r for n, r in split.reductions.items() if n not in moved})
+
+
 def stage_programs(graph: OpGraph, split: MicrobatchSplit, micro: MicroGraph,
                    assignment: StageAssignment) -> StagePrograms:
-    if assignment.loop_splits or SPLIT in assignment.node_stage:
-        raise NotImplementedError(SPLIT_LOOPS)
+    """``split`` and ``micro`` as ``split_as_assigned`` / ``micro_graph`` make them for ``assignment``."""
     b = _Builder(graph, split, micro, assignment)
-    phases = split.phases
+    b.layers, b.restricted = layer_split(graph, assignment), {}
+    phases, stage_of = split.phases, assignment.node_stage
     pre = [n.id for n in graph.nodes
            if n.kind is not NodeKind.INPUT and (phases[n.id] is Phase.PRE or n.id in split.pre_copies)]
     post = [n.id for n in graph.nodes if phases[n.id] is Phase.POST]
@@ -211,46 +266,65 @@ def stage_programs(graph: OpGraph, split: MicrobatchSplit, micro: MicroGraph,
     # what each piece reads, as keys
     reads = []
     for stage, kind, wave, members in pieces:
-        parent = micro.graph if kind in MICRO_KINDS else graph
+        micro_kind = kind in MICRO_KINDS
+        parent, virtual = b.parent(stage, micro_kind)
+        orig = b.to_orig(micro_kind)
         ext = _external(parent, members)
-        keys = [b.micro_key(r) if kind in MICRO_KINDS else b.step_key(r) for r in ext]
-        if kind in MICRO_KINDS:
+        split_readers = {r for n in members if stage_of[orig(n)] == SPLIT for r in parent.nodes[n].inputs
+                         if isinstance(r, ValueRef)}
+        keys = []
+        for r in ext:
+            if r in virtual:  # a split loop's carry, from the stage that ran the layers before
+                value, src = virtual[r]
+                keys.append(Key(value, Form.MICRO, part=src))
+                continue
+            key = b.micro_key(r) if micro_kind else b.step_key(r)
+            keys.append(b.with_part(key, stage, r in split_readers))
+        if micro_kind:
             for k in keys:
-                if k.form is Form.MICRO:
+                if k.form is Form.MICRO and k.part is None:
                     b.check_order(stage, kind, k)
         reads.append((ext, keys))
     outputs = tuple(b.step_key(r) for r in graph.outputs)
     needed: set[Key] = set()
     for _, keys in reads:
         needed.update(keys)
-    needed.update(k for k in outputs if isinstance(k, Key))
+    for k in outputs:
+        if not isinstance(k, Key):
+            continue
+        if stage_of[k.ref.node] == SPLIT and k.ref.node in b.layers.layer_dims:
+            needed.update(dataclasses.replace(k, part=s) for s in b.layers.ranges)  # put together from parts
+        else:
+            needed.add(b.with_part(k, 0, False))
     for k in list(needed):  # what the runtime makes them from
         if k.form in (Form.STACK, Form.LAST):
-            needed.add(Key(k.ref, Form.MICRO))
+            needed.add(Key(k.ref, Form.MICRO, part=k.part))
         elif k.form is Form.SLICE:
-            needed.add(Key(k.ref, Form.WHOLE))
+            needed.add(Key(k.ref, Form.WHOLE, part=k.part))
 
     programs = []
     for (stage, kind, wave, members), (ext, keys) in zip(pieces, reads):
-        parent = micro.graph if kind in MICRO_KINDS else graph
+        micro_kind = kind in MICRO_KINDS
+        parent, _ = b.parent(stage, micro_kind)
         made, out_keys, reductions = [], [], []
         for n in sorted(members):
+            orig_node = b.inv[n] if micro_kind else n
+            part = stage if stage_of[orig_node] == SPLIT else None
             for k in range(len(parent.nodes[n].outputs)):
-                ref = ValueRef(n, k)
-                if kind in MICRO_KINDS:
-                    orig = ValueRef(b.inv[n], k)
-                    cands = [(Key(orig, Form.MICRO), None)]
-                    o = b.out_kind.get(orig)
-                    if o is not None and o.kind is OutKind.ACCUM:
-                        cands.append((Key(orig, Form.ACC), o.reduction))
-                else:
-                    cands = [(Key(ref, Form.WHOLE), None)]
+                orig = ValueRef(orig_node, k)
+                cands = [(Key(orig, Form.MICRO if micro_kind else Form.WHOLE, part=part), None)]
+                o = b.out_kind.get(orig) if micro_kind else None
+                if o is not None and o.kind is OutKind.ACCUM:
+                    cands.append((Key(orig, Form.ACC, part=part), o.reduction))
                 for key, red in cands:
                     if key in needed:
-                        made.append(ref)
+                        made.append(ValueRef(n, k))
                         out_keys.append(key)
                         reductions.append(red)
         programs.append(Program(stage, kind, wave, extract(parent, members, ext, made), tuple(keys),
                                 tuple(out_keys), tuple(reductions)))
     arg_stage = tuple(assignment.owner(i) or 0 for i in range(len(graph.input_nodes)))
-    return StagePrograms(assignment.num_stages, micro.num_microbatches, tuple(programs), outputs, arg_stage)
+    outputs = tuple(k if not isinstance(k, Key) or k.ref.node in (b.layers.layer_dims if b.layers else {})
+                    else b.with_part(k, 0, False) for k in outputs)
+    return StagePrograms(assignment.num_stages, micro.num_microbatches, tuple(programs), outputs, arg_stage,
+                         b.layers)

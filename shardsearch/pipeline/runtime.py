@@ -125,14 +125,15 @@ class PipelineRunner:
 
 
 class _Step:
-    """The values of one call: per step, per microbatch, and the running totals."""
+    """The values of one call: per step, per microbatch, and the running totals, each by
+    (value, part): ``part`` is the stage holding that part of a split loop's value."""
 
     def __init__(self, runner: PipelineRunner, args: list):
         self.r, self.args = runner, args
         self.whole: dict = {}
         self.micro: dict = {}
         self.acc: dict = {}
-        self.moved: dict = {}  # (key, sharding) -> the value there: a whole value moves once per step
+        self.moved: dict = {}  # (value, part, sharding) -> the value there: a whole value moves once per step
         self.stacked: dict = {}
 
     def run(self, c: CompiledProgram, m: int | None) -> None:
@@ -147,31 +148,32 @@ class _Step:
                     for r, sh in zip(graph.outputs, c.out_shardings)]
         for key, x in zip(c.program.outputs, outs):
             if key.form is Form.WHOLE:
-                self.whole[key.ref] = x
+                self.whole[(key.ref, key.part)] = x
             elif key.form is Form.MICRO:
-                self.micro[(key.ref, m)] = x
+                self.micro[(key.ref, key.part, m)] = x
             else:
-                self.acc[key.ref] = x
+                self.acc[(key.ref, key.part)] = x
 
     def total(self, c: CompiledProgram, k: int):
         key = c.program.outputs[k]
-        if key.ref not in self.acc:
+        name = (key.ref, key.part)
+        if name not in self.acc:
             info = c.program.graph.info(c.program.graph.outputs[k])
-            self.acc[key.ref] = self.r.mover.full(info.shape, info.dtype,
-                                                  _identity(c.program.reductions[k], info.dtype),
-                                                  c.out_shardings[k])
-        return self.acc.pop(key.ref)  # donated into the program
+            self.acc[name] = self.r.mover.full(info.shape, info.dtype, _identity(c.program.reductions[k], info.dtype),
+                                               c.out_shardings[k])
+        return self.acc.pop(name)  # donated into the program
 
     def value(self, key: Key, m: int | None):
+        name = (key.ref, key.part)
         if key.form is Form.WHOLE:
             i = self.r.input_of.get(key.ref.node)
-            return self.args[i] if i is not None else self.whole[key.ref]
+            return self.args[i] if i is not None else self.whole[name]
         if key.form is Form.MICRO:
-            return self.micro[(key.ref, m)]
+            return self.micro[(*name, m)]
         if key.form is Form.ACC:
-            return self.acc[key.ref]
+            return self.acc[name]
         if key.form is Form.LAST:
-            return self.micro[(key.ref, self.r.sp.num_microbatches - 1)]
+            return self.micro[(*name, self.r.sp.num_microbatches - 1)]
         raise KeyError(key)
 
     def fetch(self, key: Key, m: int | None, sharding: NamedSharding):
@@ -179,17 +181,22 @@ class _Step:
         if key.form is Form.SLICE:
             cache = (key, sharding)
             if cache not in self.stacked:
-                whole = self.value(Key(key.ref, Form.WHOLE), None)
+                whole = self.value(Key(key.ref, Form.WHOLE, part=key.part), None)
                 self.stacked[cache] = mover.stack(whole, key.dim, n_micro, sharding)
             return mover.index(self.stacked[cache], m, sharding)
         if key.form is Form.STACK:
-            pieces = [self.micro[(key.ref, i)] for i in range(n_micro)]
+            pieces = [self.micro[(key.ref, key.part, i)] for i in range(n_micro)]
             return mover.concatenate(pieces, key.dim, sharding)
         x = self.value(key, m)
         if key.form is Form.WHOLE:
-            cache = (key.ref, sharding)
+            cache = (key.ref, key.part, sharding)
             if cache not in self.moved:
-                self.moved[cache] = mover.move(x, sharding)
+                layers = self.r.sp.layers
+                if key.part is not None and key.ref.node in self.r.input_of:  # a stage's layers of an argument
+                    (a, b), dim = layers.ranges[key.part], layers.layer_dims[key.ref.node]
+                    self.moved[cache] = mover.layers_of(x, dim, a, b, sharding)
+                else:
+                    self.moved[cache] = mover.move(x, sharding)
             return self.moved[cache]
         return mover.move(x, sharding)
 
@@ -197,8 +204,15 @@ class _Step:
         if isinstance(key, LiteralValue):
             return key.value
         if key.form is Form.STACK:
-            pieces = [self.micro[(key.ref, i)] for i in range(self.r.sp.num_microbatches)]
+            pieces = [self.micro[(key.ref, key.part, i)] for i in range(self.r.sp.num_microbatches)]
             return self.r.mover.concatenate(pieces, key.dim, None)
+        layers = self.r.sp.layers
+        if layers is not None and key.part is None and key.ref.node in layers.layer_dims:
+            if key.ref.node in self.r.input_of:
+                return self.value(key, None)  # an argument returned as it came
+            parts = [self.value(dataclasses.replace(key, part=s), None)
+                     for s in sorted(layers.ranges, key=lambda s: layers.ranges[s][0])]
+            return self.r.mover.join_layers(parts, layers.layer_dims[key.ref.node])
         return self.value(key, None)
 
 

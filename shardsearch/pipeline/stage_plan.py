@@ -25,13 +25,14 @@ from cost_model import MeshShape
 from shardsearch.pipeline.assignment import StageAssignment
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
 from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
-from shardsearch.pipeline.programs import Form, Key, StagePrograms, stage_programs
+from shardsearch.pipeline.programs import Form, Key, StagePrograms, split_as_assigned, stage_programs
 from shardsearch.pipeline.stage_search import Schedule, bubble_fraction, step_time
 
 
 def _top_specs(sp: StagePrograms, plans: list, graph) -> tuple[list, list]:
-    """Each argument's layout where its owner stage reads it (else where any stage does),
-    and each result's where it is made; None where nothing says."""
+    """Each result's layout where it is made, and each argument's where it lives between
+    steps: as its next value is made (a parameter, as its update leaves it), else where
+    its owner stage reads it (else where any stage does); None where nothing says."""
     input_of = {n: i for i, n in enumerate(graph.input_nodes)}
     arg_spec: dict[int, tuple] = {}
     made: dict = {}
@@ -51,6 +52,9 @@ def _top_specs(sp: StagePrograms, plans: list, graph) -> tuple[list, list]:
             outs.append(ins[input_of[key.ref.node]])
         else:
             outs.append(made.get((key.ref, Form.MICRO if key.form in (Form.STACK, Form.LAST) else key.form)))
+    for out, arg in zip(outs, graph.output_aliases or ()):
+        if arg is not None and out is not None:
+            ins[arg] = out
     return ins, outs
 
 
@@ -59,11 +63,13 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
                 cluster, memory_budget, config):
     """The Plan of ``graph`` run as a pipeline (see the module notes)."""
     from shardsearch.pipeline.stage_pins import program_pins  # (jax's PartitionSpec)
+    from shardsearch.compare.baselines import argument_roles
     from shardsearch.plan import Plan
     from shardsearch.plan_records import Predicted, SolveStats
     from shardsearch.search import plan_graph
     from shardsearch.trace import program_hash
 
+    split = split_as_assigned(split, assignment)
     micro = micro_graph(graph, split, num_microbatches)
     sp = stage_programs(graph, split, micro, assignment)
     inner = dataclasses.replace(config, pins=(), num_microbatches=1)
@@ -90,7 +96,8 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
         for s in range(s_count))
     pipeline = PipelinePlan(num_microbatches, split.batch_size, split.batch_args, stage_plans, schedule,
                             bubble_fraction(stage_s, sizes, total, num_microbatches),
-                            transfers=assignment.boundary_bytes(), assignment=assignment)
+                            transfers=assignment.boundary_bytes(), assignment=assignment,
+                            input_nodes=tuple(graph.input_nodes))
     ins, outs = _top_specs(sp, plans, graph)
     ins = [s if s is not None else ((),) * len(graph.input_info(i).shape) for i, s in enumerate(ins)]
     outs = [s if s is not None else ((),) * len(graph.info(r).shape) for s, r in zip(outs, graph.outputs)]
@@ -111,5 +118,7 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
         in_avals=tuple((graph.input_info(i).shape, graph.input_info(i).dtype.name)
                        for i in range(len(graph.input_nodes))),
         pipeline=pipeline,
+        in_roles=argument_roles(graph),
+        remat_regions=len(graph.remats),
     )
     return plan.with_trees(graph.in_tree, graph.out_tree)

@@ -20,13 +20,16 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from shardsearch.apply.mesh import to_partition_spec
 
 from shardsearch.pipeline.assignment import StageKind
 from shardsearch.pipeline.pipelined import programs_of
 from shardsearch.pipeline.plan_data import PipelinePlan
 from shardsearch.pipeline.programs import Form, StagePrograms
 from shardsearch.pipeline.runtime import PipelineRunner, compile_program
+from shardsearch.pipeline.transfer import _union_sharding
 
 
 def stage_meshes(pipeline: PipelinePlan, mesh: Mesh) -> list[Mesh]:
@@ -34,6 +37,27 @@ def stage_meshes(pipeline: PipelinePlan, mesh: Mesh) -> list[Mesh]:
     names = mesh.axis_names
     return [Mesh(np.array([flat[i] for i in st.devices]).reshape(st.shape), names,
                  axis_types=(AxisType.Auto,) * len(names)) for st in pipeline.stages]
+
+
+def arg_shardings(plan, mesh: Mesh) -> list[NamedSharding]:
+    """Where each argument of a pipelined plan lives between steps: on its owner stage's
+    submesh, or, layer-stacked for a split loop, over the submeshes of the stages holding
+    its layers (one array, each stage's layers on its own devices)."""
+    p = plan.pipeline
+    meshes = stage_meshes(p, mesh)
+    a = p.assignment
+    ranges = {s: r for s, r in enumerate(a.loop_splits[0].iterations) if r[1] > r[0]} if a.loop_splits else {}
+    out = []
+    for i, spec in enumerate(plan.flat_in_specs):
+        part = NamedSharding(meshes[a.owner(i) or 0], to_partition_spec(spec))
+        node = p.input_nodes[i] if p.input_nodes else None
+        if node in a.layer_dims and ranges:
+            stages = sorted(ranges, key=lambda s: ranges[s][0])
+            joined = _union_sharding([NamedSharding(meshes[s], to_partition_spec(spec)) for s in stages],
+                                     a.layer_dims[node], len(spec))
+            part = joined or NamedSharding(meshes[stages[0]], PartitionSpec())
+        out.append(part)
+    return out
 
 
 def boundary_bytes(sp: StagePrograms) -> tuple[tuple[int, int], ...]:

@@ -12,7 +12,13 @@
   ``sharding`` (the layout of one block), so that ``index(stacked, m, sharding)`` takes
   microbatch m without moving data between devices;
 - ``concatenate(pieces, dim, sharding)``: the M per-microbatch pieces put back together;
-- ``full(shape, dtype, value, sharding)``: a running total's start.
+- ``full(shape, dtype, value, sharding)``: a running total's start;
+- ``join_layers(parts, dim)``: the stages' parts of a layer-stacked value (a scan's
+  stacked parameters) as one array over the union of their submeshes (mesh axis
+  ``STAGES`` first), made of the parts' own buffers; ``layers_of(x, dim, a, b, sharding)``:
+  one stage's layers of such an array as an array on its submesh, again without a copy
+  (or, for the user's own value, its layers ``[a, b)`` placed there). With parts of
+  unequal sizes or submeshes of other shapes, the layers are copied onto one submesh.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from shardsearch.apply.executable import _place
 
 PIPE = "shardsearch_pipe"  # the union mesh's extra axis: 0 = the sending submesh, 1 = the receiving one
+STAGES = "shardsearch_stages"  # a layer-stacked value's mesh: the stages' submeshes, in layer order
 
 
 def local_devices(mesh: Mesh) -> list:
@@ -159,3 +166,45 @@ class Mover:
         fn = self._jit(("full", tuple(shape), np.dtype(dtype), value, sharding), lambda: jax.jit(
             lambda: jnp.full(shape, value, dtype), out_shardings=sharding))
         return fn()
+
+    # ------------------------------------------------------------------ layer-stacked values
+    def join_layers(self, parts: list, dim: int):
+        first = parts[0]
+        shape = list(first.shape)
+        shape[dim] = sum(p.shape[dim] for p in parts)
+        target = _union_sharding([p.sharding for p in parts], dim, first.ndim) \
+            if len({p.shape[dim] for p in parts}) == 1 else None
+        if target is not None:
+            shards = [s.data for p in parts for s in p.addressable_shards]
+            return jax.make_array_from_single_device_arrays(tuple(shape), target, shards, dtype=first.dtype)
+        whole = NamedSharding(first.sharding.mesh, PartitionSpec())
+        return self.concatenate([self.move(p, whole) for p in parts], dim, whole)
+
+    def layers_of(self, x, dim: int, a: int, b: int, sharding: NamedSharding):
+        mesh = getattr(getattr(x, "sharding", None), "mesh", None)
+        if mesh is not None and mesh.axis_names[0] == STAGES and sharding.mesh in self.meshes:
+            mine = set(sharding.mesh.devices.flat)
+            spec = list(_with_dims(x.sharding.spec, x.ndim))
+            rest = tuple(e for e in (spec[dim] if isinstance(spec[dim], tuple) else (spec[dim],)) if e != STAGES)
+            spec[dim] = None if not rest else rest[0] if len(rest) == 1 else rest
+            shape = list(x.shape)
+            shape[dim] = b - a
+            view = jax.make_array_from_single_device_arrays(
+                tuple(shape), NamedSharding(sharding.mesh, PartitionSpec(*spec)),
+                [s.data for s in x.addressable_shards if s.device in mine], dtype=x.dtype)
+            return self.move(view, sharding)
+        if isinstance(x, jax.Array):
+            return self.move(jax.lax.slice_in_dim(x, a, b, axis=dim), sharding)
+        return self.move(np.take(np.asarray(x), np.arange(a, b), axis=dim), sharding)
+
+
+def _union_sharding(shardings: list, dim: int, rank: int) -> NamedSharding | None:
+    """One layout over the stages' submeshes for parts laid out alike on submeshes of one shape."""
+    meshes = [s.mesh for s in shardings]
+    if len({m.devices.shape for m in meshes}) != 1 or len({tuple(s.spec) for s in shardings}) != 1:
+        return None
+    union = Mesh(np.stack([m.devices for m in meshes]), (STAGES, *meshes[0].axis_names))
+    spec = list(_with_dims(shardings[0].spec, rank))
+    inner = spec[dim] if isinstance(spec[dim], tuple) else (() if spec[dim] is None else (spec[dim],))
+    spec[dim] = (STAGES, *inner)
+    return NamedSharding(union, PartitionSpec(*spec))

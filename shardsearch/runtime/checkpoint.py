@@ -77,21 +77,21 @@ def plan_mesh(plan: Plan, mesh=None) -> Mesh:
     return mesh
 
 
-def _arg_meshes(plan: Plan, mesh: Mesh) -> dict[str, Mesh]:
-    """Argument path -> the mesh it lives on: its stage's submesh in a pipelined plan."""
+def _arg_shardings(plan: Plan, mesh: Mesh) -> dict[str, NamedSharding]:
+    """Argument path -> where it lives under a pipelined plan: its stage's submesh, or the
+    submeshes of the stages holding its layers (``pipeline.step.arg_shardings``)."""
     p = plan.pipeline
     if p is None or p.num_stages <= 1:
         return {}
-    from shardsearch.pipeline.step import stage_meshes
+    from shardsearch.pipeline.step import arg_shardings
 
-    meshes = stage_meshes(p, mesh)
-    return {path: meshes[p.assignment.owner(i) or 0] for i, path in enumerate(plan.in_paths)}
+    return dict(zip(plan.in_paths, arg_shardings(plan, mesh)))
 
 
 def _plan_shardings(like: Any, plan: Plan, mesh: Mesh, argnum: int) -> Any:
     prefix = f"args[{argnum}]"
     specs = {p: s for p, s in zip(plan.in_paths, plan.flat_in_specs) if p.startswith(prefix)}
-    on = _arg_meshes(plan, mesh)
+    on = _arg_shardings(plan, mesh)
     shapes = dict(zip(plan.in_paths, [a[0] for a in plan.in_avals])) if plan.in_avals else {}
 
     def one(key_path, leaf):
@@ -101,7 +101,7 @@ def _plan_shardings(like: Any, plan: Plan, mesh: Mesh, argnum: int) -> Any:
             raise PlanError(NOT_IN_PLAN.format(path=path, argnum=argnum, have=have))
         if path in shapes and tuple(np.shape(leaf)) != tuple(shapes[path]):
             raise PlanError(SHAPE_NOT_PLANNED.format(path=path, shape=tuple(np.shape(leaf)), planned=shapes[path]))
-        return NamedSharding(on.get(path, mesh), to_partition_spec(specs[path]))
+        return on.get(path) or NamedSharding(mesh, to_partition_spec(specs[path]))
 
     return jax.tree_util.tree_map_with_path(one, like)
 
