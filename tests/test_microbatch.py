@@ -9,6 +9,7 @@ import pytest
 
 from helpers import assert_trees_close, concrete_mlp_args, make_train_step
 from models import bert, gpt
+from models.common import grad_step
 from shardsearch.errors import MicrobatchError
 from shardsearch.graph import ValueRef
 from shardsearch.pipeline.accumulate import accumulation_graph
@@ -104,10 +105,7 @@ def masked_mean_step(optimizer=SGD):
         err = jnp.sum((h - batch["y"]) ** 2, axis=-1)
         return (err * batch["mask"]).sum() / jnp.maximum(batch["mask"].sum(), 1.0)
 
-    def step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    step = grad_step(loss_fn, optimizer)
 
     k = jax.random.split(jax.random.PRNGKey(1), 3)
     params = {"w": jax.random.normal(k[0], (8, 8))}
@@ -132,10 +130,7 @@ def dropout_step():
         h = jnp.where(keep, h / 0.7, 0.0)
         return jnp.mean((h - batch["y"]) ** 2)
 
-    def step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = SGD.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    step = grad_step(loss_fn, SGD)
 
     k = jax.random.split(jax.random.PRNGKey(2), 3)
     params = {"w": jax.random.normal(k[0], (8, 8))}
@@ -161,10 +156,7 @@ def index_by_iota_step():
         picked = logits[jnp.arange(logits.shape[0]), batch["labels"]]
         return -jnp.mean(picked - jax.nn.logsumexp(logits, axis=-1))
 
-    def step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = SGD.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    step = grad_step(loss_fn, SGD)
 
     k = jax.random.split(jax.random.PRNGKey(3), 3)
     params = {"w": jax.random.normal(k[0], (8, 5))}
@@ -188,10 +180,7 @@ def batch_norm_step(after_layer=True):
         out = h @ params["v"]
         return jnp.mean((out - batch["y"]) ** 2)
 
-    def step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = SGD.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    step = grad_step(loss_fn, SGD)
 
     k = jax.random.split(jax.random.PRNGKey(4), 4)
     params = {"w": jax.random.normal(k[0], (8, 8)), "v": jax.random.normal(k[3], (8, 8))}

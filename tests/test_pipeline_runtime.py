@@ -11,6 +11,7 @@ import pytest
 from cost_model import MeshShape
 from helpers import assert_trees_close
 from models import bert, gpt
+from models.common import grad_step
 from pipeline_helpers import assign_even
 from shardsearch.config import SearchConfig
 from shardsearch.pipeline.assignment import StageKind
@@ -38,10 +39,7 @@ def embed_head_step(layers=4, vocab=32, width=16, batch=16, seq=8):
         logits = x @ p["head"]
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
 
-    def step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = SGD.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    step = grad_step(loss_fn, SGD)
 
     k = jax.random.split(jax.random.PRNGKey(5), layers + 3)
     params = {"embed": jax.random.normal(k[0], (vocab, width)) * 0.5,
@@ -66,10 +64,7 @@ def scan_step(layers=4, width=16, batch=16):
         x, _ = jax.lax.scan(layer, x, p["layers"])
         return jnp.mean((x @ p["head"] - batch["target"]) ** 2)
 
-    def step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = SGD.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    step = grad_step(loss_fn, SGD)
 
     k = jax.random.split(jax.random.PRNGKey(6), 5)
     params = {"embed": jax.random.normal(k[0], (32, width)) * 0.5, "head": jax.random.normal(k[1], (width, 4)) * 0.3,
