@@ -29,7 +29,7 @@ import numpy as np
 from shardsearch.graph import Cond, LiteralValue, Loop, NodeKind, OpGraph, OpNode, Remat, TensorInfo, ValueRef, While
 from shardsearch.pipeline.micro_graph import MicroGraph, OutKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
-from shardsearch.pipeline.propagate import Phase, Reduction
+from shardsearch.pipeline.states import Phase, Reduction
 from shardsearch.pipeline.subgraph import remap_region
 from shardsearch.trace import ops
 

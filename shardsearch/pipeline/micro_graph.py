@@ -28,7 +28,7 @@ import enum
 from typing import TYPE_CHECKING, Any, Mapping
 
 from shardsearch.graph import Cond, LiteralValue, Loop, NodeKind, OpGraph, OpNode, Remat, TensorInfo, ValueRef, While
-from shardsearch.pipeline.propagate import Phase, Reduction
+from shardsearch.pipeline.states import Phase, Reduction
 
 if TYPE_CHECKING:
     from shardsearch.pipeline.microbatch import MicrobatchSplit

@@ -62,7 +62,7 @@ from shardsearch.errors import MicrobatchError
 from shardsearch.graph import LiteralValue, NodeKind, OpGraph, OpNode, ValueRef
 from shardsearch.memory import carried_args
 from shardsearch.pipeline import propagate as prop
-from shardsearch.pipeline.propagate import Local, Partial, Phase, Reduction
+from shardsearch.pipeline.states import Local, Partial, Phase, Reduction
 
 MICROBATCH = prop.AXIS
 

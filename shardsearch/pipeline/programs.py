@@ -35,7 +35,7 @@ from shardsearch.pipeline.assignment import SPLIT, StageAssignment, StageKind
 from shardsearch.pipeline.layer_split import LayerSplit, layer_split, restrict
 from shardsearch.pipeline.micro_graph import MicroGraph, OutKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit
-from shardsearch.pipeline.propagate import Phase, Reduction
+from shardsearch.pipeline.states import Phase, Reduction
 from shardsearch.pipeline.subgraph import extract
 
 BAD_ORDER = ("stage assignment: {reader} (stage {s}, {kind}) reads {value} made by stage {t} ({tkind}) in the "

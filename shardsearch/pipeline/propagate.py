@@ -12,7 +12,6 @@ region that runs per microbatch) becomes a hint for the next pass, until nothing
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Mapping
 
 import numpy as np
@@ -20,56 +19,16 @@ import numpy as np
 from cost_model.collectives import CollectiveKind
 from cost_model.mesh import MeshShape, Spec
 from shardsearch.graph import LiteralValue, NodeKind, OpGraph, OpNode, ValueRef
+from shardsearch.pipeline.batch_index import SCATTERS, BatchIndex
+from shardsearch.pipeline.states import PRE, Local, Partial, Phase, Reduction, State, Whole
 from shardsearch.strategies.per_node import _cache_key, _op_view
 from shardsearch.strategies.registry import strategies_for
 
 AXIS = "microbatch"
-
-
-class Phase(enum.Enum):
-    PRE = "pre"  # once per step, before the microbatch loop
-    MICRO = "micro"  # once per microbatch
-    ACCUM = "accum"  # once per microbatch, its output a partial result combined across them
-    POST = "post"  # once per step, after the loop
-
-
-class Reduction(enum.Enum):
-    """How the partial results of the microbatches combine."""
-
-    SUM = "sum"
-    MAX = "max"
-    MIN = "min"
-    PROD = "prod"
-    AND = "and"
-    OR = "or"
-
-
 _REDUCTIONS = {"reduce_max": Reduction.MAX, "reduce_min": Reduction.MIN, "reduce_prod": Reduction.PROD,
                "reduce_and": Reduction.AND, "reduce_or": Reduction.OR}
 
-
-@dataclasses.dataclass(frozen=True)
-class Local:
-    dim: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Partial:
-    reduction: Reduction
-    origin: int  # the operator that reduced over the batch
-
-
-@dataclasses.dataclass(frozen=True)
-class Whole:
-    phase: Phase  # PRE, MICRO or POST
-    origin: int | None = None  # POST: the operator whose batch-wide result made it wait for the loop
-
-
-PRE = Whole(Phase.PRE)
-State = Local | Partial | Whole
-
 RANDOM = frozenset({"random_bits", "rng_bit_generator", "rng_uniform"})
-SCATTERS = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter-min", "scatter-max"})
 # Value-preserving moves and selections: a partial of any reduction passes through them.
 LAYOUT = frozenset({"reshape", "transpose", "broadcast_in_dim", "squeeze", "slice", "rev", "copy", "copy_p",
                     "scan_slice", "scan_stack", "scan_carry", "scan_out", "while_carry", "while_out",
@@ -77,10 +36,6 @@ LAYOUT = frozenset({"reshape", "transpose", "broadcast_in_dim", "squeeze", "slic
 SUMS = frozenset({"add", "add_any", "sub", "concatenate", "cond_merge"})  # every operand a partial sum (or zero)
 UNARY_SUM = frozenset({"neg", "reduce_sum", "cumsum"})
 ONE_FACTOR = frozenset({"mul", "dot_general", "conv_general_dilated"})  # linear in each operand
-# What an index computation does to an iota on its way into a gather / scatter.
-INDEX_ARITH = frozenset({"lt", "le", "gt", "ge", "eq", "ne", "add", "sub", "mul", "rem", "max", "min", "clamp",
-                         "select_n", "broadcast_in_dim", "reshape", "concatenate", "convert_element_type",
-                         "squeeze", "transpose"})
 
 
 def describe(graph: OpGraph, node: OpNode) -> str:
@@ -132,7 +87,7 @@ def _is_all_reduce(strategy) -> bool:
     return any(c.kind is CollectiveKind.ALL_REDUCE and AXIS in c.axes for c in strategy.collectives)
 
 
-class Pass:
+class Pass(BatchIndex):
     def __init__(self, ctx: Context, hints: Hints):
         self.ctx, self.hints, self.graph = ctx, hints, ctx.graph
         self.state: dict[int, list[State]] = {}
@@ -283,76 +238,6 @@ class Pass:
         if isinstance(st, Whole) and st.phase is Phase.MICRO:
             self.refuse(n.id, ref.node, "is made inside a loop at the whole batch's shape (random bits "
                                         "inside a scanned layer), which cannot be sliced per microbatch yet")
-
-    # ------------------------------------------------------------------ gathers indexed by a batch iota
-    def batched_index(self, n: OpNode, ins: list[State]):
-        """``x[jnp.arange(B), labels]``: a gather (or its scatter) indexing the batch dim of a
-        split operand with indices built from a local batch iota runs per microbatch."""
-        dn = n.params["dimension_numbers"]
-        idx = ins[1]
-        if not isinstance(idx, Local) or not self.from_local_iota(n.inputs[1]):
-            return None
-        idx_rank = len(self.graph.info(n.inputs[1]).shape)
-        if idx.dim >= idx_rank - 1:
-            return None
-        if n.primitive == "gather":
-            op = ins[0]
-            if not isinstance(op, Local) or op.dim not in tuple(dn.start_index_map):
-                return None
-            batch_pos = [p for p in range(len(n.outputs[0].shape)) if p not in tuple(dn.offset_dims)]
-            return [batch_pos[idx.dim]], {}, False
-        if len(ins) != 3:
-            return None
-        mapped = tuple(dn.scatter_dims_to_operand_dims)
-        op_shape = self.graph.info(n.inputs[0]).shape
-        size = self.graph.info(n.inputs[1]).shape[idx.dim]
-        d = ins[0].dim if isinstance(ins[0], Local) else next((m for m in mapped if op_shape[m] == size), None)
-        if d is None or d not in mapped:
-            return None
-        upd_pos = [p for p in range(len(self.graph.info(n.inputs[2]).shape)) if p not in tuple(dn.update_window_dims)]
-        slices = {}
-        for j, dim in ((0, d), (2, upd_pos[idx.dim])):
-            if isinstance(ins[j], Local):
-                if ins[j].dim != dim:
-                    return None
-            elif isinstance(ins[j], Whole) and not isinstance(n.inputs[j], LiteralValue):
-                slices[j] = dim
-            else:
-                return None
-        return [d], slices, False
-
-    def from_local_iota(self, ref) -> bool:
-        seen, todo = set(), [ref]
-        while todo:
-            r = todo.pop()
-            if isinstance(r, LiteralValue) or r.node in seen:
-                continue
-            seen.add(r.node)
-            node = self.graph.nodes[r.node]
-            if node.primitive == "iota" and self.hints.localized.get(node.id) == node.params["dimension"]:
-                return True
-            if node.primitive in INDEX_ARITH:
-                todo.extend(node.inputs)
-        return False
-
-    def index_only(self, iota: OpNode) -> bool:
-        """Every use of the iota ends as the indices of a gather or scatter."""
-        seen, todo = set(), [iota.id]
-        while todo:
-            nid = todo.pop()
-            if nid in seen:
-                continue
-            seen.add(nid)
-            if nid in self.ctx.outputs:
-                return False
-            for user, pos in self.ctx.users[nid]:
-                prim = self.graph.nodes[user].primitive
-                if (prim == "gather" or prim in SCATTERS) and pos == 1:
-                    continue
-                if prim not in INDEX_ARITH:
-                    return False
-                todo.append(user)
-        return True
 
     # ------------------------------------------------------------------ generators rebuilt per microbatch
     def demand(self, nid: int, d: int) -> bool:

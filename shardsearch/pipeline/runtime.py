@@ -37,7 +37,7 @@ from shardsearch.apply.mesh import to_partition_spec
 from shardsearch.graph import LiteralValue
 from shardsearch.pipeline.assignment import StageKind
 from shardsearch.pipeline.programs import Form, Key, Program, StagePrograms
-from shardsearch.pipeline.propagate import Reduction
+from shardsearch.pipeline.states import Reduction
 from shardsearch.pipeline.schedule import dispatch_order
 from shardsearch.pipeline.stage_search import Schedule
 from shardsearch.pipeline.transfer import Mover, local_devices, placeholder
