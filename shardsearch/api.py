@@ -11,6 +11,7 @@ from shardsearch.apply.calling import Bound, CallingConvention
 from shardsearch.apply.mesh import mesh_shape
 from shardsearch.apply.planned import Planned
 from shardsearch.config import SearchConfig
+from shardsearch.fit import parse_budget
 from shardsearch.graph import OpGraph
 from shardsearch.plan import Plan
 from shardsearch.runtime.distributed import agree_on_plan
@@ -29,7 +30,7 @@ class AutoSharded(Planned):
     def __init__(self, fn, *, mesh, cluster=None, memory_budget=None, donate_argnums=(), config=None, plan=None,
                  static_argnums=(), static_argnames=(), donate_argnames=()):
         self.cluster = Cluster.load(cluster)
-        self.memory_budget = self.cluster.memory_bytes if memory_budget is None else float(memory_budget)
+        self.memory_budget = parse_budget(memory_budget, self.cluster.memory_bytes)
         self.config = config or SearchConfig()
         super().__init__(fn, mesh=mesh, donate_argnums=donate_argnums, plan=plan,
                          constrain=self.config.constrain_intermediates, static_argnums=static_argnums,
@@ -51,6 +52,7 @@ class AutoSharded(Planned):
             cluster=self.cluster,
             memory_budget=self.memory_budget,
             config=self.config,
+            donate_argnums=self.donate_argnums,
         )
         # all processes run one plan (a no-op with one process)
         return found.graph, agree_on_plan(found.plan, found.graph.in_tree, found.graph.out_tree)
@@ -61,7 +63,7 @@ def auto(
     *,
     mesh,
     cluster: Cluster | str | None = None,
-    memory_budget: float | None = None,
+    memory_budget: float | str | None = None,
     donate_argnums: Sequence[int] | int = (),
     pins: Mapping[str, PartitionSpec] | Sequence[tuple[str, PartitionSpec]] | None = None,
     static_argnums: Sequence[int] | int = (),
@@ -74,7 +76,10 @@ def auto(
     ``mesh``: a ``jax.sharding.Mesh`` (any axis types) or a shape tuple such as ``(2, 4)``.
     ``cluster``: the hardware to optimize for: a ``cost_model.Cluster``, a preset name
     (``cost_model.preset_names()``) or a profile JSON path; default ``"h100-8"``.
-    ``memory_budget``: bytes per device; ``None`` means the cluster's device memory.
+    ``memory_budget``: per device: bytes, or a string ("8GB", "7.5GiB", "80%" of the
+    cluster's device memory); ``None`` means the cluster's device memory. The plan's peak
+    (with the donated arguments' buffers reused) fits it, or MemoryBudgetError says what
+    the least is and what would bring it down.
     ``pins``: argument layouts to keep, ``{path: PartitionSpec}``; a path is the
     ``jax.tree_util.keystr`` of a leaf in the argument tuple (``"[0]['embed']['wte']"``)
     or a regex fully matching such paths. The search chooses the rest around them.
@@ -97,17 +102,20 @@ def _with_pins(options: dict, pins) -> dict:
 
 
 def plan(fn: Callable, *args, mesh, cluster=None, memory_budget=None, pins=None, static_argnums=(),
-         **options) -> Plan:
+         donate_argnums: Sequence[int] | int = (), **options) -> Plan:
     """Search a plan for ``fn(*args)`` without compiling or running it.
 
     Needs no devices: ``mesh`` may be a shape tuple (e.g. ``(8, 8)`` on a laptop),
     a ``jax.sharding.Mesh`` or an ``AbstractMesh``; ``args`` may be ShapeDtypeStructs.
-    ``pins``, ``static_argnums`` and ``options`` as for ``shardsearch.auto``.
+    ``pins``, ``static_argnums`` and ``options`` as for ``shardsearch.auto``;
+    ``donate_argnums``: the arguments the caller will donate (``plan.apply(fn,
+    donate_argnums=...)``), so the budget is checked against that step's peak.
     """
     config = SearchConfig.from_options(_with_pins(options, pins))
     cluster = Cluster.load(cluster)
-    budget = cluster.memory_bytes if memory_budget is None else float(memory_budget)
+    budget = parse_budget(memory_budget, cluster.memory_bytes)
     bound = CallingConvention.of(fn, static_argnums=static_argnums).bind(fn, args, {})
+    donate = (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums)
     found = search(bound.fn, bound.dynamic, mesh=mesh_shape(mesh), cluster=cluster, memory_budget=budget,
-                   config=config)
+                   config=config, donate_argnums=donate)
     return found.plan

@@ -85,7 +85,7 @@ def _option(value):
 
 def plan_key(
     graph: OpGraph, program_hash: str, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
-    config: SearchConfig,
+    config: SearchConfig, donated: frozenset[int] = frozenset(),
 ) -> str:
     parts = {
         "planner": planner_hash(),
@@ -97,6 +97,7 @@ def plan_key(
         "mesh": [list(mesh.axis_names), list(mesh.axis_sizes)],
         "cluster": _cluster_figures(cluster),
         "memory_budget": None if memory_budget is None else float(memory_budget),
+        "donated": sorted(donated),
         "options": {
             f.name: _option(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in _NOT_IN_KEY
         },

@@ -95,7 +95,8 @@ def plan(
     target: str = typer.Argument(..., help="MODULE:FUNCTION returning (train_step, example_args)"),
     mesh: str = typer.Option("2x4", help="mesh shape, e.g. 2x4 (axes data, model) or 8"),
     cluster: str = typer.Option("h100-8", help="preset name or profile JSON path"),
-    memory_budget: Optional[float] = typer.Option(None, help="bytes per device (default: the cluster's memory)"),
+    memory_budget: Optional[str] = typer.Option(
+        None, help="per device: bytes, or 8GB / 7.5GiB / 80% (of the cluster's memory; default: all of it)"),
     time_limit: float = typer.Option(30.0, help="solver time limit in seconds"),
     out: Optional[Path] = typer.Option(None, help="write the plan as JSON here"),
     pin: Optional[list[str]] = typer.Option(
@@ -134,7 +135,8 @@ def advise(
     plot: Optional[Path] = typer.Option(None, help="write the plot (.png)"),
     plans: Optional[Path] = typer.Option(None, help="save every row's plan in this folder"),
     verify: bool = typer.Option(False, help="compile the pick on a fake mesh of its size (CPU devices)"),
-    memory_budget: Optional[float] = typer.Option(None, help="bytes per device (default: the cluster's memory)"),
+    memory_budget: Optional[str] = typer.Option(
+        None, help="per device: bytes, or 8GB / 7.5GiB / 80% (of the cluster's memory; default: all of it)"),
     price: Optional[float] = typer.Option(None, help="price per device-hour (default: the cluster profile's)"),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="skip meshes proven slower than one with as many devices"),
     time_limit: float = typer.Option(30.0, help="solver time limit per configuration, seconds"),

@@ -13,26 +13,20 @@ from shardsearch import cache
 from shardsearch.compare.run import price_recipes
 from shardsearch.config import SearchConfig
 from shardsearch.costs import build_problem, combined_all_reduces
+from shardsearch.fallbacks import fallback_warning, with_fallback_saving
+from shardsearch.fit import Attempt, NoFit, donated_args, fit, no_fit_error, step_peak
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.program import microbatched
-from shardsearch.fallbacks import fallback_warning, with_fallback_saving
 from shardsearch.plan import Plan, assemble_plan
 from shardsearch.progress import StageLog, warn_user
 from shardsearch.repeats import tie_labels
 from shardsearch.solve import solve
 from shardsearch.solve.evaluate import evaluate
-from shardsearch.solve.problem import Solution
+from shardsearch.solve.lagrange import memory_only_multiplier, priced_problem
+from shardsearch.solve.problem import Problem, Solution
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import program_hash, trace
-
-OVER_BUDGET = (
-    "shardsearch: by the liveness model the plan peaks at {peak:.4g} bytes per device even with "
-    "every carried argument donated, above memory_budget={budget:.6g} bytes. The solver's budget "
-    "row is a linear proxy of that peak and can under-count (gathered copies held for the "
-    "backward pass), so the step may not fit. Use more devices, rematerialize activations "
-    "(jax.checkpoint), or raise memory_budget if the devices have more memory."
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,16 +43,20 @@ def search(
     cluster: Cluster,
     memory_budget: float | None,
     config: SearchConfig,
+    donate_argnums: tuple[int, ...] = (),
 ) -> Searched:
+    """``donate_argnums``: the positional arguments whose buffers the caller donates
+    (the budget is checked against the peak with their buffers reused)."""
     log = StageLog(config.verbose)
     try:
         log("tracing")
-        return _search(fn, args, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config, log=log)
+        return _search(fn, args, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config, log=log,
+                       donate_argnums=donate_argnums)
     finally:
         log.close()
 
 
-def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
+def _search(fn, args, *, mesh, cluster, memory_budget, config, log, donate_argnums=()) -> Searched:
     t0 = time.perf_counter()
     graph = trace(fn, args)
     phash = program_hash(graph)
@@ -66,7 +64,7 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
     traced = graph
     graph, pipeline = microbatched(graph, config.num_microbatches, mesh)
     found = plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
-                       log=log, start=t0, pipeline=pipeline)
+                       log=log, start=t0, pipeline=pipeline, donated=donated_args(graph, donate_argnums))
     if config.pipeline is None:
         return found
     from shardsearch.pipeline.choose import with_pipeline  # stages: planned beside the whole-mesh plan
@@ -77,18 +75,21 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log) -> Searched:
 
 def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
                config: SearchConfig, log=None, start: float | None = None, pipeline=None,
-               cutoff: float | None = None) -> Searched:
+               cutoff: float | None = None, donated: frozenset[int] = frozenset()) -> Searched:
     """The plan of a traced (or transformed) ``graph``; ``phash``: the traced program's
     hash, which the plan records (``plan.apply`` checks it); ``pipeline``: the plan's
     ``PipelinePlan`` when ``graph`` runs microbatches. One traced program is planned on
     many meshes this way (the advisor's sweep traces and hashes it once). ``cutoff``:
     seconds per step; raise ``solve.AboveCutoff`` when the solver proves no plan is
     cheaper (the first solve of the latency fixed point prices merged all-reduces lowest,
-    so its bound holds for all)."""
+    so its bound holds for all). ``donated``: flat argument indices whose buffers the
+    results reuse. A plan whose peak (``shardsearch.memory``) is over ``memory_budget``
+    is never returned: the search tightens the solver's memory row until one fits
+    (``shardsearch.fit``), or raises MemoryBudgetError saying what the least is."""
     t0 = time.perf_counter() if start is None else start
     log = log or StageLog(False)
     pinned = resolve_pins(config.pins, graph, mesh)
-    key = cache.plan_key(graph, phash, mesh, cluster, memory_budget, config)
+    key = cache.plan_key(graph, phash, mesh, cluster, memory_budget, config, donated)
     hit = cache.load_cached(key, phash, mesh, config)
     if hit is not None:
         if log:
@@ -104,57 +105,34 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
         ties = tie_labels(graph, [len(s) for s in strategies.per_node])
         if log:
             log(f"repeated layers: {len(graph.nodes) - len(np.unique(ties))} nodes tied to an earlier copy")
-    # The merged all-reduce of gradients pays one launch latency for all its members,
-    # which depends on the plan: solve with each member paying 1/k of it, where k is
-    # the number the previous solution merged, until k settles (a fixed point).
-    share, seen = 1.0 / max(combined_all_reduces(graph, None, strategies.per_node), 1), set()
-    edge_memo: dict = {}
-    solution, earlier = None, []
-    while True:
-        problem, costs = build_problem(
-            graph, strategies.per_node, cluster, mesh, memory_budget,
-            follow=config.follow_elementwise, combined_share=share, edge_memo=edge_memo,
+    deadline = t0 + config.time_limit_s
+    solver = _Solver(graph, strategies.per_node, cluster, mesh, config, ties, log, deadline, donated)
+
+    def attempt(row_budget: float | None, multiplier: float | None = None, *, least_memory: bool = False,
+                first: bool = False) -> Attempt:
+        problem, costs, solution = solver.solve(row_budget, multiplier, least_memory=least_memory,
+                                                cutoff=cutoff if first else None)
+        plan = assemble_plan(
+            graph, strategies.per_node, strategies.fallback, problem, costs, solution,
+            mesh=mesh, cluster=cluster.name, program_hash=phash, search_s=time.perf_counter() - t0,
         )
-        solution = solve(
-            problem,
-            # one budget for all the solves of the fixed point, at least a second each
-            time_limit_s=max(1.0, config.time_limit_s - (time.perf_counter() - t0)),
-            num_workers=config.num_workers,
-            seed=config.seed,
-            backend=config.solver.value,
-            log=log,
-            ties=ties,
-            # a binding budget's memory price barely moves with the latency share
-            multiplier=solution.multiplier if solution is not None else None,
-            cutoff=cutoff if solution is None else None,
-        )
-        k = combined_all_reduces(graph, [strategies.per_node[i][c] for i, c in enumerate(solution.choice)])
-        new_share = 1.0 / max(k, 1)
-        # Settled when the plan's merged all-reduces pay one launch latency to within
-        # a tenth of one (a few microseconds at most): another solve would not move it.
-        # With none at all, a dearer latency only makes every other plan dearer.
-        if k == 0 or abs(k * share - 1.0) <= 0.1 or k in seen:
-            break
-        if time.perf_counter() - t0 >= config.time_limit_s:
-            break  # out of time: a solve given the one second left would do worse than this one
-        seen.add(k)
-        earlier.append(solution.choice)
-        share = new_share
+        used = evaluate(problem, solution.choice)
+        return Attempt(plan, used.total, used.memory, step_peak(graph, plan, donated), row_budget,
+                       _Solved(problem, costs, solution))
+
+    chosen = attempt(None, first=True)
+    if memory_budget is not None and chosen.peak > memory_budget:
         if log:
-            log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
-    solution = _best_of(problem, solution, earlier)
-    plan = assemble_plan(
-        graph,
-        strategies.per_node,
-        strategies.fallback,
-        problem,
-        costs,
-        solution,
-        mesh=mesh,
-        cluster=cluster.name,
-        program_hash=phash,
-        search_s=time.perf_counter() - t0,
-    )
+            log(f"the best plan peaks at {chosen.peak / 2**30:.3f} GiB per device, over the "
+                f"{memory_budget / 2**30:.3f} GiB budget: fitting it")
+        try:
+            chosen = fit(attempt, chosen, memory_budget, deadline=deadline, say=log,
+                         floor=lambda: attempt(None, least_memory=True))
+        except NoFit as none:
+            raise no_fit_error(memory_budget, none.least, graph, none.least_attempt.plan, donated) from None
+    problem, costs, solution = chosen.extra.problem, chosen.extra.costs, chosen.extra.solution
+    plan = dataclasses.replace(chosen.plan, stats=dataclasses.replace(chosen.plan.stats,
+                                                                      search_s=time.perf_counter() - t0))
     if config.compare:
         plan = dataclasses.replace(plan, compared=price_recipes(
             graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
@@ -174,15 +152,79 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
             f"{solution.objective:.4g} s/step; {proof}). "
             f"Raise time_limit_s (now {config.time_limit_s}) for a better or proven plan."
         )
-    peak = plan.predicted.peak_donated_bytes or plan.predicted.peak_bytes
-    if memory_budget is not None and peak > memory_budget:
-        warn_user(OVER_BUDGET.format(peak=peak, budget=memory_budget))
     costly = fallback_warning(plan)
     if costly:
         warn_user(costly)
     if log:
         log(f"plan ready in {time.perf_counter() - t0:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
     return Searched(graph, plan)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Solved:
+    problem: Problem
+    costs: Any
+    solution: Solution
+
+    @property
+    def multiplier(self) -> float | None:
+        return self.solution.multiplier
+
+
+class _Solver:
+    """Solves of one graph's problem under different memory budgets on the row, sharing
+    the reshard matrices and the latency fixed point's share between them."""
+
+    def __init__(self, graph, strategies, cluster, mesh, config, ties, log, deadline, donated):
+        self.graph, self.strategies, self.cluster, self.mesh = graph, strategies, cluster, mesh
+        self.config, self.ties, self.log, self.deadline, self.donated = config, ties, log, deadline, donated
+        self.edge_memo: dict = {}
+        # The merged all-reduce of gradients pays one launch latency for all its members,
+        # which depends on the plan: solve with each member paying 1/k of it, where k is
+        # the number the previous solution merged, until k settles (a fixed point).
+        self.share = 1.0 / max(combined_all_reduces(graph, None, strategies), 1)
+
+    def _options(self, multiplier=None, cutoff=None) -> dict:
+        config = self.config
+        # one budget for all the solves of the search, at least a second each
+        return dict(time_limit_s=max(1.0, self.deadline - time.perf_counter()), num_workers=config.num_workers,
+                    seed=config.seed, backend=config.solver.value, log=self.log, ties=self.ties,
+                    multiplier=multiplier, cutoff=cutoff)
+
+    def build(self, row_budget):
+        return build_problem(self.graph, self.strategies, self.cluster, self.mesh, row_budget,
+                             follow=self.config.follow_elementwise, combined_share=self.share,
+                             edge_memo=self.edge_memo, donated=self.donated)
+
+    def solve(self, row_budget, multiplier=None, *, least_memory=False, cutoff=None):
+        if least_memory:  # memory priced above any time: the plan with the least row memory
+            problem, costs = self.build(None)
+            priced = priced_problem(problem, memory_only_multiplier(problem))
+            solution = solve(priced, **self._options())
+            used = evaluate(problem, solution.choice)
+            return problem, costs, dataclasses.replace(solution, objective=used.total, bound=-np.inf,
+                                                       status="FEASIBLE")
+        seen, earlier, solution = set(), [], None
+        while True:
+            problem, costs = self.build(row_budget)
+            solution = solve(problem, **self._options(
+                # a binding budget's memory price barely moves with the latency share
+                multiplier=solution.multiplier if solution is not None else multiplier,
+                cutoff=cutoff if solution is None else None))
+            k = combined_all_reduces(self.graph, [self.strategies[i][c] for i, c in enumerate(solution.choice)])
+            # Settled when the plan's merged all-reduces pay one launch latency to within
+            # a tenth of one (a few microseconds at most): another solve would not move it.
+            # With none at all, a dearer latency only makes every other plan dearer.
+            if k == 0 or abs(k * self.share - 1.0) <= 0.1 or k in seen:
+                break
+            if time.perf_counter() >= self.deadline:
+                break  # out of time: a solve given the one second left would do worse than this one
+            seen.add(k)
+            earlier.append(solution.choice)
+            self.share = 1.0 / max(k, 1)
+            if self.log:
+                self.log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
+        return problem, costs, _best_of(problem, solution, earlier)
 
 
 def _best_of(problem, solution, earlier: list) -> Solution:

@@ -98,13 +98,14 @@ def test_two_slow_nodes_split_batch_across_and_megatron_inside():
             assert math.prod(dims) <= hidden * hidden // 4, c
 
 
-def test_a_plan_over_the_budget_by_the_liveness_model_warns():
-    """The same step on 80 GB devices: no plan fits, and the user is told so."""
+def test_a_step_no_plan_fits_raises_with_the_least_it_needs():
+    """The same step on 80 GB devices: no plan fits, and the user is told what the least
+    is, what it is made of, and what would bring it down (never a plan over the budget)."""
     optimizer = optax.adam(1e-3)
     args = abstract_mlp_args(262144, 65536, layers=2, optimizer=optimizer)
-    with pytest.warns(UserWarning, match=r"peaks at .* above memory_budget=8e\+10 bytes.*jax.checkpoint"):
-        plan = ss.plan(make_train_step(optimizer), *args, mesh=(2, 4), cluster="2x4-slow")
-    assert plan.predicted.peak_donated_bytes > 80e9
+    with pytest.raises(ss.MemoryBudgetError, match=r"fits memory_budget=74\.5.* GiB .*least it can take is .* GiB") as err:
+        ss.plan(make_train_step(optimizer), *args, mesh=(2, 4), cluster="2x4-slow", cache=False)
+    assert err.value.least_bytes > 80e9
 
 
 def test_tiny_model_stays_replicated():

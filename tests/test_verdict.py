@@ -33,8 +33,9 @@ def megatron():
 
 @pytest.fixture(scope="module")
 def fsdp():
-    # many rows and wide layers, on devices with 1 GB: the parameters must be split
-    return _plan(8192, 4096, (4, 1), memory_budget=1e9)
+    # many rows and wide layers, the state donated, on devices with 1.2 GB: some of the
+    # state must be split (replicated, the step peaks at 1.7 GB)
+    return _plan(8192, 4096, (4, 1), memory_budget=1.2e9, donate_argnums=(0, 1))
 
 
 def test_the_verdict_names_data_parallel(data_parallel):
@@ -60,7 +61,8 @@ def test_the_verdict_names_fsdp(fsdp):
     assert text.startswith("Data parallel over data (4 devices) with FSDP (ZeRO-3):"), text
     assert "Megatron" not in text and "tensor parallel" not in text
     kernels = [s for p, s in zip(plan.in_paths, plan.flat_in_specs) if p.startswith("args[0]") and p.endswith("['w']")]
-    assert all("data" in (s[0] + s[1]) for s in kernels)  # every kernel sharded over the data axis
+    # the cheapest plan that fits splits as few kernels as the budget needs
+    assert any("data" in (s[0] + s[1]) for s in kernels)
 
 
 @pytest.mark.parametrize("case", ["data_parallel", "megatron", "fsdp"])
@@ -80,7 +82,7 @@ def test_alternatives_agree_with_pricing_each_recipe_directly(case, request):
                         memory_budget=1e15, pins=pins, compare=False)
         assert again.predicted.total_s == pytest.approx(alt.total_s, rel=1e-2)
         assert again.predicted.peak_donated_bytes == pytest.approx(alt.peak_bytes, rel=1e-9)
-        assert alt.fits == (alt.peak_bytes <= (1e9 if case == "fsdp" else 80e9))
+        assert alt.fits == (alt.peak_bytes <= (1.2e9 if case == "fsdp" else 80e9))
     roles = dict(zip(plan.in_paths, plan.in_roles))
     dp = dict(zip(plan.in_paths, alts["data parallel"].in_specs))
     assert all(not any(s) for p, s in dp.items() if roles[p] != "input")  # parameters replicated
@@ -94,7 +96,7 @@ def test_alternatives_agree_with_pricing_each_recipe_directly(case, request):
 def test_the_budgeted_plan_says_which_recipes_do_not_fit(fsdp):
     plan, _ = fsdp
     over = [a.name for a in plan.alternatives() if not a.fits]
-    assert "data parallel" in over  # 12 replicated 64 MiB kernels and their moments exceed 1 GB
+    assert "data parallel" in over  # 12 replicated 64 MiB kernels and their moments exceed 1.2 GB
     assert "data parallel" in plan.summary() and "over the memory budget" in plan.summary()
 
 

@@ -17,6 +17,7 @@ from shardsearch.advise.allocate import Allocation, Job, Share, allocate
 from shardsearch.advise.batch import BatchMode
 from shardsearch.advise.configs import Config, check_counts, default_counts, mesh_shapes
 from shardsearch.advise.sweep import SweepSettings, run_sweep
+from shardsearch.fit.budget import parse_budget
 from shardsearch.config import SearchConfig
 
 __all__ = ["Advice", "Allocation", "BatchMode", "Config", "Job", "Row", "RowStatus", "Share", "advise", "allocate",
@@ -30,7 +31,7 @@ def advise(
     devices: Sequence[int] | None = None,
     max_devices: int | None = None,
     batch_mode: str | BatchMode = "global",
-    memory_budget: float | None = None,
+    memory_budget: float | str | None = None,
     price_per_device_hour: float | None = None,
     static_argnums: Sequence[int] | int = (),
     prune: bool = True,
@@ -66,7 +67,7 @@ def advise(
     if price_per_device_hour is not None:
         cluster = dataclasses.replace(cluster, price_per_device_hour=price_per_device_hour)
     counts = check_counts(cluster, devices) if devices is not None else default_counts(cluster, max_devices)
-    budget = cluster.memory_bytes if memory_budget is None else float(memory_budget)
+    budget = parse_budget(memory_budget, cluster.memory_bytes)
     bound = CallingConvention.of(fn, static_argnums=static_argnums).bind(fn, args, {})
     with _progress_bar(progress) as report:
         settings = SweepSettings(cluster, BatchMode.of(batch_mode), budget, SearchConfig.from_options(options), prune)

@@ -20,7 +20,7 @@ def fake_devices_for(cluster: str, devices: Sequence[int], max_devices: int | No
 
 
 def run(target: tuple[Callable, tuple], *, cluster: str, devices: Sequence[int], max_devices: int | None,
-        batch_mode: str, memory_budget: float | None, price: float | None, goal: str, outs: Sequence[Path],
+        batch_mode: str, memory_budget: float | str | None, price: float | None, goal: str, outs: Sequence[Path],
         plot: Path | None, plans: Path | None, verify: bool, prune: bool, time_limit: float, cache: bool,
         echo: Callable[[str], None], workers: int = 1, target_name: str | None = None) -> None:
     """Sweep, print the table, write the outputs; ShardsearchError for bad input."""

@@ -29,6 +29,7 @@ from shardsearch.apply.mesh import default_axis_names
 from shardsearch.config import SearchConfig
 from shardsearch.errors import MemoryBudgetError
 from shardsearch.graph import OpGraph
+from shardsearch.memory import carried_args
 from shardsearch.pipeline.program import microbatched
 from shardsearch.search import plan_graph
 from shardsearch.solve import AboveCutoff
@@ -63,7 +64,9 @@ def plan_config(graph: OpGraph, phash: str, config: Config, *, cluster: Cluster,
     planned again without the budget, so its row still says how fast it would be."""
     mesh = MeshShape(default_axis_names(len(config.mesh_shape)), config.mesh_shape)
     graph, pipeline = microbatched(graph, search_config.num_microbatches, mesh)
-    run = dict(mesh=mesh, cluster=cluster, config=search_config, log=_quiet, pipeline=pipeline)
+    # training loops donate the carried state: the budget is checked against that peak
+    run = dict(mesh=mesh, cluster=cluster, config=search_config, log=_quiet, pipeline=pipeline,
+               donated=frozenset(carried_args(graph)))
     try:
         plan = plan_graph(graph, phash, memory_budget=budget, cutoff=cutoff, **run).plan
     except AboveCutoff as skip:

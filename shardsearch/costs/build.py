@@ -158,14 +158,15 @@ def node_costs(
     return CostTables(compute, comm, local)
 
 
-def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape) -> list[np.ndarray]:
+def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape,
+                 donated: frozenset[int] = frozenset()) -> list[np.ndarray]:
     """Bytes per device each strategy of a node adds to the step's peak, as one linear sum.
 
     The ILP keeps a single budget row (merge.py eliminates nodes by dynamic programming,
     which a max over time would defeat), so this is a linear proxy of the peak that
     ``shardsearch.memory`` computes by liveness:
       * an argument: its buffer, twice if the step returns its next value (that result
-        has a buffer of its own: whether the caller donates is not known while planning);
+        has a buffer of its own) unless the caller donates it (``donated``);
       * an operator: each output live at the unsharded program's peak point
         (``memory.peak_point``) or kept for the backward pass (live across the forward
         end, ``memory.kept_for_backward``; in a training step whose activations dominate
@@ -196,7 +197,7 @@ def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshSha
     for node, strats in zip(graph.nodes, strategies):
         outs = list(counted.get(node.id, ()))
         if node.kind is NodeKind.INPUT:
-            outs += [0] * (1 + (arg_of[node.id] in carried))
+            outs += [0] * (1 + (arg_of[node.id] in carried and arg_of[node.id] not in donated))
         if node.kind is NodeKind.CONST or not outs:
             mem.append(np.zeros(len(strats)))
             continue
@@ -331,9 +332,11 @@ def build_problem(
     follow: bool = True,
     combined_share: float = 1.0,
     edge_memo: dict | None = None,
+    donated: frozenset[int] = frozenset(),
 ) -> tuple[Problem, CostTables]:
     """``edge_memo``: reshard matrices by (shape, itemsize, layouts); pass the same dict
-    to rebuild the problem of the same graph, mesh and cluster without recomputing them."""
+    to rebuild the problem of the same graph, mesh and cluster without recomputing them.
+    ``donated``: flat argument indices whose buffers the step's results reuse."""
     costs = node_costs(graph, strategies, cluster, mesh, combined_share)
     seen = {} if edge_memo is None else edge_memo
     edges, edge_costs, edge_local = [], [], []
@@ -363,7 +366,7 @@ def build_problem(
     costs = dataclasses.replace(costs, edge_local=edge_local)
     problem = Problem(
         node_costs=[c + m + lo for c, m, lo in zip(costs.compute, costs.comm, costs.local)],
-        node_memory=_node_memory(graph, strategies, mesh),
+        node_memory=_node_memory(graph, strategies, mesh, donated),
         edge_memory=_edge_memory(graph, strategies, mesh, edges),
         edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
         edge_costs=edge_costs,

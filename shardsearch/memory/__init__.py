@@ -5,7 +5,7 @@ Plain data in, numbers out (numpy only, no jax).
 ``buffers``: which values XLA writes to memory (after fusion) and until when;
 ``assign``: which of them share an argument's or result's buffer, and the heap the rest
 need; ``liveness``: the points in time the search's memory proxy counts at;
-``breakdown``: the figures of a plan.
+``breakdown``: the figures of a plan; ``explain``: what the peak is made of, item by item.
 """
 
 from shardsearch.memory.assign import Assignment as Assignment
@@ -18,6 +18,12 @@ from shardsearch.memory.breakdown import memory_breakdown as memory_breakdown
 from shardsearch.memory.buffers import Buffers as Buffers
 from shardsearch.memory.buffers import Lifetime as Lifetime
 from shardsearch.memory.buffers import buffers as buffers
+from shardsearch.memory.explain import KINDS as KINDS
+from shardsearch.memory.explain import REMEDY as REMEDY
+from shardsearch.memory.explain import Contributor as Contributor
+from shardsearch.memory.explain import PeakExplained as PeakExplained
+from shardsearch.memory.explain import explain_peak as explain_peak
+from shardsearch.memory.explain import explain_plan as explain_plan
 from shardsearch.memory.liveness import carried_args as carried_args
 from shardsearch.memory.liveness import forward_end as forward_end
 from shardsearch.memory.liveness import kept_for_backward as kept_for_backward

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from cost_model.mesh import MeshShape, Spec, local_bytes, replicated
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
-from shardsearch.memory.assign import Home, Span, assign
+from shardsearch.memory.assign import Assignment, Home, Span, assign
 from shardsearch.memory.buffers import FUSIBLE, buffers
 from shardsearch.memory.liveness import (
     carried_args,
@@ -40,6 +40,89 @@ class MemoryBreakdown:
     peak_node: int  # node at which the temporary heap peaks; -1 if it stays empty
 
 
+# What each argument is, for the breakdown
+PARAMS, OPT_STATE, INPUTS = "parameters", "optimizer state", "inputs"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBuffers:
+    """Every buffer of a step run with given layouts, before XLA places the temporaries.
+
+    ``args``: (kind, bytes) per flat argument (PARAMS: carried and read by the forward
+    pass; OPT_STATE: carried, read after it; INPUTS: fed anew each step); ``homes``: the
+    argument and result buffers temporaries may share (a result's own, or a donated
+    argument's); ``results``: the results with a buffer of their own; ``temps``: the
+    temporaries' spans, and ``temp_refs`` (value, is a resharded copy) for each."""
+
+    args: tuple[tuple[str, float], ...]
+    homes: tuple[Home, ...]
+    results: tuple[tuple[int, float], ...]  # (flat output index, bytes) of results with a buffer of their own
+    temps: tuple[Span, ...]
+    temp_refs: tuple[tuple[ValueRef, bool], ...]
+    forward_end: int
+    num_positions: int
+
+
+def step_buffers(
+    graph: OpGraph,
+    in_specs: Sequence[Spec],
+    node_out_specs: Mapping[int, Sequence[Spec]],
+    mesh: MeshShape,
+    *,
+    node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None,
+    donated: frozenset[int] = frozenset(),
+) -> StepBuffers:
+    """The buffers of ``graph`` run with these layouts (``memory_breakdown``'s arguments)."""
+
+    def nbytes(ref: ValueRef, spec: Spec | None) -> float:
+        info = graph.info(ref)
+        return local_bytes(info.shape, info.dtype.itemsize, spec or replicated(len(info.shape)), mesh)
+
+    def out_spec(ref: ValueRef) -> Spec | None:
+        specs = node_out_specs.get(ref.node)
+        return specs[ref.index] if specs is not None else None
+
+    end = len(graph.nodes)
+    bufs = buffers(graph)
+    arg_bytes = [nbytes(ValueRef(n), in_specs[i]) for i, n in enumerate(graph.input_nodes)]
+    carried = carried_args(graph)
+    t = forward_end(graph)
+    read_forward = {ref.node for n in graph.nodes[: t + 1] for ref in n.inputs if isinstance(ref, ValueRef)}
+    args = tuple((INPUTS if i not in carried else PARAMS if n in read_forward else OPT_STATE, arg_bytes[i])
+                 for i, n in enumerate(graph.input_nodes))
+
+    homes: list[Home] = []
+    results: list[tuple[int, float]] = []
+    aliases = graph.output_aliases or (None,) * len(graph.outputs)
+    for k, (ref, arg) in enumerate(zip(graph.outputs, aliases)):
+        if not isinstance(ref, ValueRef):
+            continue  # a literal
+        made = ref.node if graph.nodes[ref.node].kind is NodeKind.OP else 0
+        shares = made if graph.nodes[ref.node].primitive in FUSIBLE else -1
+        if arg is not None and arg in donated:  # written into its argument's buffer
+            last_read = bufs.last_read.get((graph.input_nodes[arg], 0), -1)
+            homes.append(Home(arg_bytes[arg], ((0, max(last_read, 0)), (made, end)), shares))
+            continue
+        if arg is not None:
+            size = arg_bytes[arg]  # returned in its argument's layout
+        elif graph.nodes[ref.node].kind is NodeKind.INPUT:
+            size = arg_bytes[graph.input_nodes.index(ref.node)]
+        else:
+            size = nbytes(ref, out_spec(ref))
+        results.append((k, size))
+        homes.append(Home(size, ((made, end),), shares))
+
+    ends = _own_layout_ends(graph, bufs, node_operand_specs or {})
+    temps = [Span(v.ref.node, ends.get(v.ref, v.last), nbytes(v.ref, out_spec(v.ref))) for v in bufs.lives]
+    refs = [(v.ref, False) for v in bufs.lives]
+    for ref, spec, first, last in resharded_copies(graph, node_operand_specs, bufs):
+        temps.append(Span(first, last, nbytes(ref, spec)))
+        refs.append((ref, True))
+    return StepBuffers(args, tuple(homes), tuple(results), tuple(temps), tuple(refs), t, end)
+
+
+
+
 def memory_breakdown(
     graph: OpGraph,
     in_specs: Sequence[Spec],
@@ -58,69 +141,32 @@ def memory_breakdown(
     ``donated``: flat argument indices whose buffers the results may reuse
     (``jax.jit(donate_argnums=...)``).
     """
-
-    def nbytes(ref: ValueRef, spec: Spec | None) -> float:
-        info = graph.info(ref)
-        return local_bytes(info.shape, info.dtype.itemsize, spec or replicated(len(info.shape)), mesh)
-
-    def out_spec(ref: ValueRef) -> Spec | None:
-        specs = node_out_specs.get(ref.node)
-        return specs[ref.index] if specs is not None else None
-
-    end = len(graph.nodes)
-    bufs = buffers(graph)
-    arg_bytes = [nbytes(ValueRef(n), in_specs[i]) for i, n in enumerate(graph.input_nodes)]
-    carried = carried_args(graph)
-    t = forward_end(graph)
-    read_forward = {ref.node for n in graph.nodes[: t + 1] for ref in n.inputs if isinstance(ref, ValueRef)}
-    params = opt = fed = 0.0
-    for i, n in enumerate(graph.input_nodes):
-        if i not in carried:
-            fed += arg_bytes[i]
-        elif n in read_forward:
-            params += arg_bytes[i]
-        else:
-            opt += arg_bytes[i]
-
-    homes: list[Home] = []
-    outputs = 0.0
-    aliases = graph.output_aliases or (None,) * len(graph.outputs)
-    for ref, arg in zip(graph.outputs, aliases):
-        if not isinstance(ref, ValueRef):
-            continue  # a literal
-        made = ref.node if graph.nodes[ref.node].kind is NodeKind.OP else 0
-        shares = made if graph.nodes[ref.node].primitive in FUSIBLE else -1
-        if arg is not None and arg in donated:  # written into its argument's buffer
-            last_read = bufs.last_read.get((graph.input_nodes[arg], 0), -1)
-            homes.append(Home(arg_bytes[arg], ((0, max(last_read, 0)), (made, end)), shares))
-            continue
-        if arg is not None:
-            size = arg_bytes[arg]  # returned in its argument's layout
-        elif graph.nodes[ref.node].kind is NodeKind.INPUT:
-            size = arg_bytes[graph.input_nodes.index(ref.node)]
-        else:
-            size = nbytes(ref, out_spec(ref))
-        outputs += size
-        homes.append(Home(size, ((made, end),), shares))
-
-    ends = _own_layout_ends(graph, bufs, node_operand_specs or {})
-    temps = [Span(v.ref.node, ends.get(v.ref, v.last), nbytes(v.ref, out_spec(v.ref))) for v in bufs.lives]
-    activations = float(sum(s.nbytes for s in temps if s.first <= t < s.last))
-    temps = _in_place(graph, bufs, temps)
-    temps += [Span(first, last, nbytes(ref, spec))
-              for ref, spec, first, last in resharded_copies(graph, node_operand_specs, bufs)]
-    placed = assign(end, temps, homes)
-    resident = params + opt + fed + outputs
+    sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
+                      donated=donated)
+    placed = place(graph, sb)
+    kind_bytes = {k: sum(b for kind, b in sb.args if kind == k) for k in (PARAMS, OPT_STATE, INPUTS)}
+    t = sb.forward_end
+    activations = float(sum(s.nbytes for s, (_, copy) in zip(sb.temps, sb.temp_refs)
+                            if not copy and s.first <= t < s.last))
+    outputs = float(sum(b for _, b in sb.results))
+    resident = sum(kind_bytes.values()) + outputs
     return MemoryBreakdown(
-        params_bytes=params,
-        opt_state_bytes=opt,
-        inputs_bytes=fed,
+        params_bytes=kind_bytes[PARAMS],
+        opt_state_bytes=kind_bytes[OPT_STATE],
+        inputs_bytes=kind_bytes[INPUTS],
         outputs_bytes=outputs,
         activations_bytes=activations,
         temp_bytes=placed.heap_peak,
         peak_bytes=resident + placed.heap_peak,
         peak_node=placed.heap_peak_at,
     )
+
+
+def place(graph: OpGraph, sb: StepBuffers) -> Assignment:
+    """XLA's placement of the temporaries (in place over dying operands, into free
+    argument and result buffers, the rest on the heap)."""
+    temps = _in_place(graph, buffers(graph), list(sb.temps[: len(buffers(graph).lives)]))
+    return assign(sb.num_positions, temps + list(sb.temps[len(temps):]), sb.homes)
 
 
 def _own_layout_ends(graph: OpGraph, bufs, resharded: Mapping[int, Mapping[int, Spec]]) -> dict:

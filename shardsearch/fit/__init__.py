@@ -1,0 +1,63 @@
+"""Making a plan fit ``memory_budget``: the budget as the user writes it (``budget``), the
+step's peak as XLA will allocate it (``step_peak``), and the search for a plan whose peak
+fits (``tighten``); when none does, an error that says what the least is and what would
+bring it down.
+"""
+
+from __future__ import annotations
+
+from shardsearch.errors import MemoryBudgetError
+from shardsearch.fit.budget import parse_budget as parse_budget
+from shardsearch.fit.tighten import Attempt as Attempt
+from shardsearch.fit.tighten import NoFit as NoFit
+from shardsearch.fit.tighten import fit as fit
+from shardsearch.graph import OpGraph
+from shardsearch.memory import carried_args, explain_plan, memory_breakdown
+from shardsearch.memory.explain import REMEDY_AT_LEAST, RESULTS
+
+NO_FIT = (
+    "no plan of this step fits memory_budget={budget} per device on this mesh: the least it "
+    "can take is {least} ({how}): {kinds}. Raise memory_budget to at least {least_bytes} bytes, "
+    "or cut the largest parts: {remedies}. The largest buffers at that peak: {largest}."
+)
+
+
+def gib(nbytes: float) -> str:
+    """Bytes as KiB, MiB or GiB, the units every memory figure is shown in."""
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.3f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
+
+
+def donated_args(graph: OpGraph, donate_argnums) -> frozenset[int]:
+    """Flat argument indices whose buffers the step's results reuse: the leaves of the
+    donated positional arguments (``args[i]...`` paths) that the step returns anew."""
+    prefixes = tuple(f"args[{i}]" for i in donate_argnums)
+    leaves = {k for k, path in enumerate(graph.in_paths)
+              if any(path == p or path.startswith(p + "[") or path.startswith(p + ".") for p in prefixes)}
+    return frozenset(leaves & carried_args(graph))
+
+
+def step_peak(graph: OpGraph, plan, donated: frozenset[int] = frozenset()) -> float:
+    """Bytes per device the step with ``plan`` peaks at, ``donated`` argument buffers reused."""
+    return memory_breakdown(graph, plan.flat_in_specs, plan.node_out_specs, plan.mesh,
+                            node_operand_specs=plan.node_operand_specs, donated=donated).peak_bytes
+
+
+def describe_budget(nbytes: float) -> str:
+    return f"{gib(nbytes)} ({nbytes:.6g} bytes)" if nbytes >= 2**20 else f"{nbytes:.6g} bytes"
+
+
+def no_fit_error(budget: float, least: float, graph: OpGraph, plan, donated: frozenset[int],
+                 tried: str = "its least-memory sharding") -> MemoryBudgetError:
+    """The error for a budget no plan meets: the least peak found, what it is made of,
+    and what would cut its largest parts."""
+    why = explain_plan(graph, plan, donated, top=5)
+    how = tried + (", donated state" if donated else ", no argument donated")
+    kinds = ", ".join(f"{k} {gib(b)}" for k, b in sorted(why.by_kind, key=lambda kb: -kb[1]))
+    big = [k for k, b in sorted(why.by_kind, key=lambda kb: -kb[1])][:3]
+    remedies = "; ".join(f"{k}: {REMEDY_AT_LEAST[k]}" for k in big if not (k == RESULTS and donated))
+    largest = "; ".join(f"{c.name} ({gib(c.nbytes)}, {c.kind})" for c in why.top)
+    return MemoryBudgetError(NO_FIT.format(budget=describe_budget(budget), least=gib(least), how=how, kinds=kinds,
+                                           least_bytes=int(least + 1), remedies=remedies, largest=largest),
+                             least_bytes=least)
