@@ -219,3 +219,27 @@ def test_a_scan_over_layers_split_between_stages_matches_jit(num_stages, m, sche
 def test_scanned_gpt_with_its_layer_loop_split_between_stages_matches_jit(num_stages, m, schedule):
     case = gpt.make(scan=True, optimizer=SGD)
     assert_pipeline_matches_jit(case.train_step, case.args, num_stages, m, schedule)
+
+
+def test_stage_programs_hand_values_over_in_the_layout_the_next_one_reads(monkeypatch):
+    """Programs are planned in order, each reading what earlier ones made in their layout:
+    no value is resharded within a stage once per microbatch (only once per step, if at all)."""
+    from collections import Counter
+
+    from shardsearch.pipeline import transfer
+
+    fn, args = embed_head_step()
+    m = 8
+    step = pipelined_plan(fn, args, 2, m, Schedule.ONE_F_ONE_B).apply(fn)
+    params, opt_state, _ = step(*args)
+    moved = Counter()
+    move = transfer.Mover.move
+
+    def spy(self, x, sharding):
+        if isinstance(x, jax.Array) and x.sharding != sharding and getattr(x.sharding, "mesh", None) == sharding.mesh:
+            moved[(x.shape, x.sharding.spec, sharding.spec)] += 1
+        return move(self, x, sharding)
+
+    monkeypatch.setattr(transfer.Mover, "move", spy)
+    step(params, opt_state, args[2])
+    assert not moved or max(moved.values()) < m, moved.most_common(3)

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from cost_model import MeshShape
-from shardsearch.pipeline.assignment import StageAssignment
+from shardsearch.pipeline.assignment import StageAssignment, StageKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
 from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
 from shardsearch.pipeline.programs import Form, Key, StagePrograms, split_as_assigned, stage_programs
@@ -58,6 +58,31 @@ def _top_specs(sp: StagePrograms, plans: list, graph) -> tuple[list, list]:
     return ins, outs
 
 
+def _planning_order(p) -> tuple:
+    """Forward programs in stage order, backward ones in reverse, then the once-per-step
+    ones: each is planned knowing how the values it reads per microbatch are handed to it."""
+    rank = {StageKind.FORWARD: 0, StageKind.BACKWARD: 1, StageKind.POST: 2, StageKind.PRE: 3}[p.kind]
+    return (rank, -p.stage if p.kind is StageKind.BACKWARD else p.stage, p.wave)
+
+
+def _handover_pins(p, handed: dict, mesh: MeshShape) -> tuple:
+    """Pins that read each input in the layout an earlier planned program made or read it
+    in, where that layout fits this stage's submesh: no resharding between programs (per
+    microbatch: activations, residuals, cotangents; per step: parameters, totals)."""
+    from jax.sharding import PartitionSpec
+
+    from shardsearch.strategies.specs import fits
+
+    out, seen = [], set()
+    for k, key in enumerate(p.inputs):
+        spec, path = handed.get(key), p.graph.in_paths[k]
+        if spec is None or path in seen or not fits(p.graph.input_info(k).shape, spec, mesh):
+            continue
+        seen.add(path)
+        out.append((path, PartitionSpec(*[tuple(d) if d else None for d in spec])))
+    return tuple(out)
+
+
 def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssignment, num_microbatches: int,
                 schedule: Schedule, stages: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], *, mesh: MeshShape,
                 cluster, memory_budget, config):
@@ -73,12 +98,16 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
     micro = micro_graph(graph, split, num_microbatches)
     sp = stage_programs(graph, split, micro, assignment)
     inner = dataclasses.replace(config, pins=(), num_microbatches=1)
-    plans = []
-    for p in sp.programs:
+    plans: list = [None] * len(sp.programs)
+    handed: dict = {}  # value (Key) -> the layout the first program planned with it gives or reads it in
+    for i in sorted(range(len(sp.programs)), key=lambda i: _planning_order(sp.programs[i])):
+        p = sp.programs[i]
         shape = MeshShape(mesh.axis_names, stages[p.stage][1])
-        pinned = dataclasses.replace(inner, pins=program_pins(config.pins, graph, p, shape))
-        plans.append(plan_graph(p.graph, program_hash(p.graph), mesh=shape, cluster=cluster,
-                                memory_budget=memory_budget, config=pinned).plan)
+        pins = program_pins(config.pins, graph, p, shape) + _handover_pins(p, handed, shape)
+        plans[i] = plan_graph(p.graph, program_hash(p.graph), mesh=shape, cluster=cluster,
+                              memory_budget=memory_budget, config=dataclasses.replace(inner, pins=pins)).plan
+        for key, spec in [*zip(p.inputs, plans[i].flat_in_specs), *zip(p.outputs, plans[i].flat_out_specs)]:
+            handed.setdefault(key, spec)
     s_count = assignment.num_stages
     micro_s = [sum(pl.predicted.total_s for p, pl in zip(sp.programs, plans) if p.stage == s and p.per_microbatch)
                for s in range(s_count)]
