@@ -59,7 +59,7 @@ class Row:
     throughput: float | None  # samples/s
     tokens_per_s: float | None
     efficiency: float | None
-    fits: bool | None  # None when dominated
+    fits: bool | None  # None when dominated before its memory was known
     peak_bytes: float | None
     memory_budget: float
     needs_bytes: float | None  # when it does not fit: the least memory per device a plan needs
@@ -169,7 +169,7 @@ class Advice:
         return sorted(front, key=lambda r: (r.devices, r.mesh_shape))
 
     def nothing_fits(self) -> AdviseError:
-        over = [r for r in self.rows if r.status is RowStatus.OVER_MEMORY]
+        over = [r for r in self.rows if r.fits is False and r.needs_bytes]
         if not over:
             return AdviseError("no configuration was planned to the end; run the sweep with prune=False")
         least = min(over, key=lambda r: r.needs_bytes or math.inf)

@@ -52,12 +52,9 @@ def _cells(advice: Advice, r: Row, mark: str) -> list[str]:
 
     rate = r.tokens_per_s if advice.batch.seq is not None else r.throughput
     per_m = r.cost_per_million_tokens if advice.batch.seq is not None else r.cost_per_million_samples
-    if r.status is RowStatus.DOMINATED:
-        step = f">= {r.bound_s * 1e3:.4g}"
-        fits = "?"
-    else:
-        step = f"{r.step_s * 1e3:.4g}"
-        fits = "yes" if r.fits else f"no (needs {r.needs_bytes / 1e9:.3g} GB)"
+    step = f">= {r.bound_s * 1e3:.4g}" if r.status is RowStatus.DOMINATED else f"{r.step_s * 1e3:.4g}"
+    fits = {True: "yes", None: "?"}.get(r.fits) or (
+        f"no (needs {r.needs_bytes / 1e9:.3g} GB)" if r.needs_bytes else "no")
     return [str(r.devices), r.mesh, str(r.batch), step, f(rate, ".4g"), f(r.efficiency, ".2f"),
             "-" if r.peak_bytes is None else f"{r.peak_bytes / 1e9:.3g}", fits, f(r.cost_per_step, ".3g"),
             f(per_m, ".3g"), r.status.value, mark]

@@ -61,7 +61,8 @@ def _order(shapes: list[tuple[int, int]], last_model: int | None) -> list[tuple[
 def plan_config(graph: OpGraph, phash: str, config: Config, *, cluster: Cluster, budget: float,
                 search_config: SearchConfig, cutoff: float | None) -> tuple:
     """(plan, fits, needs_bytes, bound_s) for one configuration. A mesh no plan fits is
-    planned again without the budget, so its row still says how fast it would be."""
+    planned again without the budget, so its row still says how fast it would be (unless
+    that cannot beat the cutoff either)."""
     mesh = MeshShape(default_axis_names(len(config.mesh_shape)), config.mesh_shape)
     graph, pipeline = microbatched(graph, search_config.num_microbatches, mesh)
     # training loops donate the carried state: the budget is checked against that peak
@@ -72,7 +73,10 @@ def plan_config(graph: OpGraph, phash: str, config: Config, *, cluster: Cluster,
     except AboveCutoff as skip:
         return None, None, None, skip.cutoff
     except MemoryBudgetError as err:
-        plan = plan_graph(graph, phash, memory_budget=None, **run).plan
+        try:
+            plan = plan_graph(graph, phash, memory_budget=None, cutoff=cutoff, **run).plan
+        except AboveCutoff as skip:
+            return None, False, err.least_bytes, skip.cutoff
         return plan, False, err.least_bytes or peak_bytes(plan), None
     return plan, peak_bytes(plan) <= budget, None, None
 
