@@ -277,3 +277,15 @@ def test_workers_need_a_step_that_pickles():
         pytest.skip("cloudpickle pickles closures")
     with pytest.raises(ss.AdviseError, match=r"does not pickle .* Pass workers=1, install cloudpickle"):
         ss.advise(STEP, *mlp_args(), cluster=TWO_NODES, devices=[1, 2], progress=False, workers=2)
+
+
+def test_progress_reports_every_configuration():
+    from shardsearch.advise.sweep import SweepSettings, run_sweep
+    from shardsearch.config import SearchConfig
+
+    seen = []
+    settings = SweepSettings(TWO_NODES, BatchMode.GLOBAL, TWO_NODES.memory_bytes, SearchConfig())
+    advice = run_sweep(STEP, mlp_args(), counts=(1, 2, 4), settings=settings,
+                       progress=lambda what, done, total: seen.append((what, done, total)))
+    assert [d for _, d, _ in seen] == [0, 1, 2, 3, 4] and {t for _, _, t in seen} == {4} == {len(advice.rows)}
+    assert seen[0][0] == "1 devices, mesh 1x1" and seen[-1][0] == "done"
