@@ -142,6 +142,7 @@ def advise(
     time_limit: float = typer.Option(30.0, help="solver time limit per configuration, seconds"),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse plans from the plan cache"),
     workers: int = typer.Option(1, min=1, help="processes to share the device counts between (e.g. 2 on 2 cores)"),
+    stages: Optional[list[int]] = typer.Option(None, help="also a row per count in this many pipeline stages; repeatable"),
 ):
     """How many devices, which mesh, at what cost: plan the step on every device count and mesh."""
     from cost_model.errors import ShardsearchError  # jax not imported yet: --verify sets the device count
@@ -153,7 +154,7 @@ def advise(
         run(_load_target(target), cluster=cluster, devices=devices or (), max_devices=max_devices,
             batch_mode=batch_mode, memory_budget=memory_budget, price=price, goal=goal, outs=out or (),
             plot=plot, plans=plans, verify=verify, prune=prune, time_limit=time_limit, cache=cache, echo=typer.echo,
-            workers=workers, target_name=target)
+            workers=workers, target_name=target, stages=stages or ())
     except ShardsearchError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err

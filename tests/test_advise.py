@@ -303,3 +303,18 @@ def test_progress_reports_every_configuration():
                        progress=lambda what, done, total: seen.append((what, done, total)))
     assert [d for _, d, _ in seen] == [0, 1, 2, 3, 4] and {t for _, _, t in seen} == {4} == {len(advice.rows)}
     assert seen[0][0] == "1 devices, mesh 1x1" and seen[-1][0] == "done"
+
+
+def test_a_pipelined_configuration_is_one_more_row():
+    """stages=(2,) adds the row ss.plan(pipeline=2) gives on the (nodes, per node) mesh."""
+    args = mlp_args(layers=4)
+    advice = ss.advise(STEP, *args, cluster=TWO_NODES, devices=[4], stages=(2,), progress=False)
+    piped = [r for r in advice.rows if r.stages == 2]
+    assert len(piped) == 1 and piped[0].mesh == "1x4 in 2 stages" and piped[0].plan.pipeline.num_stages == 2
+    alone = ss.plan(STEP, *args, mesh=(1, 4), cluster=TWO_NODES, pipeline=2)
+    assert piped[0].step_s == pytest.approx(alone.predicted.total_s, rel=1e-9)
+    assert piped[0].throughput == pytest.approx(32 / piped[0].step_s)
+    assert advice.verify(STEP, *args, row=piped[0]).compiled
+    one_layer = ss.advise(STEP, *mlp_args(layers=1), cluster=TWO_NODES, devices=[2], stages=(2,), progress=False)
+    assert all(r.stages == 1 for r in one_layer.rows) and one_layer.notes  # says why there is no such row
+    assert "not planned: 2 devices in 2 pipeline stages" in one_layer.to_markdown()

@@ -38,6 +38,7 @@ def advise(
     progress: bool | None = None,
     workers: int = 1,
     target: str | None = None,
+    stages: Sequence[int] = (),
     **options,
 ) -> Advice:
     """Plan ``fn(*args)`` on every device count in ``devices`` and every mesh shape of
@@ -54,6 +55,9 @@ def advise(
     on a terminal). ``workers``: processes to share the device counts between (spawned;
     each traces the step itself, so the step must pickle, or be named by ``target``, a
     ``MODULE:FUNCTION`` returning ``(fn, args)`` as the command line takes it).
+    ``stages``: pipeline stage counts; each adds, for every count of at least that many
+    devices, the row of ``ss.plan(..., pipeline=S)`` (``advise/stages.py``; several times a
+    mesh's planning time each).
     ``options``: as for ``shardsearch.plan`` (``time_limit_s``, ``cache``, ...).
     Raises ``AdviseError`` for a count the cluster cannot hold, a global batch no count
     divides, and a model that fits on no count (naming the least memory it needs; the
@@ -70,7 +74,8 @@ def advise(
     budget = parse_budget(memory_budget, cluster.memory_bytes)
     bound = CallingConvention.of(fn, static_argnums=static_argnums).bind(fn, args, {})
     with _progress_bar(progress) as report:
-        settings = SweepSettings(cluster, BatchMode.of(batch_mode), budget, SearchConfig.from_options(options), prune)
+        settings = SweepSettings(cluster, BatchMode.of(batch_mode), budget, SearchConfig.from_options(options), prune,
+                                 stages=tuple(int(s) for s in stages))
         advice = run_sweep(bound.fn, bound.dynamic, counts=counts, settings=settings, workers=workers,
                            target=target, progress=report)
     if not advice.usable():

@@ -74,7 +74,7 @@ class Row:
     @property
     def mesh(self) -> str:
         mesh = "x".join(map(str, self.mesh_shape))
-        return mesh if self.stages == 1 else f"{self.stages}x({mesh})"
+        return mesh if self.stages == 1 else f"{mesh} in {self.stages} stages"
 
     @property
     def device_s_per_sample(self) -> float | None:
@@ -116,6 +116,7 @@ class Advice:
     batch: BatchInfo  # of the program as passed (one device's batch in weak scaling)
     sweep_s: float = 0.0
     cpu_s: float = 0.0
+    notes: tuple[str, ...] = ()  # what the sweep could not plan, in words
 
     # ---- queries ---------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ def fake_devices_for(cluster: str, devices: Sequence[int], max_devices: int | No
 def run(target: tuple[Callable, tuple], *, cluster: str, devices: Sequence[int], max_devices: int | None,
         batch_mode: str, memory_budget: float | str | None, price: float | None, goal: str, outs: Sequence[Path],
         plot: Path | None, plans: Path | None, verify: bool, prune: bool, time_limit: float, cache: bool,
-        echo: Callable[[str], None], workers: int = 1, target_name: str | None = None) -> None:
+        echo: Callable[[str], None], workers: int = 1, target_name: str | None = None,
+        stages: Sequence[int] = ()) -> None:
     """Sweep, print the table, write the outputs; ShardsearchError for bad input."""
     from rich.console import Console
 
@@ -32,7 +33,7 @@ def run(target: tuple[Callable, tuple], *, cluster: str, devices: Sequence[int],
     try:
         advice = ss.advise(fn, *args, cluster=cluster, devices=list(devices) or None, max_devices=max_devices,
                            batch_mode=batch_mode, memory_budget=memory_budget, price_per_device_hour=price,
-                           prune=prune, time_limit_s=time_limit, cache=cache, workers=workers, target=target_name)
+                           prune=prune, time_limit_s=time_limit, cache=cache, workers=workers, target=target_name, stages=stages)
     except ss.AdviseError as err:
         if getattr(err, "advice", None) is not None:
             Console().print(err.advice)

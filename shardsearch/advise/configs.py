@@ -2,8 +2,8 @@
 shapes of each count that line up with the cluster's nodes.
 
 A configuration is a device count, a 2-D mesh ``(data, model)`` and a number of
-pipeline stages (1 until the pipeline search lands: a pipelined configuration is one
-more row of the same table). Shapes that plan alike are swept once:
+pipeline stages (1: the mesh as one stage; more: ``stages.py``, one more row of the same
+table). Shapes that plan alike are swept once:
 
 * ``(1, n)`` and ``(n, 1)`` are the same 1-D mesh (axis names are labels: the planner
   chooses what each axis splits), kept as ``(n, 1)``;
@@ -48,7 +48,7 @@ class Config:
     @property
     def label(self) -> str:
         mesh = "x".join(map(str, self.mesh_shape))
-        return mesh if self.stages == 1 else f"{self.stages} stages x {mesh}"
+        return mesh if self.stages == 1 else f"{mesh} in {self.stages} stages"
 
 
 def check_counts(cluster: Cluster, devices: Iterable[int]) -> tuple[int, ...]:

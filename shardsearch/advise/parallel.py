@@ -53,11 +53,13 @@ def _work(step: tuple[str, object], counts: list[int], settings) -> list:
         fn, args = _load_target(what)
     else:
         fn, args = pickle.loads(what)
-    return plan_counts(_Traces(fn, abstract_args(args)), counts, settings)
+    return plan_counts(_Traces(fn, abstract_args(args)), counts, settings)  # a Swept
 
 
 def plan_in_workers(fn: Callable, args: Sequence, counts: Sequence[int], settings, *, workers: int,
-                    target: str | None, progress: Callable[[str, int, int], None] | None, total: int) -> list:
+                    target: str | None, progress: Callable[[str, int, int], None] | None, total: int):
+    from shardsearch.advise.sweep import Swept
+
     if target is not None:
         step = ("target", target)
     else:
@@ -68,14 +70,18 @@ def plan_in_workers(fn: Callable, args: Sequence, counts: Sequence[int], setting
     import multiprocessing
 
     groups = balance(counts, settings.cluster, workers)
-    planned, done = [], 0
+    swept, done = Swept([], []), 0
     with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_work, step, group, settings): group for group in groups}
         if progress is not None:
             progress(f"{len(groups)} workers planning counts {[g for g in groups]}", 0, total)
         for future in as_completed(futures):
-            planned += future.result()
-            done += sum(len(mesh_shapes(n, settings.cluster)) for n in futures[future])
+            got = future.result()
+            swept.planned += got.planned
+            swept.notes += got.notes
+            done += sum(settings.configs_of(n) for n in futures[future])
             if progress is not None:
                 progress(f"counts {futures[future]} planned", done, total)
-    return sorted(planned, key=lambda p: p.config)
+    swept.planned.sort(key=lambda p: p.config)
+    swept.notes.sort()
+    return swept

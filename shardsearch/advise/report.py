@@ -37,7 +37,8 @@ def _unit(advice: Advice) -> str:
 def header(advice: Advice) -> list[str]:
     price = (f"{advice.price_per_device_hour:g} per device-hour" if advice.price_per_device_hour is not None
              else "no price per device-hour (cost columns empty; 'cheapest' uses device-seconds)")
-    return [
+    notes = [f"not planned: {n}" for n in advice.notes]
+    return notes + [
         f"cluster {advice.cluster}; batch mode {advice.batch_mode.value} ({advice.scaling}); "
         f"batch {advice.batch.size}{' per device' if advice.batch_mode.value == 'per_device' else ''}"
         + (f" x {advice.batch.seq} tokens" if advice.batch.seq is not None else ""),
@@ -128,7 +129,7 @@ def as_dict(advice: Advice, plan_paths: dict | None = None) -> dict:
         "cluster": advice.cluster, "batch_mode": advice.batch_mode.value, "scaling": advice.scaling,
         "batch": advice.batch.size, "tokens_per_sample": advice.batch.seq, "memory_budget": advice.memory_budget,
         "price_per_device_hour": advice.price_per_device_hour, "sweep_s": advice.sweep_s, "cpu_s": advice.cpu_s,
-        "rows": rows,
+        "notes": list(advice.notes), "rows": rows,
     }
 
 
@@ -138,7 +139,8 @@ def save_plans(advice: Advice, folder) -> dict:
     paths = {}
     for r in advice.rows:
         if r.plan is not None:
-            path = folder / f"plan-{r.devices}-{r.mesh.replace('(', '').replace(')', '')}.json"
+            stages = f"-{r.stages}stages" if r.stages > 1 else ""
+            path = folder / f"plan-{r.devices}-{'x'.join(map(str, r.mesh_shape))}{stages}.json"
             r.plan.save(path)
             paths[(r.devices, r.mesh_shape, r.stages)] = path
     return paths

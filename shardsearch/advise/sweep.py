@@ -25,6 +25,7 @@ from cost_model import Cluster, MeshShape
 from shardsearch.advise.advice import Advice, Row, RowStatus
 from shardsearch.advise.batch import BatchInfo, BatchMode, batch_info, check_divisible, scaled_args
 from shardsearch.advise.configs import Config, mesh_shapes
+from shardsearch.advise.stages import plan_pipelined, stage_counts
 from shardsearch.apply.mesh import default_axis_names
 from shardsearch.config import SearchConfig
 from shardsearch.errors import MemoryBudgetError
@@ -101,6 +102,9 @@ class _Traces:
             self._by_scale[scale] = (graph, program_hash(graph))
         return self._by_scale[scale]
 
+    def graph_at(self, scale: int) -> OpGraph:
+        return self.at(scale)[0]
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepSettings:
@@ -111,13 +115,24 @@ class SweepSettings:
     memory_budget: float
     search_config: SearchConfig
     prune: bool = True
+    stages: tuple[int, ...] = ()  # pipeline stage counts to add a row for (stages.py)
+
+    def configs_of(self, n: int) -> int:
+        return len(mesh_shapes(n, self.cluster)) + len(stage_counts(n, self.stages))
+
+
+@dataclasses.dataclass
+class Swept:
+    planned: list[Planned]
+    notes: list[str]  # what the sweep could not plan, in words (a count no pipeline fits)
 
 
 def plan_counts(traces: "_Traces", counts: Sequence[int], settings: SweepSettings,
-                progress: Callable[[str], None] | None = None) -> list[Planned]:
+                progress: Callable[[str], None] | None = None) -> Swept:
     """Every mesh of each count, ascending; within a count the solver's cutoff is the
-    fastest fitting mesh so far."""
-    planned: list[Planned] = []
+    fastest fitting mesh so far. Then the count's pipelined rows, if asked for."""
+    out = Swept([], [])
+    planned = out.planned
     last_model = None
     for n in counts:
         scale = n if settings.batch_mode is BatchMode.PER_DEVICE else 1
@@ -135,7 +150,18 @@ def plan_counts(traces: "_Traces", counts: Sequence[int], settings: SweepSetting
                                    time.perf_counter() - t0))
             if fits and (best is None or plan.predicted.total_s < best):
                 best, last_model = plan.predicted.total_s, shape[1]
-    return planned
+        whole = min((p for p in planned if p.config.devices == n and p.plan is not None),
+                    key=lambda p: (not p.fits, p.plan.predicted.total_s))
+        for s in stage_counts(n, settings.stages):
+            if progress is not None:
+                progress(f"{n} devices in {s} pipeline stages")
+            row, why = plan_pipelined(traces.graph_at(scale), phash, n, s, whole.plan, settings,
+                                      traces.batch.samples(scale))
+            if row is None:
+                out.notes.append(f"{n} devices in {s} pipeline stages: {why}")
+            else:
+                planned.append(row)
+    return out
 
 
 def run_sweep(
@@ -154,12 +180,12 @@ def run_sweep(
     traces = _Traces(fn, abstract_args(args))
     if settings.batch_mode is BatchMode.GLOBAL:
         check_divisible(traces.batch, counts)
-    total = sum(len(mesh_shapes(n, settings.cluster)) for n in counts)
+    total = sum(settings.configs_of(n) for n in counts)
     if workers > 1 and len(counts) > 1:
         from shardsearch.advise.parallel import plan_in_workers
 
-        planned = plan_in_workers(fn, args, counts, settings, workers=workers, target=target, progress=progress,
-                                  total=total)
+        swept = plan_in_workers(fn, args, counts, settings, workers=workers, target=target, progress=progress,
+                                total=total)
     else:
         done = []
 
@@ -168,14 +194,15 @@ def run_sweep(
                 progress(what, len(done), total)
             done.append(what)
 
-        planned = plan_counts(traces, counts, settings, say)
+        swept = plan_counts(traces, counts, settings, say)
     if progress is not None:
         progress("done", total, total)
     cluster = settings.cluster
-    rows = price_rows(planned, cluster.price_per_device_hour, traces.batch, settings.memory_budget)
+    rows = price_rows(swept.planned, cluster.price_per_device_hour, traces.batch, settings.memory_budget)
     return Advice(rows=rows, cluster=cluster.name, batch_mode=settings.batch_mode,
                   memory_budget=settings.memory_budget, price_per_device_hour=cluster.price_per_device_hour,
-                  batch=traces.batch, sweep_s=time.perf_counter() - start, cpu_s=process_cpu_s() - cpu0)
+                  batch=traces.batch, sweep_s=time.perf_counter() - start, cpu_s=process_cpu_s() - cpu0,
+                  notes=tuple(swept.notes))
 
 
 def process_cpu_s() -> float:

@@ -26,6 +26,8 @@ class Verified:
     def __str__(self) -> str:
         if not self.compiled:
             return f"verify {self.devices} devices, mesh {self.mesh}: skipped ({self.reason})"
+        if self.compiled_bytes is None:
+            return f"verify {self.devices} devices, mesh {self.mesh}: {self.reason} in {self.compile_s:.1f} s"
         return (f"verify {self.devices} devices, mesh {self.mesh}: compiled in {self.compile_s:.1f} s; "
                 f"XLA puts {self.compiled_bytes / 1e9:.3g} GB per device, the plan predicted "
                 f"{self.predicted_bytes / 1e9:.3g} GB")
@@ -47,6 +49,9 @@ def verify(advice: Advice, row: Row, fn, *args, **calling) -> Verified:
         abstract = scaled_args(abstract_args(args), advice.batch, row.batch // advice.batch.size)
     t0 = time.perf_counter()
     compiled = row.plan.apply(fn, **calling).lower(*abstract).compile()
+    if row.stages > 1:  # the stages' programs, each compiled on its submesh
+        return Verified(row.devices, row.mesh, True, f"compiled {len(compiled.stages)} stages",
+                        time.perf_counter() - t0, None, row.peak_bytes)
     memory = compiled.memory_analysis()
     used = None if memory is None else float(memory.argument_size_in_bytes + memory.output_size_in_bytes
                                              + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
