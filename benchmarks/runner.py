@@ -108,11 +108,14 @@ def run_config(
     baselines: Sequence[Baseline] = tuple(Baseline),
     wallclock: bool = False,
     target: str = "cpu",
+    pipeline: str | int | None = "auto",
     megatron_3d: bool = True,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> list[Row]:
     """``target="gpu"``: every program compiled for the cluster's GPUs (deviceless) and
-    judged with overlap (``benchmarks.judge.gpu``); nothing runs, so no wall clock."""
+    judged with overlap (``benchmarks.judge.gpu``); nothing runs, so no wall clock.
+    ``pipeline``: shardsearch's option ("auto": stages where its cost model says they pay);
+    ``megatron_3d``: add the hand 3-D recipe's row on meshes larger than a node."""
     workload = get_workload(suite, config)
     if target == "gpu":
         from shardsearch.target import target_mesh
@@ -134,7 +137,8 @@ def run_config(
     say(f"  {config} {base['mesh']} ({target}): replicated reference compiled in {replicated_s:.1f} s")
 
     t0 = time.perf_counter()
-    step = ss.auto(workload.train_step, mesh=mesh, cluster=cluster, cache=False)  # time the search
+    staged = {"pipeline": pipeline} if _pipelines() else {}
+    step = ss.auto(workload.train_step, mesh=mesh, cluster=cluster, cache=False, **staged)  # time the search
     plan = step.plan_for(*workload.args)
     plan_s = time.perf_counter() - t0
     compiled, ours, compile_s = _judged(step.lower(*workload.args), cluster, target)
@@ -143,7 +147,7 @@ def run_config(
     say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s"
         + (f" ({rows[-1].pipeline})" if rows[-1].pipeline else ""))
     across = target == "cpu" and mshape.size > cluster.devices_per_node
-    if across and rows[-1].pipeline and "pipeline" in {f.name for f in dataclasses.fields(ss.SearchConfig)}:
+    if rows[-1].pipeline and target == "cpu":
         rows.append(_intra_op_row(workload, mesh, cluster, base, ideal_s))
         say(f"  {config} {base['mesh']}: shardsearch without pipeline judged {rows[-1].total_s:.4g} s")
     if across and megatron_3d:
@@ -192,3 +196,8 @@ def _megatron_3d_row(workload, mesh, mshape: MeshShape, cluster: Cluster, base: 
     _, judged, compile_s = _judged(plan.apply(workload.train_step, mesh=mesh).lower(*workload.args), cluster, "cpu")
     return _row({**base, "strategy": MEGATRON_3D}, judged, cluster, ideal_s, compile_s,
                 predicted_s=plan.predicted.total_s)
+
+
+def _pipelines() -> bool:
+    """Whether this shardsearch searches stages (``ss.auto(pipeline=...)``)."""
+    return "pipeline" in {f.name for f in dataclasses.fields(ss.SearchConfig)}

@@ -57,6 +57,13 @@ CONFIGS = {
         GPTConfig("gpt-6.7B", 4096, 32, 32),
         GPTConfig("gpt-15B", 5120, 48, 40),
         GPTConfig("gpt-39B", 8192, 48, 64),
+        # slices of Alpa's GPTs (its widths, fewer layers) for pipeline rows across nodes:
+        # deep enough for a stage per node, small enough for CPU compiles of every stage
+        # (float32: XLA's CPU compiler computes float16 dots in float32, so a float16 program
+        # compiled for fake CPU devices carries float32 copies a GPU's would not)
+        GPTConfig("gpt-350M-8L", 1024, 8, 16),
+        GPTConfig("gpt-1.3B-8L", 2048, 8, 32),
+        GPTConfig("gpt-1.3B-16L", 2048, 16, 32),
     ]
 }
 
