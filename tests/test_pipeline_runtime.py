@@ -243,3 +243,21 @@ def test_stage_programs_hand_values_over_in_the_layout_the_next_one_reads(monkey
     monkeypatch.setattr(transfer.Mover, "move", spy)
     step(params, opt_state, args[2])
     assert not moved or max(moved.values()) < m, moved.most_common(3)
+
+
+def test_tied_embedding_gradient_crosses_stages_once_a_step():
+    """The head's partial of the tied embedding's gradient is summed over the microbatches
+    on its own stage and sent to the embedding's stage once a step, with its optimizer
+    update: per microbatch only the residual stream and its cotangent cross."""
+    from shardsearch.pipeline.pipelined import programs_of
+    from shardsearch.pipeline.step import boundary_bytes
+
+    case = gpt.make(layers=4, optimizer=SGD)
+    plan = pipelined_plan(case.train_step, case.args, 2, 4, Schedule.ONE_F_ONE_B)
+    sp = programs_of(trace(case.train_step, case.args), plan.pipeline)
+    residual = gpt.BATCH * gpt.SEQ * gpt.WIDTH * 4 // 4
+    assert boundary_bytes(sp) == ((residual, residual),)
+    sums = [p for p in sp.programs if p.kind is StageKind.POST and p.stage == 0
+            and any(k.form.value == "acc" and k.ref.node in {q.ref.node for r in sp.programs if r.stage == 1
+                                                                for q in r.outputs} for k in p.inputs)]
+    assert sums  # stage 0's update reads the head's running total

@@ -8,7 +8,10 @@ and a ``StageAssignment`` into ``Program`` s, each a graph of its own
 - PRE (once per step, before the loop): the stage's PRE nodes (and the ``pre_copies`` of
   its per-microbatch nodes), from the traced graph;
 - FORWARD / BACKWARD (once per microbatch): the stage's nodes of the micro graph;
-- POST (once per step, after the loop): the stage's POST nodes (its optimizer update).
+- POST (once per step, after the loop): the stage's POST nodes (its optimizer update),
+  and a sum of partial results made on several stages that only POST work reads (a tied
+  embedding's gradient: ``stages.assign_stages`` assigns it POST): it adds their running
+  totals once per step, so each partial crosses stages once a step, not per microbatch.
 
 Once-per-step work that reads another stage's once-per-step results (a tied embedding
 sent to the head's stage, a global gradient norm) is cut into ``wave`` s: a program of
@@ -142,13 +145,19 @@ class _Builder:
             return ref
         node = self.graph.nodes[ref.node]
         phase = self.split.phases[ref.node]
-        if node.kind is not NodeKind.OP or phase in (Phase.PRE, Phase.POST) or ref.node in self.split.pre_copies:
+        if node.kind is not NodeKind.OP or phase in (Phase.PRE, Phase.POST) or ref.node in self.split.pre_copies \
+                or self.once_per_step(ref.node):
             return Key(ref, Form.WHOLE)
         if phase is Phase.ACCUM:
             return Key(ref, Form.ACC)
         if ref in self.split.batch_dims:
             return Key(ref, Form.STACK, self.split.batch_dims[ref])
         return Key(ref, Form.LAST)
+
+    def once_per_step(self, n: int) -> bool:
+        """A per-microbatch node assigned POST: a sum of partial results made on several
+        stages (a tied embedding's gradient), run once per step on their running totals."""
+        return self.split.phases[n] is Phase.ACCUM and self.a.node_kind[n] is StageKind.POST
 
     def micro_key(self, mref: ValueRef) -> Key:
         """How per-microbatch work sees a value of the micro graph."""
@@ -190,6 +199,8 @@ class _Builder:
         groups: dict[tuple[int, StageKind], list[int]] = {}
         for old, new in self.micro.node_map.items():
             kind = self.a.node_kind[old]
+            if self.once_per_step(old):
+                continue
             if kind not in MICRO_KINDS:
                 raise ValueError(f"stage assignment: node {old} ({self.graph.nodes[old].primitive}) runs per "
                                  f"microbatch but is assigned {kind.value}")
@@ -260,7 +271,7 @@ def stage_programs(graph: OpGraph, split: MicrobatchSplit, micro: MicroGraph,
     phases, stage_of = split.phases, assignment.node_stage
     pre = [n.id for n in graph.nodes
            if n.kind is not NodeKind.INPUT and (phases[n.id] is Phase.PRE or n.id in split.pre_copies)]
-    post = [n.id for n in graph.nodes if phases[n.id] is Phase.POST]
+    post = [n.id for n in graph.nodes if phases[n.id] is Phase.POST or b.once_per_step(n.id)]
     pieces = b.step_pieces(StageKind.PRE, pre) + b.micro_pieces() + b.step_pieces(StageKind.POST, post)
 
     # what each piece reads, as keys
@@ -316,6 +327,8 @@ def stage_programs(graph: OpGraph, split: MicrobatchSplit, micro: MicroGraph,
                 o = b.out_kind.get(orig) if micro_kind else None
                 if o is not None and o.kind is OutKind.ACCUM:
                     cands.append((Key(orig, Form.ACC, part=part), o.reduction))
+                elif micro_kind and orig_node in split.reductions:  # a partial a once-per-step sum reads
+                    cands.append((Key(orig, Form.ACC, part=part), split.reductions[orig_node]))
                 for key, red in cands:
                     if key in needed:
                         made.append(ValueRef(n, k))

@@ -171,6 +171,7 @@ def unit_map(graph: OpGraph, split: MicrobatchSplit, units: LayerUnits) -> UnitM
             readers = [reader_unit(c) for c in users[n] if kinds[c] is not StageKind.POST and reader_unit(c) >= 0]
             if readers:
                 unit[n] = min(readers)
+    _sum_partials_once(graph, split, kinds, unit, users)
     owners = _update_owners(graph, kinds, unit, users)
     for n in graph.nodes:
         if kinds[n.id] is StageKind.POST and unit[n.id] == UNSET:
@@ -229,6 +230,20 @@ def _stacked(graph: OpGraph, kinds, unit, loops) -> dict:
         if unit[n] == UNSET:
             unit[n] = SPLIT
     return dims
+
+
+def _sum_partials_once(graph: OpGraph, split: MicrobatchSplit, kinds, unit, users) -> None:
+    """A sum of partial results made on different units, read only once per step (a tied
+    embedding's two gradient partials): it runs once per step (POST) on the accumulated
+    partials, so each partial crosses once a step, not once per microbatch."""
+    for n in graph.nodes:
+        if split.phases[n.id] is not Phase.ACCUM or n.primitive not in ("add", "add_any") or unit[n.id] < 0:
+            continue
+        ops = [r for r in n.inputs if isinstance(r, ValueRef)]
+        partial = all(split.phases[r.node] is Phase.ACCUM and split.batch_dims.get(r) is None for r in ops)
+        if partial and len({int(unit[r.node]) for r in ops}) > 1 and all(kinds[c] is StageKind.POST
+                                                                       for c in users[n.id]):
+            kinds[n.id] = StageKind.POST
 
 
 def _update_owners(graph: OpGraph, kinds, unit, users) -> list[set]:
