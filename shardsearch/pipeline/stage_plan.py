@@ -10,7 +10,8 @@ make them on their stage (the owner's first); its prediction is the pipeline's
 (``stage_search.step_time``, transfers not priced yet). ``stages``: per stage, (device
 positions in the mesh's order, submesh shape), e.g. ``pipelined.even_stages``.
 ``config.pins`` fix the layout each stage program reads a pinned argument in
-(``stage_pins``).
+(``stage_pins``). A per-microbatch program's predicted memory counts the running totals
+the runtime adds to it (``runtime.compile_program``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from cost_model import MeshShape
+from cost_model.mesh import local_bytes
 from shardsearch.pipeline.assignment import StageAssignment, StageKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
 from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
@@ -83,6 +85,21 @@ def _handover_pins(p, handed: dict, mesh: MeshShape) -> tuple:
     return tuple(out)
 
 
+def _with_running_totals(plan, program, mesh: MeshShape):
+    """``plan`` with its memory as the runtime compiles the program: a per-microbatch
+    program also takes the running total of each partial result it makes (donated, the
+    sum written over it), one more buffer of each per device."""
+    graph = program.graph
+    totals = sum(local_bytes(graph.info(ref).shape, graph.info(ref).dtype.itemsize, spec, mesh)
+                 for key, ref, spec in zip(program.outputs, graph.outputs, plan.flat_out_specs) if key.form is Form.ACC)
+    if not totals:
+        return plan
+    p = plan.predicted
+    return dataclasses.replace(plan, predicted=dataclasses.replace(
+        p, peak_bytes=p.peak_bytes + totals, peak_donated_bytes=p.peak_donated_bytes + totals if
+        p.peak_donated_bytes else 0.0))
+
+
 def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssignment, num_microbatches: int,
                 schedule: Schedule, stages: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], *, mesh: MeshShape,
                 cluster, memory_budget, config):
@@ -104,8 +121,9 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
         p = sp.programs[i]
         shape = MeshShape(mesh.axis_names, stages[p.stage][1])
         pins = program_pins(config.pins, graph, p, shape) + _handover_pins(p, handed, shape)
-        plans[i] = plan_graph(p.graph, program_hash(p.graph), mesh=shape, cluster=cluster,
-                              memory_budget=memory_budget, config=dataclasses.replace(inner, pins=pins)).plan
+        planned = plan_graph(p.graph, program_hash(p.graph), mesh=shape, cluster=cluster,
+                             memory_budget=memory_budget, config=dataclasses.replace(inner, pins=pins)).plan
+        plans[i] = _with_running_totals(planned, p, shape)
         for key, spec in [*zip(p.inputs, plans[i].flat_in_specs), *zip(p.outputs, plans[i].flat_out_specs)]:
             handed.setdefault(key, spec)
     s_count = assignment.num_stages
