@@ -5,7 +5,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from cost_model import MeshShape
-from pipeline_helpers import assign_by_units
+from pipeline_helpers import assign_even
 from shardsearch.config import SearchConfig
 from shardsearch.errors import PinError
 from shardsearch.pipeline.microbatch import split_microbatches
@@ -23,7 +23,7 @@ def _plan(pins, m=4):
     fn, args = embed_head_step(batch=16)
     graph = trace(fn, args)
     split = split_microbatches(graph)
-    return plan_stages(graph, program_hash(graph), split, assign_by_units(graph, split, 2), m, Schedule.GPIPE,
+    return plan_stages(graph, program_hash(graph), split, assign_even(graph, split, 2, m), m, Schedule.GPIPE,
                        even_stages(MESH, 2), mesh=MESH, cluster=SLOW_COMPUTE, memory_budget=None,
                        config=SearchConfig(time_limit_s=10, pins=pins))
 
