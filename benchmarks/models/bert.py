@@ -45,6 +45,7 @@ CONFIGS = {
     for c in [
         BERTConfig("bert-tiny", 128, 2, 4, seq=64, vocab=512, batch=16),
         BERTConfig("bert-small", 256, 4, 8, seq=128, vocab=1024, batch=16),
+        BERTConfig("bert-medium-bf16", 1024, 8, 16, batch=32, dtype="bfloat16"),  # GPU-target rows
         BERTConfig("bert-base", 768, 12, 12),
         BERTConfig("bert-large", 1024, 24, 16),
         # Megatron-LM BERT scaling table

@@ -50,6 +50,8 @@ CONFIGS = {
     for c in [
         GPTConfig("gpt-tiny", 128, 2, 4, seq=64, vocab=512, batch=16),
         GPTConfig("gpt-small", 256, 4, 8, seq=128, vocab=1024, batch=16),
+        # GPU-target rows (compiled for the cluster's GPUs, never run here): bf16, real widths
+        GPTConfig("gpt-medium-bf16", 1024, 8, 16, seq=1024, batch=32, dtype="bfloat16"),
         # Alpa GPT table (seq 1024, vocab 51200)
         GPTConfig("gpt-350M", 1024, 24, 16),
         GPTConfig("gpt-1.3B", 2048, 24, 32),

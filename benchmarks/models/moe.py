@@ -60,6 +60,7 @@ CONFIGS = {
     for c in [
         MoEConfig("moe-tiny", 128, 2, 4, 8, seq=64, vocab=512, batch=16),
         MoEConfig("moe-small", 256, 4, 8, 8, seq=128, vocab=1024, batch=16),
+        MoEConfig("moe-medium-bf16", 768, 4, 16, 8, batch=32, dtype="bfloat16"),  # GPU-target rows
         # Alpa MoE table (seq 1024, vocab 32000, 16 heads)
         MoEConfig("moe-380M", 768, 8, 16, 8),
         MoEConfig("moe-690M", 768, 8, 16, 16),

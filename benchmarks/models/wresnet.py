@@ -40,6 +40,8 @@ CONFIGS = {
         WResNetConfig(
             "wresnet-small", (2, 2, 2, 2), 32, 2, image_size=64, num_classes=100, batch=16
         ),
+        # GPU-target rows (compiled for the cluster's GPUs, never run here)
+        WResNetConfig("wresnet-medium-bf16", (2, 2, 2, 2), 64, 2, image_size=224, batch=64, dtype="bfloat16"),
         # Alpa WResNet table: 50 layers, image 224, 1024 classes
         WResNetConfig("wresnet-250M", _RESNET50, 160, 2),
         WResNetConfig("wresnet-500M", _RESNET50, 224, 2),
