@@ -52,6 +52,8 @@ _HINTS = {
     "matmul_efficiency": 'the fraction of peak a matmul of a given size reaches, e.g. '
     '{"flops": [1e8, 1e10, 1e12], "efficiency": [0.03, 0.6, 0.8]} (FLOPs per device of one '
     'matmul, increasing; efficiency in (0, 1]; interpolated in log FLOPs, flat past the ends)',
+    "collective_overlap": 'collectives run asynchronously under independent compute, which they slow '
+    'down: {"contention": 0.15} (kernels 15% slower while one is in flight); absent: no overlap (a CPU)',
     "gpu_target": 'the GPU as XLA\'s compiler sees it, for compiling without one (shardsearch.target), e.g. '
     '{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "core_count": 132, ...}: '
     'see cost_model/gpu_target.py',
@@ -59,7 +61,7 @@ _HINTS = {
 _REQUIRED = ("devices_per_node", "peak_flops", "memory_bytes", "intra_node", "inter_node")
 _OPTIONAL = ("name", "hbm_bandwidth", "description", "sources",
              "peak_flops_by_dtype", "num_nodes", "collectives", "measured", "matmul_efficiency",
-             "gpu_target", "price_per_device_hour")
+             "gpu_target", "price_per_device_hour", "collective_overlap")
 _LINK_KEYS = ("bandwidth", "latency")
 _SCOPES = ("intra_node", "inter_node")
 # dtypes a per-dtype peak may be given for (numpy/jax names).
@@ -153,6 +155,9 @@ class Cluster:
     # What a device costs per hour (shardsearch.advise's cost columns); not a figure the
     # planner prices with, so two clusters that differ only in price plan alike.
     price_per_device_hour: float | None = dataclasses.field(default=None, compare=False)
+    # The slowdown of compute while an asynchronous collective runs under it; None: the
+    # devices never overlap collectives with compute (priced: cost_model.overlap).
+    overlap_contention: float | None = None
 
     def __post_init__(self):
         dpn = self.devices_per_node
@@ -174,6 +179,9 @@ class Cluster:
         object.__setattr__(self, "collectives", _collective_links(self.collectives))
         object.__setattr__(self, "measured", _json_copy(self.measured))
         object.__setattr__(self, "matmul_efficiency", _efficiency_points(self.matmul_efficiency))
+        if self.overlap_contention is not None:
+            object.__setattr__(self, "overlap_contention", _number(
+                "cluster 'collective_overlap.contention'", "collective_overlap", self.overlap_contention, allow_zero=True))
         if self.gpu_target is not None and not isinstance(self.gpu_target, GpuTarget):
             object.__setattr__(self, "gpu_target", GpuTarget.from_dict(self.gpu_target))
         if self.price_per_device_hour is not None:
@@ -270,6 +278,7 @@ class Cluster:
             matmul_efficiency=d.get("matmul_efficiency", ()),
             gpu_target=d.get("gpu_target"),
             price_per_device_hour=d.get("price_per_device_hour"),
+            overlap_contention=_contention(d.get("collective_overlap")),
         )
 
     def to_dict(self) -> dict:
@@ -303,6 +312,8 @@ class Cluster:
             d["measured"] = _json_copy(self.measured)
         if self.gpu_target is not None:
             d["gpu_target"] = self.gpu_target.to_dict()
+        if self.overlap_contention is not None:
+            d["collective_overlap"] = {"contention": self.overlap_contention}
         return d
 
     # ---- loading ---------------------------------------------------------------------
@@ -413,6 +424,14 @@ def _efficiency_points(table) -> tuple[tuple[float, float], ...]:
     if any(y > 1 for y in ys):
         raise bad("needs every efficiency in (0, 1]: a fraction of peak_flops")
     return tuple(zip(xs, ys))
+
+
+def _contention(value) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"contention"}:
+        raise ClusterError(NOT_A_DICT.format(key="collective_overlap", hint=_HINTS["collective_overlap"], value=value))
+    return _number("cluster 'collective_overlap.contention'", "collective_overlap", value["contention"], allow_zero=True)
 
 
 def _json_copy(value):

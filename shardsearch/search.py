@@ -130,6 +130,12 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
                          floor=lambda: attempt(None, least_memory=True))
         except NoFit as none:
             raise no_fit_error(memory_budget, none.least, graph, none.least_attempt.plan, donated) from None
+    if cluster.overlap_contention is not None and chosen.peak > cluster.memory_bytes:
+        # XLA's scheduler keeps a step within the device's memory and gives up overlap to do
+        # so: a plan that does not fit the device is planned again with every collective in full
+        return plan_graph(graph, phash, mesh=mesh, cluster=dataclasses.replace(cluster, overlap_contention=None),
+                          memory_budget=memory_budget, config=config, log=log, start=t0, pipeline=pipeline,
+                          cutoff=cutoff, donated=donated)
     problem, costs, solution = chosen.extra.problem, chosen.extra.costs, chosen.extra.solution
     plan = dataclasses.replace(chosen.plan, stats=dataclasses.replace(chosen.plan.stats,
                                                                       search_s=time.perf_counter() - t0))

@@ -19,6 +19,10 @@ import tempfile
 import jax
 
 DUMP_OPTIONS = {"xla_dump_latency_hiding_schedule": True, "xla_gpu_dump_llvmir": False}
+# Without a device XLA cannot autotune, and its Triton gemm emitter sometimes finds no tile
+# for a small odd-shaped dot ("Couldn't find output tile sizes"): compile those with cuBLAS.
+CUBLAS_GEMMS = {"xla_gpu_enable_triton_gemm": False}
+_NO_TILE = "output tile sizes"
 _BLOCK = re.compile(r"^computation_schedules \{", re.M)
 _ENTRY_ID = re.compile(r"^\s*entry_computation_id:\s*(\d+)", re.M)
 _COMP_ID = re.compile(r"^\s*computation_id:\s*(\d+)", re.M)
@@ -44,9 +48,15 @@ def schedule_estimate_s(schedule_text: str) -> float | None:
 
 def compile_with_estimate(lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, float | None]:
     """Compile for the lowered program's (GPU) target; also return XLA's scheduled estimate
-    of one step in seconds (None when the compiler wrote no schedule, e.g. on CPU)."""
+    of one step in seconds (None when the compiler wrote no schedule, e.g. on CPU). A program
+    whose Triton gemms XLA cannot tile without a device is compiled with cuBLAS gemms."""
     with tempfile.TemporaryDirectory(prefix="shardsearch-lhs-") as d:
-        compiled = lowered.compile(compiler_options={"xla_dump_to": d, **DUMP_OPTIONS})
+        try:
+            compiled = lowered.compile(compiler_options={"xla_dump_to": d, **DUMP_OPTIONS})
+        except Exception as e:  # jax raises JaxRuntimeError (an XlaRuntimeError) for compiler failures
+            if _NO_TILE not in str(e):
+                raise
+            compiled = lowered.compile(compiler_options={"xla_dump_to": d, **DUMP_OPTIONS, **CUBLAS_GEMMS})
         found = sorted(glob.glob(os.path.join(d, "*.schedule.txt")), key=os.path.getmtime)
         estimate = None
         if found:

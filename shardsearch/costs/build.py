@@ -18,6 +18,7 @@ from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, comp
 from cost_model.collectives import collective_local_bytes
 from cost_model.mesh import local_bytes
 from cost_model.reshard import reshard_matrices
+from shardsearch.costs.overlap import exposed_comm
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
 from shardsearch.solve.problem import Problem
@@ -44,6 +45,59 @@ class CostTables:
 # non-fusible op or the caller reads). Without this, an optimizer update of twenty
 # elementwise ops would be priced as twenty passes over memory instead of one.
 FUSIBLE = ELEMENTWISE | {"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "iota", "transpose"}
+
+
+# Readers that take a fusible op's result inside their own kernel instead of from
+# memory: a reduction fuses the elementwise ops before it (XLA's input fusion), a matmul
+# a convert or layout change of a value in memory (a gemm fusion's prologue). Such a
+# producer, read only by fusible ops and these, writes nothing; the reader reads what
+# the fused ops read (the region's inputs in memory) instead of the producer's result.
+REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"})
+GEMM_PROLOGUE = frozenset({"convert_element_type", "broadcast_in_dim", "reshape", "squeeze", "expand_dims",
+                           "transpose"})
+
+
+def _absorbs(graph: OpGraph, reader, producer) -> bool:
+    if reader.primitive in REDUCTIONS:
+        return True
+    return reader.primitive in MATMULS and producer.primitive in GEMM_PROLOGUE and all(
+        graph.nodes[r.node].primitive not in FUSIBLE for r in producer.inputs if isinstance(r, ValueRef))
+
+
+def _ends_fusion(graph: OpGraph, users, graph_outputs: set[int]) -> list[bool]:
+    """Per node: whether its result is written to memory (some reader takes it from there)."""
+    return [node.id in graph_outputs or any(
+        graph.nodes[u].primitive not in FUSIBLE and not _absorbs(graph, graph.nodes[u], node)
+        for u, _ in users[node.id]) for node in graph.nodes]
+
+
+def _region_inputs(graph: OpGraph, ref: ValueRef, ends_at: list[bool], memo: dict) -> frozenset:
+    """The values in memory that the fused ops computing ``ref`` read (each once)."""
+    if ref.node not in memo:
+        memo[ref.node] = frozenset()  # a jaxpr has no cycles; this only guards the recursion
+        memo[ref.node] = frozenset().union(*(
+            _region_inputs(graph, r, ends_at, memo) if graph.nodes[r.node].primitive in FUSIBLE
+            and not ends_at[r.node] else {r}
+            for r in graph.nodes[ref.node].inputs if isinstance(r, ValueRef)))
+    return memo[ref.node]
+
+
+def _whole_bytes(graph: OpGraph, refs) -> float:
+    return sum(graph.info(r).dtype.itemsize * float(np.prod(graph.info(r).shape)) for r in refs)
+
+
+def _absorbed_bytes(graph: OpGraph, node, strategy: Strategy, mesh: MeshShape, absorbed: tuple,
+                    ) -> float:
+    """Bytes a reader saves (or, negative, adds) by reading the fused region's inputs in
+    place of each ``absorbed`` operand (j, the region's input bytes): both as split as the
+    operand is in this strategy."""
+    out = 0.0
+    for j, region in absorbed:
+        info = graph.info(node.inputs[j])
+        whole = info.dtype.itemsize * float(np.prod(info.shape))
+        mine = local_bytes(info.shape, info.dtype.itemsize, strategy.in_specs[j], mesh)
+        out += mine - (region * mine / whole if whole else 0.0)
+    return out
 
 
 def _fused_bytes(graph: OpGraph, node, strategy: Strategy, mesh: MeshShape, ends_fusion: bool) -> float:
@@ -124,26 +178,33 @@ def node_costs(
     graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape, combined_share: float
 ) -> CostTables:
     """``combined_share``: the fraction of a launch latency each off-critical-path
-    all-reduce pays (XLA merges them into one; see ``combined_all_reduces``)."""
+    all-reduce pays (XLA merges them into one; see ``combined_all_reduces``). On a cluster
+    whose collectives overlap compute, those off the critical path are priced by what they
+    leave exposed (``costs.overlap``)."""
     users = graph.users()
     graph_outputs = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
     combined = off_critical_path(graph)
     no_latency = cluster.with_latency_share(combined_share)
     compute, comm, local = [], [], []
+    ends_at, regions = _ends_fusion(graph, users, graph_outputs), {}
     # Repeated layers share their strategy lists (strategies/per_node.py caches them):
     # a node priced like an earlier one (same list, same fusion context) reuses its row.
     seen: dict = {}
     for node, strats in zip(graph.nodes, strategies):
         fused = node.kind is NodeKind.OP and node.primitive in FUSIBLE
-        ends = node.id in graph_outputs or any(graph.nodes[u].primitive not in FUSIBLE for u, _ in users[node.id])
+        ends = ends_at[node.id]
         starts = tuple(isinstance(r, ValueRef) and graph.nodes[r.node].primitive not in FUSIBLE for r in node.inputs)
+        absorbed = () if fused or node.kind is not NodeKind.OP else tuple(
+            (j, _whole_bytes(graph, _region_inputs(graph, r, ends_at, regions))) for j, r in enumerate(node.inputs)
+            if isinstance(r, ValueRef) and graph.nodes[r.node].primitive in FUSIBLE and not ends_at[r.node])
         dtype = compute_dtype(graph, node) if node.kind is NodeKind.OP else None
         matmul = node.kind is NodeKind.OP and node.primitive in MATMULS
-        key = (id(strats), fused, ends, starts, node.id in combined, dtype, matmul)
+        key = (id(strats), fused, ends, starts, absorbed, node.id in combined, dtype, matmul)
         if key not in seen:
             times = []
             for s in strats:
-                nbytes = _fused_bytes(graph, node, s, mesh, ends) if fused else s.bytes_accessed
+                nbytes = (_fused_bytes(graph, node, s, mesh, ends) if fused
+                          else s.bytes_accessed - _absorbed_bytes(graph, node, s, mesh, absorbed))
                 times.append(compute_time(cluster, s.flops, nbytes, dtype, matmul=matmul))
             seen[key] = (np.array(times), np.array([
                 sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c)
@@ -155,6 +216,8 @@ def node_costs(
         compute.append(seen[key][0] * node.trips)  # a scan body's operator runs every iteration
         comm.append(seen[key][1] * node.trips)
         local.append(seen[key][2] * node.trips)
+    if cluster.overlap_contention is not None:  # gradient reductions under the rest of the backward
+        comm = exposed_comm(graph, strategies, cluster, mesh, combined, compute, comm)
     return CostTables(compute, comm, local)
 
 

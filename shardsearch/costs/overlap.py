@@ -1,0 +1,68 @@
+"""Collectives off the critical path priced by what they leave exposed (GPU clusters).
+
+On a cluster whose collectives run asynchronously (``Cluster.overlap_contention``), an
+operator none of whose results feeds a matmul or another heavy operator
+(``build.off_critical_path``: a weight gradient's reduction, which only the optimizer's
+elementwise update reads) can have its collectives run under the compute that follows it:
+the rest of the backward pass. Each such operator's communication is priced by
+``cost_model.overlap.exposed_time`` with the compute after it in program order as its
+window, every later operator at its cheapest strategy (the plan is not known while
+pricing; the cheapest is the split one a data-parallel plan runs). Inside a loop body the
+window is the rest of that iteration. Collectives queue on the network one at a time,
+which a per-operator window does not see; the benchmarks' replay of the compiled program
+does, and the fidelity table shows the difference.
+
+Only a collective's bandwidth time hides: its launch latency (the handshake every member
+must reach, the small one-shot kernels XLA issues on the compute stream) is paid in full,
+so a tiny collective is never worth taking on for a sliver of compute. A plan that does
+not fit the device's memory is planned again without overlap (``search.plan_graph``):
+XLA's scheduler keeps a step within the device's memory and gives up overlap first (seen
+compiling such a step for A100s: no collective was left asynchronous).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cost_model import Cluster, MeshShape, collective_cost
+from cost_model.overlap import exposed_time
+from shardsearch.graph import OpGraph
+from shardsearch.strategies import Strategy
+
+
+def later_compute(graph: OpGraph, compute: list[np.ndarray]) -> np.ndarray:
+    """Per node, seconds of compute after it that it can hide under: for a node run once,
+    every later node's (each at its cheapest strategy, loops with all their iterations);
+    for a node in a loop body, the rest of its iteration."""
+    least = np.array([float(np.min(c)) if len(c) else 0.0 for c in compute])
+    trips = np.array([max(n.trips, 1) for n in graph.nodes])
+    window = np.zeros(len(least))
+    after_all, after_run = 0.0, 0.0
+    for i in range(len(least) - 1, -1, -1):
+        in_loop = trips[i] > 1
+        same_run = i + 1 < len(least) and trips[i + 1] == trips[i]
+        after_run = after_run if same_run else 0.0
+        window[i] = after_run / trips[i] if in_loop else after_all
+        after_all += least[i]
+        after_run += least[i]
+    return window
+
+
+def exposed_comm(graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape,
+                 async_nodes: set[int], compute: list[np.ndarray], comm: list[np.ndarray]) -> list[np.ndarray]:
+    """``comm`` with each of ``async_nodes`` priced by what its collectives leave exposed:
+    their launch latency in full, their bandwidth time by ``exposed_time``."""
+    window = later_compute(graph, compute)
+    no_latency = cluster.with_latency_share(0.0)
+    out, seen = list(comm), {}  # repeated layers share their strategy lists
+    for i in sorted(async_nodes):
+        if np.any(comm[i] > 0):
+            trips = max(graph.nodes[i].trips, 1)
+            if id(strategies[i]) not in seen:
+                seen[id(strategies[i])] = np.array([sum(collective_cost(no_latency, mesh, c) for c in s.collectives)
+                                                    for s in strategies[i]])
+            bandwidth = seen[id(strategies[i])] * trips
+            hidden = exposed_time(bandwidth / trips, window[i], cluster.overlap_contention) * trips
+            out[i] = comm[i] - bandwidth + hidden
+    return out
+

@@ -1,0 +1,94 @@
+"""The planner prices gradient reductions by what they leave exposed on clusters whose
+collectives overlap compute (cost_model.overlap, shardsearch.costs.overlap)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import shardsearch as ss
+from benchmarks.judge import replay
+from cost_model import Cluster
+from cost_model.overlap import exposed_time
+from test_gpu_replay import CLUSTER, HEAD
+
+
+def test_exposed_time_is_what_outlasts_the_window_or_the_contention():
+    assert exposed_time(1.0, 0.0, 0.15) == pytest.approx(1.0)  # nothing to hide under
+    assert exposed_time(1.0, 10.0, 0.15) == pytest.approx(1 - 1 / 1.15)  # hidden, but compute slowed
+    assert exposed_time(3.0, 1.0, 0.15) == pytest.approx(2.0)
+    # the two regimes meet where the collective lasts (1 + contention) windows
+    assert exposed_time(1.15, 1.0, 0.15) == pytest.approx(0.15) == pytest.approx(1.15 * (1 - 1 / 1.15))
+    assert exposed_time(1.0, 10.0, 0.0) == 0.0
+    np.testing.assert_allclose(exposed_time(np.array([1.0, 3.0]), 1.0, 0.0), [0.0, 2.0])
+
+
+def one_collective_under_a_copy(copied: int) -> str:
+    """An all-reduce of 1 MB (1 ms on the test cluster's links) issued before a copy of
+    ``copied`` floats (8 bytes a float read and written: ``copied`` * 8 ns)."""
+    return HEAD + f"""
+ENTRY %main (p: f32[250000], q: f32[{copied}]) -> (f32[250000], f32[{copied}]) {{
+  %p = f32[250000]{{0}} parameter(0)
+  %q = f32[{copied}]{{0}} parameter(1)
+  %ars = f32[250000]{{0}} all-reduce-start(%p), replica_groups={{{{0,1}}}}, to_apply=%add
+  %k = f32[{copied}]{{0}} copy(%q)
+  %ard = f32[250000]{{0}} all-reduce-done(%ars)
+  ROOT %t = (f32[250000]{{0}}, f32[{copied}]{{0}}) tuple(%ard, %k)
+}}
+"""
+
+
+@pytest.mark.parametrize("copied", [25000, 125000, 143750, 500000])
+def test_the_planner_formula_is_the_replay_of_one_collective_under_compute(copied):
+    r = replay(one_collective_under_a_copy(copied), CLUSTER, 2)
+    window = copied * 8 / 1e9
+    assert (r.comm_s, r.compute_s) == (pytest.approx(1e-3), pytest.approx(window))
+    assert r.exposed_comm_s == pytest.approx(float(exposed_time(1e-3, window, 0.15)), rel=1e-9)
+
+
+def mlp_step(params, x):
+    def loss(params):
+        h = x
+        for w in params:
+            h = jnp.tanh(h @ w)
+        return jnp.mean(h ** 2)
+
+    grads = jax.grad(loss)(params)
+    return [w - 0.1 * g for w, g in zip(params, grads)]
+
+
+ARGS = ([jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16) for _ in range(6)],
+        jax.ShapeDtypeStruct((8192, 1024), jnp.bfloat16))
+
+
+def test_data_parallel_gradients_hide_under_the_backward_pass():
+    h100 = Cluster.load("h100-8")
+    no_overlap = dataclasses.replace(h100, overlap_contention=None)
+    hidden = ss.plan(mlp_step, *ARGS, mesh=(8,), cluster=h100)
+    full = ss.plan(mlp_step, *ARGS, mesh=(8,), cluster=no_overlap)
+    # both split the batch and replicate the weights: the gradients are all-reduced
+    assert hidden.flat_in_specs == full.flat_in_specs
+    assert hidden.predicted.compute_s == pytest.approx(full.predicted.compute_s)
+    assert 0 < hidden.predicted.comm_s < 0.6 * full.predicted.comm_s
+
+
+def test_a_plan_too_big_for_the_devices_is_planned_without_overlap():
+    """XLA's scheduler keeps the step within the device's memory and gives up overlap first."""
+    small = dataclasses.replace(Cluster.load("h100-8"), memory_bytes=1e6)  # 1 MB devices
+    over = ss.plan(mlp_step, *ARGS, mesh=(8,), cluster=small, memory_budget=1e12)  # a budget the devices lack
+    full = ss.plan(mlp_step, *ARGS, mesh=(8,), cluster=dataclasses.replace(small, overlap_contention=None),
+                   memory_budget=1e12)
+    assert over.predicted.peak_donated_bytes > small.memory_bytes
+    assert over.predicted.comm_s == pytest.approx(full.predicted.comm_s)
+
+
+def test_collective_overlap_is_a_validated_cluster_key():
+    d = Cluster.load("h100-8").to_dict()
+    assert d["collective_overlap"] == {"contention": 0.15}
+    assert "collective_overlap" not in Cluster.load("cpu-host").to_dict()
+    with pytest.raises(ss.ClusterError, match="collective_overlap"):
+        Cluster.from_dict({**d, "collective_overlap": {"contention": -1}})
+    with pytest.raises(ss.ClusterError, match="collective_overlap"):
+        Cluster.from_dict({**d, "collective_overlap": 0.15})
