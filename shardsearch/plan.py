@@ -237,11 +237,23 @@ def _edge_layouts(graph: OpGraph, chosen: list[Strategy], u: int, v: int) -> tup
     return (moved or wants or [None])[0]
 
 
-def _reshard_edges(graph: OpGraph, chosen: list[Strategy], problem: Problem, choice) -> tuple[ReshardEdge, ...]:
+def _reshard_edges(graph: OpGraph, chosen: list[Strategy], problem: Problem, choice,
+                   copies: tuple = ()) -> tuple[ReshardEdge, ...]:
+    """The dearest reshards the plan pays for; a copy several readers share is listed
+    once, on the first of them that reads it."""
+    copy_of = {c.node: c for c in copies}
     priced = []
     for e, (u, v) in enumerate(np.asarray(problem.edges).reshape(-1, 2)):
         seconds = float(problem.edge_costs[e][choice[u], choice[v]])
-        layouts = _edge_layouts(graph, chosen, int(u), int(v)) if seconds > 0 else None
+        if seconds <= 0 or u in copy_of:  # from a copy node: a penalty no optimal plan pays
+            continue
+        if v in copy_of:
+            copy = copy_of[v]
+            v = next((r for r in copy.readers if _edge_layouts(graph, chosen, int(u), r)[1] == copy.layout),
+                     copy.readers[0])
+            layouts = (copy.key[1], copy.layout)
+        else:
+            layouts = _edge_layouts(graph, chosen, int(u), int(v))
         if layouts is not None:
             priced.append((seconds, int(u), int(v), layouts))
     priced.sort(key=lambda x: (-x[0], x[1], x[2]))  # deterministic order among equal costs
@@ -273,8 +285,8 @@ def assemble_plan(
     program_hash: str,
     search_s: float,
 ) -> Plan:
-    choice = solution.choice
-    chosen = [strategies[i][int(c)] for i, c in enumerate(choice)]
+    choice = solution.choice  # the graph's nodes, then the copy nodes (costs.copies)
+    chosen = [strategies[i][int(c)] for i, c in enumerate(choice[:len(graph.nodes)])]
     flat_in = tuple(chosen[n].out_specs[0] for n in graph.input_nodes)
     flat_out = []
     for ref, arg in zip(graph.outputs, graph.output_aliases):
@@ -334,7 +346,7 @@ def assemble_plan(
         node_compute_s={n.id: float(costs.compute[n.id][choice[n.id]]) for n in ops},
         node_comm_s={n.id: float(costs.comm[n.id][choice[n.id]]) for n in ops},
         node_label={n.id: n.label for n in ops},
-        reshard_edges=_reshard_edges(graph, chosen, problem, choice),
+        reshard_edges=_reshard_edges(graph, chosen, problem, choice, costs.copies),
         in_local_bytes=tuple(float(problem.node_memory[n][choice[n]]) for n in graph.input_nodes),
         in_roles=argument_roles(graph),
         remat_regions=len(graph.remats),

@@ -13,6 +13,7 @@ from shardsearch import cache
 from shardsearch.compare.run import price_recipes
 from shardsearch.config import SearchConfig
 from shardsearch.costs import build_problem, combined_all_reduces
+from shardsearch.costs.copies import copy_labels, shared_reads
 from shardsearch.fallbacks import fallback_warning, with_fallback_saving
 from shardsearch.fit import Attempt, NoFit, donated_args, fit, no_fit_error, step_peak
 from shardsearch.graph import OpGraph
@@ -142,11 +143,11 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     if config.compare:
         plan = dataclasses.replace(plan, compared=price_recipes(
             graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
-            ties=ties, log=log, time_left_s=config.time_limit_s - (time.perf_counter() - t0)))
+            ties=problem_ties(ties, costs), log=log, time_left_s=config.time_limit_s - (time.perf_counter() - t0)))
     plan = dataclasses.replace(plan, pipeline=pipeline)
     plan = with_fallback_saving(plan, problem, solution.choice, lambda relaxed: solve(
         relaxed, time_limit_s=max(1.0, config.time_limit_s / 4), num_workers=config.num_workers, seed=config.seed,
-        backend=config.solver.value, log=None, ties=ties))
+        backend=config.solver.value, log=None, ties=problem_ties(ties, costs)))
     cache.store(key, plan, config)
     if solution.status != "OPTIMAL":
         if np.isfinite(solution.bound):
@@ -189,24 +190,28 @@ class _Solver:
         # which depends on the plan: solve with each member paying 1/k of it, where k is
         # the number the previous solution merged, until k settles (a fixed point).
         self.share = 1.0 / max(combined_all_reduces(graph, None, strategies), 1)
+        # Readers that need a value in one layout share one copy (costs/copies.py): the
+        # copies a plan would share are added to the problem and it is solved again, in
+        # the fixed point below, until the plan shares none it is charged twice for.
+        self.copies_for = frozenset()
 
-    def _options(self, multiplier=None, cutoff=None) -> dict:
+    def _options(self, costs, multiplier=None, cutoff=None) -> dict:
         config = self.config
         # one budget for all the solves of the search, at least a second each
         return dict(time_limit_s=max(1.0, self.deadline - time.perf_counter()), num_workers=config.num_workers,
-                    seed=config.seed, backend=config.solver.value, log=self.log, ties=self.ties,
-                    multiplier=multiplier, cutoff=cutoff)
+                    seed=config.seed, backend=config.solver.value, log=self.log,
+                    ties=problem_ties(self.ties, costs), multiplier=multiplier, cutoff=cutoff)
 
     def build(self, row_budget):
         return build_problem(self.graph, self.strategies, self.cluster, self.mesh, row_budget,
                              follow=self.config.follow_elementwise, combined_share=self.share,
-                             edge_memo=self.edge_memo, donated=self.donated)
+                             edge_memo=self.edge_memo, donated=self.donated, copies_for=self.copies_for)
 
     def solve(self, row_budget, multiplier=None, *, least_memory=False, cutoff=None):
         if least_memory:  # memory priced above any time: the plan with the least row memory
             problem, costs = self.build(None)
             priced = priced_problem(problem, memory_only_multiplier(problem))
-            solution = solve(priced, **self._options())
+            solution = solve(priced, **self._options(costs))
             used = evaluate(problem, solution.choice)
             return problem, costs, dataclasses.replace(solution, objective=used.total, bound=-np.inf,
                                                        status="FEASIBLE")
@@ -214,29 +219,44 @@ class _Solver:
         while True:
             problem, costs = self.build(row_budget)
             solution = solve(problem, **self._options(
+                costs,
                 # a binding budget's memory price barely moves with the latency share
                 multiplier=solution.multiplier if solution is not None else multiplier,
                 cutoff=cutoff if solution is None else None))
-            k = combined_all_reduces(self.graph, [self.strategies[i][c] for i, c in enumerate(solution.choice)])
+            graph_choice = solution.choice[:len(self.graph.nodes)]  # then the copy nodes'
+            k = combined_all_reduces(self.graph, [self.strategies[i][c] for i, c in enumerate(graph_choice)])
+            new_copies = shared_reads(costs.reads, problem.edge_costs, solution.choice)
             # Settled when the plan's merged all-reduces pay one launch latency to within
             # a tenth of one (a few microseconds at most): another solve would not move it.
             # With none at all, a dearer latency only makes every other plan dearer.
-            if k == 0 or abs(k * self.share - 1.0) <= 0.1 or k in seen:
+            settled = k == 0 or abs(k * self.share - 1.0) <= 0.1 or k in seen
+            if settled and not new_copies:
                 break
             if time.perf_counter() >= self.deadline:
                 break  # out of time: a solve given the one second left would do worse than this one
-            seen.add(k)
-            earlier.append(solution.choice)
-            self.share = 1.0 / max(k, 1)
-            if self.log:
-                self.log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
-        return problem, costs, _best_of(problem, solution, earlier)
+            earlier.append(graph_choice)
+            if not settled:
+                seen.add(k)
+                self.share = 1.0 / max(k, 1)
+                if self.log:
+                    self.log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
+            if new_copies:
+                self.copies_for |= new_copies
+                if self.log:
+                    self.log(f"{len(new_copies)} values are resharded once for several readers: one copy each")
+        return problem, costs, _best_of(problem, solution, earlier, costs.copies)
 
 
-def _best_of(problem, solution, earlier: list) -> Solution:
+def problem_ties(ties, costs):
+    """Tie labels for the Problem's nodes: the graph's, then its copy nodes' (costs.copies)."""
+    return None if ties is None else copy_labels(ties, costs.copies)
+
+
+def _best_of(problem, solution, earlier: list, copies=()) -> Solution:
     """The last solve, or an earlier plan of the fixed point if it is cheaper on the last
     problem (possible only when the last solve was stopped by the time limit)."""
-    for choice in earlier:
+    for choice in earlier:  # a strategy per graph node: each copy made where a reader needs it
+        choice = np.concatenate([choice, [int(c.made(choice)) for c in copies]]).astype(np.int64)
         again = evaluate(problem, choice)
         if again.feasible and again.total < solution.objective:
             solution = dataclasses.replace(solution, choice=choice, objective=again.total, status="FEASIBLE")

@@ -18,6 +18,7 @@ from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, comp
 from cost_model.collectives import collective_local_bytes
 from cost_model.mesh import local_bytes
 from cost_model.reshard import reshard_matrices
+from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.overlap import exposed_comm
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
@@ -38,6 +39,10 @@ class CostTables:
     comm: list[np.ndarray]
     local: list[np.ndarray]
     edge_local: list[np.ndarray] = dataclasses.field(default_factory=list)
+    # The Problem's nodes after the graph's: one per value resharded into a layout that
+    # several readers share (costs.copies), each with two strategies (no copy, copy).
+    copies: tuple[SharedCopy, ...] = ()
+    reads: tuple = ()  # per Problem edge before the copies', what it reads (costs.copies.Read) or None
 
 
 # Ops XLA fuses into their neighbours: they move no HBM bytes of their own, except
@@ -284,7 +289,9 @@ def _edge_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshSha
     points ``_node_memory`` counts at: it holds the reader's layout whenever that
     differs from the producer's. Operand edges come first in ``build_problem``'s list,
     in graph order. Several readers of one value in the same layout share one copy in
-    the compiled program but each count here (the row is linear), which over-counts.
+    the compiled program: where the search gave them a copy node (``costs.copies``) its
+    edge holds the bytes once; elsewhere each counts here (the row is linear), which
+    over-counts.
     """
     lives = lifetimes(graph)
     t_peak, t_fwd = peak_point(graph, lives), forward_end(graph)
@@ -326,15 +333,20 @@ def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> N
         )
 
 
+def _dsts(strategies, dst: int, operand: int | None) -> tuple:
+    """The layout each strategy of node ``dst`` needs its operand ``operand`` in
+    (``None``: an argument node, whose layout is its output spec)."""
+    if operand is None:
+        return tuple(s.out_specs[0] for s in strategies[dst])
+    return tuple(s.in_specs[operand] for s in strategies[dst])
+
+
 def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None,
           seen: dict) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, of which on the device's memory) of every (producer, consumer) pair."""
     info = graph.nodes[ref.node].outputs[ref.index]
     srcs = tuple(s.out_specs[ref.index] for s in strategies[ref.node])
-    if operand is None:  # tie to an argument node: its layout is its output spec
-        dsts = tuple(s.out_specs[0] for s in strategies[dst])
-    else:
-        dsts = tuple(s.in_specs[operand] for s in strategies[dst])
+    dsts = _dsts(strategies, dst, operand)
     key = (info.shape, info.dtype.itemsize, srcs, dsts)  # repeated layers repeat their edges
     if key not in seen:
         links, local = reshard_matrices(cluster, mesh, info.shape, info.dtype.itemsize, srcs, dsts)
@@ -396,19 +408,30 @@ def build_problem(
     combined_share: float = 1.0,
     edge_memo: dict | None = None,
     donated: frozenset[int] = frozenset(),
+    copies_for: frozenset | None = frozenset(),
 ) -> tuple[Problem, CostTables]:
     """``edge_memo``: reshard matrices by (shape, itemsize, layouts); pass the same dict
     to rebuild the problem of the same graph, mesh and cluster without recomputing them.
-    ``donated``: flat argument indices whose buffers the step's results reuse."""
+    ``donated``: flat argument indices whose buffers the step's results reuse.
+    ``copies_for``: (value key, layout) pairs whose readers share one copy (copy nodes
+    after the graph's nodes, ``costs.copies``; see ``costs.copies``); None: every pair
+    two readers could share; the others are charged a reshard per reading edge."""
     costs = node_costs(graph, strategies, cluster, mesh, combined_share)
     seen = {} if edge_memo is None else edge_memo
-    edges, edge_costs, edge_local = [], [], []
+    edges, edge_costs, edge_local, reads = [], [], [], []
     follows = {}
 
-    def add_edge(u: int, v: int, priced: tuple[np.ndarray, np.ndarray], times: int = 1) -> None:
-        edges.append((u, v))
+    def add_edge(ref: ValueRef, v: int, operand: int | None, times: int = 1) -> None:
+        priced = _edge(graph, strategies, cluster, mesh, ref, v, operand, seen)
+        edges.append((ref.node, v))
         for out, m in zip((edge_costs, edge_local), priced):
             out.append(m * times if times != 1 else m)
+        follower = follows.get(v)
+        if follower is not None and follower[0] == ref.node and \
+                not priced[0][np.arange(len(follower[1])), follower[1]].any():
+            reads.append(None)  # v follows the producer into its layout: it never reads a copy
+        else:
+            reads.append(Read((ref.node, ref.index, times), ref.node, v, _dsts(strategies, v, operand)))
 
     for node in graph.nodes:
         mapping = _follow_mapping(graph, strategies, costs, node) if follow else None
@@ -417,24 +440,33 @@ def build_problem(
         for j, ref in enumerate(node.inputs):
             if isinstance(ref, ValueRef):
                 trips = max(graph.nodes[ref.node].trips, node.trips)  # paid in every iteration
-                add_edge(ref.node, node.id, _edge(graph, strategies, cluster, mesh, ref, node.id, j, seen), trips)
+                add_edge(ref, node.id, j, trips)
     for ref, carry, times in graph.loop_backs():
         # The next carry is resharded into the carry's layout between iterations.
-        add_edge(ref.node, carry, _edge(graph, strategies, cluster, mesh, ref, carry, 0, seen), times)
+        add_edge(ref, carry, 0, times)
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
-            add_edge(out.node, graph.input_nodes[arg],
-                     _edge(graph, strategies, cluster, mesh, out, graph.input_nodes[arg], None, seen))
+            add_edge(out, graph.input_nodes[arg], None)
     _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
-    costs = dataclasses.replace(costs, edge_local=edge_local)
+    shared = Edges(edges, edge_costs, edge_local, _edge_memory(graph, strategies, mesh, edges))
+    copies = share_copies(len(graph.nodes), shared, reads, copies_for)
+    none = [np.zeros(2) for _ in copies]  # a copy node's own costs: its edges carry them
+    costs = dataclasses.replace(costs, compute=costs.compute + none, comm=costs.comm + none,
+                                local=costs.local + none, edge_local=shared.local, copies=tuple(copies),
+                                reads=tuple(reads))
     problem = Problem(
         node_costs=[c + m + lo for c, m, lo in zip(costs.compute, costs.comm, costs.local)],
-        node_memory=_node_memory(graph, strategies, mesh, donated),
-        edge_memory=_edge_memory(graph, strategies, mesh, edges),
-        edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
-        edge_costs=edge_costs,
+        node_memory=_node_memory(graph, strategies, mesh, donated) + none,
+        edge_memory=shared.memory,
+        edges=np.array(shared.pairs, dtype=np.int64).reshape(-1, 2),
+        edge_costs=shared.costs,
         memory_budget=memory_budget,
         follows=follows,
-        names=[_node_name(n) for n in graph.nodes],
+        names=[_node_name(n) for n in graph.nodes] + [_copy_name(graph, c) for c in copies],
     )
     return problem, costs
+
+
+def _copy_name(graph: OpGraph, copy: SharedCopy) -> str:
+    """``copy of 12:dot_general float32[16, 64] into (('data',), ())`` (for messages)."""
+    return f"copy of {_node_name(graph.nodes[copy.producer])} into {copy.layout}"
