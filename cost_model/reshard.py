@@ -106,6 +106,9 @@ class Step:
 
     collective: Collective
     local_bytes: float
+    # The layout after this step, where it is one a spec names (the step-by-step path:
+    # all-to-alls, gathers and slices); None after a permute of pieces.
+    after: Spec | None = None
 
 
 def _major(shape: tuple[int, ...], mesh: MeshShape, layout: Spec, dims: Sequence[int]) -> bool:
@@ -192,9 +195,10 @@ def _steps(mesh: MeshShape, shape: tuple[int, ...], itemsize: int, src: Spec, ds
             s_dim = next(i for i, d in enumerate(cur) if a in d)
             d_dim, before = dp[a]
             if s_dim != d_dim and cur[s_dim][-1] == a and cur[d_dim] == list(before):
-                out.append(all_to_all(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes())))
+                step = all_to_all(Collective(CollectiveKind.ALL_TO_ALL, (a,), nbytes()))
                 cur[s_dim].remove(a)
                 cur[d_dim].append(a)
+                out.append(dataclasses.replace(step, after=layout()))
                 progress = True
         return progress
 
@@ -208,15 +212,17 @@ def _steps(mesh: MeshShape, shape: tuple[int, ...], itemsize: int, src: Spec, ds
             for d in cur:
                 d[:] = [a for a in d if a not in axes]
             dims = [i for i, d in enumerate(before) if any(a in axes for a in d)]
-            out.append(gathered(Collective(CollectiveKind.ALL_GATHER, _mesh_order(mesh, axes), nbytes()), before, dims))
+            step = gathered(Collective(CollectiveKind.ALL_GATHER, _mesh_order(mesh, axes), nbytes()), before, dims)
+            out.append(dataclasses.replace(step, after=layout()))
 
     # A dim's whole split of several axes moving, in order, onto a dim split by nothing:
     # XLA views those axes as one and moves the tensor with one all-to-all over them.
     for s_dim, axes in enumerate(src):
         d_dim = next((i for i, d in enumerate(dst) if d == axes and i != s_dim), None)
         if len(axes) > 1 and d_dim is not None and not cur[d_dim] and cur[s_dim] == list(axes):
-            out.append(all_to_all(Collective(CollectiveKind.ALL_TO_ALL, _mesh_order(mesh, axes), nbytes())))
+            step = all_to_all(Collective(CollectiveKind.ALL_TO_ALL, _mesh_order(mesh, axes), nbytes()))
             cur[s_dim], cur[d_dim] = [], list(axes)
+            out.append(dataclasses.replace(step, after=layout()))
 
     settle()
     gather([a for a in used_axes(src) if a not in dp])
@@ -230,6 +236,18 @@ def _steps(mesh: MeshShape, shape: tuple[int, ...], itemsize: int, src: Spec, ds
     gather(stuck)
     settle(only_for_moves=False)
     return tuple(out)
+
+
+def reshard_path(mesh: MeshShape, shape: Sequence[int], itemsize: int, src: Spec, dst: Spec) -> tuple[Spec, ...]:
+    """The layouts a tensor passes through between ``src`` and ``dst`` when the move takes
+    several steps of all-to-alls and gathers (slices in between are free): constraining
+    it to each in turn makes XLA take these steps, where asked for the whole move at once
+    its partitioner may not find them and replicate the tensor instead ("involuntary full
+    rematerialization"). Empty for a move of one step, or one through a permute."""
+    steps = reshard_steps(mesh, shape, itemsize, src, dst)
+    if len(steps) < 2 or any(s.after is None for s in steps):
+        return ()
+    return tuple(s.after for s in steps[:-1])
 
 
 def reshard_collectives(mesh: MeshShape, shape: Sequence[int], itemsize: int,

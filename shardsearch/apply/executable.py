@@ -14,8 +14,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from cost_model.mesh import used_axes
+from cost_model.reshard import reshard_path
 from shardsearch.apply.mesh import to_partition_spec
-from shardsearch.graph import OpGraph
+from shardsearch.graph import OpGraph, ValueRef
 from shardsearch.trace import eval_graph
 
 if TYPE_CHECKING:  # the plan module imports this one (plan.apply)
@@ -68,16 +69,42 @@ def constrained_runner(graph: OpGraph, plan: Plan, mesh: Mesh, *, constrain: boo
             pinned.append(x)
         return pinned
 
+    arg_index = {n: i for i, n in enumerate(graph.input_nodes)}
+
+    def planned(ref) -> Any:
+        """The layout the plan gives a value, or None (a constant, a literal)."""
+        if not isinstance(ref, ValueRef):
+            return None
+        if ref.node in arg_index:
+            return plan.flat_in_specs[arg_index[ref.node]]
+        specs = plan.node_out_specs.get(ref.node)
+        return None if specs is None else specs[ref.index]
+
+    def moved(x, src, dst) -> Any:
+        """``x`` constrained to each layout on the way from ``src`` to ``dst``
+        (cost_model.reshard_path: the steps the plan priced, which XLA's partitioner
+        might not find asked for the whole move at once), then to ``dst``."""
+        if src is not None and getattr(x, "ndim", 0) > 0:
+            for mid in reshard_path(plan.mesh, x.shape, getattr(x.dtype, "itemsize", 1), src, dst):
+                x = jax.lax.with_sharding_constraint(x, _named(mesh, mid))
+        return jax.lax.with_sharding_constraint(x, _named(mesh, dst))
+
     def reshard_operands(node_id: int, operands: list[Any]) -> list[Any]:
         wanted = operand_specs.get(node_id)
         if not wanted:
             return operands
-        return [
-            jax.lax.with_sharding_constraint(x, _named(mesh, wanted[j])) if j in wanted else x
-            for j, x in enumerate(operands)
-        ]
+        inputs = graph.nodes[node_id].inputs
+        return [moved(x, planned(inputs[j]), wanted[j]) if j in wanted else x for j, x in enumerate(operands)]
 
-    return lambda flat: eval_graph(graph, list(flat), pin, reshard_operands)
+    def run(flat):
+        outs = eval_graph(graph, list(flat), pin, reshard_operands)
+        if constrain and len(plan.flat_out_specs) == len(outs):
+            # results returned in another layout than they are made in: by the planned steps too
+            outs = [x if planned(r) in (None, spec) else moved(x, planned(r), spec)
+                    for x, r, spec in zip(outs, graph.outputs, plan.flat_out_specs)]
+        return outs
+
+    return run
 
 
 def _place(x, sharding: NamedSharding) -> jax.Array:

@@ -3,7 +3,7 @@
 ``CASES`` maps a model name to a function returning its ``ModelCase``.
 """
 
-from models import bert, eqx_transformer, gpt, moe, resnet, vit
+from models import bert, eqx_transformer, gpt, mixtral, moe, resnet, vit
 
 CASES = {
     "gpt": gpt.make,
@@ -11,6 +11,7 @@ CASES = {
     "resnet": resnet.make,
     "vit": vit.make,
     "moe": moe.make,
+    "mixtral": mixtral.make,
     "gpt_scan": lambda: gpt.make(scan=True),
     "equinox": eqx_transformer.make,
 }
