@@ -61,16 +61,17 @@ def price_fallbacks(graph: OpGraph, fallback, problem, compute, choice, mesh: Me
     the resharding on its edges, plus the compute a split over the whole mesh would save."""
     seconds: dict[int, float] = defaultdict(float)
     moved: dict[int, float] = defaultdict(float)
+    n = len(graph.nodes)  # the Problem's nodes after these are shared copies (costs.copies)
     for e, (u, v) in enumerate(np.asarray(problem.edges).reshape(-1, 2)):
         u, v = int(u), int(v)
-        if u not in fallback and v not in fallback:
-            continue
+        if u >= n or (u not in fallback and v not in fallback):
+            continue  # (from a copy node: a penalty no optimal plan pays)
         cost = float(problem.edge_costs[e][choice[u], choice[v]])
         if cost <= 0:
             continue
         for i in {u, v} & fallback:
             seconds[i] += cost
-            moved[i] += _edge_tensors(graph, u, v)
+            moved[i] += _edge_tensors(graph, u, v) if v < n else _bytes(graph.nodes[u].outputs[0])
     out = []
     for i in sorted(fallback):
         node = graph.nodes[i]

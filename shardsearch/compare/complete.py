@@ -68,7 +68,7 @@ def compare(
         choice = np.array([keep[i][c] if i in keep else c for i, c in enumerate(sub_choice)], dtype=np.int64)
         cost = evaluate(problem, choice)
         compute = split_compute(choice)
-        chosen = [per_node[i][c] for i, c in enumerate(choice)]
+        chosen = [per_node[i][c] for i, c in enumerate(choice[:len(per_node)])]  # copy nodes follow the graph's
         peak = peak_bytes(chosen)
         out.append(Alternative(
             name=recipe, description=DESCRIPTIONS[recipe], total_s=cost.total, compute_s=compute,
