@@ -137,6 +137,17 @@ def test_evaluate_reports_out_of_range_and_bad_problems():
     wrong.edge_costs[0] = np.zeros((3, 2))
     with pytest.raises(ProblemError, match=r"edge 0 .*expected \(2, 2\)"):
         solve(wrong)
+    # the bulk checks still name the first offender
+    for breaks, message in [
+        (lambda q: q.node_costs.__setitem__(3, np.array([0.0, np.inf])), r"node 3: costs or memory not finite"),
+        (lambda q: q.node_memory.__setitem__(2, np.zeros(3)), r"node 2: .*memory shape \(3,\)"),
+        (lambda q: setattr(q, "edges", np.array([[0, 1], [1, 2], [2, 9], [3, 4]])), r"edge 2 = \(2, 9\) names a node"),
+        (lambda q: q.edge_costs.__setitem__(1, np.array([[0.0, np.nan], [0, 0]])), r"edge 1 .*cost not finite"),
+    ]:
+        q = chain([[0, 1]] * 5, 1)
+        breaks(q)
+        with pytest.raises(ProblemError, match=message):
+            q.validate()
 
 
 def test_reduction_expands_exactly_and_is_deterministic():

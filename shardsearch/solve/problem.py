@@ -53,25 +53,36 @@ class Problem:
         n = self.num_nodes
         if len(self.node_memory) != n:
             raise ProblemError(f"{n} node_costs but {len(self.node_memory)} node_memory entries")
-        for i in range(n):
-            c, m = np.shape(self.node_costs[i]), np.shape(self.node_memory[i])
-            if len(c) != 1 or c[0] == 0 or m != c:
-                raise ProblemError(f"{self.label(i)}: costs shape {c}, memory shape {m}; "
-                                   "both must be (S,) with S >= 1")
-            if not (np.isfinite(self.node_costs[i]).all() and np.isfinite(self.node_memory[i]).all()):
-                raise ProblemError(f"{self.label(i)}: costs or memory not finite; use a large "
-                                   "finite figure for a strategy that is merely bad")
+        # Checked in bulk (a deep model has tens of thousands of nodes); the first
+        # offender is looked for only when something is wrong.
+        shapes = [np.shape(c) for c in self.node_costs]
+        if shapes != [np.shape(m) for m in self.node_memory] or not all(len(c) == 1 and c[0] for c in shapes):
+            i = next(i for i, (c, m) in enumerate(zip(self.node_costs, self.node_memory))
+                     if np.ndim(c) != 1 or not len(c) or np.shape(m) != np.shape(c))
+            raise ProblemError(f"{self.label(i)}: costs shape {np.shape(self.node_costs[i])}, memory shape "
+                               f"{np.shape(self.node_memory[i])}; both must be (S,) with S >= 1")
+        if n and not (np.isfinite(np.concatenate(self.node_costs)).all()
+                      and np.isfinite(np.concatenate(self.node_memory)).all()):
+            i = next(i for i in range(n) if not (np.isfinite(self.node_costs[i]).all()
+                                                 and np.isfinite(self.node_memory[i]).all()))
+            raise ProblemError(f"{self.label(i)}: costs or memory not finite; use a large "
+                               "finite figure for a strategy that is merely bad")
         edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
         if len(edges) != len(self.edge_costs):
             raise ProblemError(f"{len(edges)} edges but {len(self.edge_costs)} edge_costs")
-        for e, (u, v) in enumerate(edges):
-            if not (0 <= u < n and 0 <= v < n):
-                raise ProblemError(f"edge {e} = ({u}, {v}) names a node outside 0..{n - 1}")
-            want = (len(self.node_costs[u]), len(self.node_costs[v]))
-            if np.shape(self.edge_costs[e]) != want:
+        outside = np.flatnonzero(((edges < 0) | (edges >= n)).any(axis=1))
+        if len(outside):
+            e = int(outside[0])
+            raise ProblemError(f"edge {e} = ({edges[e][0]}, {edges[e][1]}) names a node outside 0..{n - 1}")
+        sizes = np.array([c[0] for c in shapes], dtype=np.int64)
+        finite: dict[int, bool] = {}  # repeated layers share their matrices: check each once
+        for e, ((u, v), mat) in enumerate(zip(edges, self.edge_costs)):
+            if np.shape(mat) != (sizes[u], sizes[v]):
                 raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost matrix "
-                                   f"shape {np.shape(self.edge_costs[e])}, expected {want}")
-            if not np.isfinite(self.edge_costs[e]).all():
+                                   f"shape {np.shape(mat)}, expected {(int(sizes[u]), int(sizes[v]))}")
+            if id(mat) not in finite:
+                finite[id(mat)] = bool(np.isfinite(mat).all())
+            if not finite[id(mat)]:
                 raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost not finite")
         for e, mm in self.edge_memory.items():
             if not 0 <= e < len(edges):
