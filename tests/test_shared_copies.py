@@ -34,7 +34,8 @@ def _problem(wanted):
         reads.append(Read(("x", 0, 1), 0, v, dsts))
     edges = Edges(pairs, costs, [np.zeros_like(c) for c in costs], {})
     copies = share_copies(3, edges, reads, wanted)
-    problem = Problem(NODE_COSTS + [np.zeros(2)] * len(copies), [np.zeros(len(c)) for c in NODE_COSTS] + [np.zeros(2)] * len(copies),
+    extra = [np.zeros(2)] * len(copies)  # a copy node: no cost of its own
+    problem = Problem(NODE_COSTS + extra, [np.zeros(len(c)) for c in NODE_COSTS] + extra,
                       np.array(edges.pairs), edges.costs)
     return problem, copies, reads
 
