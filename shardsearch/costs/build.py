@@ -333,20 +333,29 @@ def _charge_fed_inputs(graph, strategies, cluster, mesh, costs: CostTables) -> N
         )
 
 
-def _dsts(strategies, dst: int, operand: int | None) -> tuple:
+def _layouts(strategies, node: int, which: str, k: int, memo: dict) -> tuple:
+    """The layout each strategy of ``node`` gives its output ``k`` (``which="out"``) or
+    needs its operand ``k`` in (``"in"``). Repeated layers share strategy lists
+    (strategies/per_node.py), so each list is read once."""
+    key = (id(strategies[node]), which, k)
+    if key not in memo:
+        memo[key] = tuple((s.out_specs if which == "out" else s.in_specs)[k] for s in strategies[node])
+    return memo[key]
+
+
+def _dsts(strategies, dst: int, operand: int | None, memo: dict) -> tuple:
     """The layout each strategy of node ``dst`` needs its operand ``operand`` in
     (``None``: an argument node, whose layout is its output spec)."""
-    if operand is None:
-        return tuple(s.out_specs[0] for s in strategies[dst])
-    return tuple(s.in_specs[operand] for s in strategies[dst])
+    return _layouts(strategies, dst, "out", 0, memo) if operand is None else \
+        _layouts(strategies, dst, "in", operand, memo)
 
 
 def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: int | None,
-          seen: dict) -> tuple[np.ndarray, np.ndarray]:
+          seen: dict, memo: dict) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, of which on the device's memory) of every (producer, consumer) pair."""
     info = graph.nodes[ref.node].outputs[ref.index]
-    srcs = tuple(s.out_specs[ref.index] for s in strategies[ref.node])
-    dsts = _dsts(strategies, dst, operand)
+    srcs = _layouts(strategies, ref.node, "out", ref.index, memo)
+    dsts = _dsts(strategies, dst, operand, memo)
     key = (info.shape, info.dtype.itemsize, srcs, dsts)  # repeated layers repeat their edges
     if key not in seen:
         links, local = reshard_matrices(cluster, mesh, info.shape, info.dtype.itemsize, srcs, dsts)
@@ -421,8 +430,10 @@ def build_problem(
     edges, edge_costs, edge_local, reads = [], [], [], []
     follows = {}
 
+    memo: dict = {}  # layouts per strategy list (_layouts)
+
     def add_edge(ref: ValueRef, v: int, operand: int | None, times: int = 1) -> None:
-        priced = _edge(graph, strategies, cluster, mesh, ref, v, operand, seen)
+        priced = _edge(graph, strategies, cluster, mesh, ref, v, operand, seen, memo)
         edges.append((ref.node, v))
         for out, m in zip((edge_costs, edge_local), priced):
             out.append(m * times if times != 1 else m)
@@ -431,7 +442,7 @@ def build_problem(
                 not priced[0][np.arange(len(follower[1])), follower[1]].any():
             reads.append(None)  # v follows the producer into its layout: it never reads a copy
         else:
-            reads.append(Read((ref.node, ref.index, times), ref.node, v, _dsts(strategies, v, operand)))
+            reads.append(Read((ref.node, ref.index, times), ref.node, v, _dsts(strategies, v, operand, memo)))
 
     for node in graph.nodes:
         mapping = _follow_mapping(graph, strategies, costs, node) if follow else None

@@ -310,13 +310,40 @@ def output_aliases(args: tuple, out) -> tuple[int | None, ...]:
 
 
 def program_hash(graph: OpGraph) -> str:
-    """A stable hash of the program's structure (ops, params, shapes, edges)."""
+    """A stable hash of the program's structure (ops, params, shapes, edges).
+
+    Hashes ``repr((kind, primitive, params, operand keys, outputs))`` per node; the reprs
+    of literal values and of tensor infos, which repeat across a deep model's layers and
+    are slow to print (numpy's array2string), are made once per distinct value."""
     h = hashlib.sha256()
+    memo: dict = {}
+
+    def once(key, make) -> str:
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
+
+    def operand(o) -> str:
+        if isinstance(o, LiteralValue):
+            value = np.asarray(o.value)
+            key = ("lit", type(o.value), getattr(o.value, "weak_type", None), value.dtype.str, value.shape,
+                   value.tobytes())
+            text = once(key, lambda: repr(repr(o.value)))
+            return f"('lit', {text}, {once(o.info, lambda: repr(o.info))})"
+        return repr((o.node, o.index))
+
     for n in graph.nodes:
         params = sorted((k, _stable(v)) for k, v in n.params.items())
-        h.update(repr((n.kind.value, n.primitive, params, tuple(_operand_key(o) for o in n.inputs), n.outputs)).encode())
-    h.update(repr([_operand_key(o) for o in graph.outputs]).encode())
+        outputs = _tuple_repr([once(i, lambda i=i: repr(i)) for i in n.outputs])
+        text = f"({n.kind.value!r}, {n.primitive!r}, {params!r}, {_tuple_repr([operand(o) for o in n.inputs])}, {outputs})"
+        h.update(text.encode())
+    h.update(("[" + ", ".join(operand(o) for o in graph.outputs) + "]").encode())
     return h.hexdigest()[:16]
+
+
+def _tuple_repr(items: list[str]) -> str:
+    """What ``repr`` prints for a tuple whose items print as ``items``."""
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def retrace(fn: Callable, args: Sequence[Any]) -> tuple[OpGraph, str]:
