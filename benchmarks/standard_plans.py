@@ -61,7 +61,7 @@ def _replicated(args) -> list:
     return [tuple(() for _ in x.shape) for x in jax.tree_util.tree_leaves(args)]
 
 
-def tests_model_case(name: str, make: Callable) -> Case:
+def case_of_test_model(name: str, make: Callable) -> Case:
     """A tests/models step: data parallel and FSDP from argument positions alone (these
     models do not name their axes, so no Megatron)."""
     from benchmarks.models_vs_baselines import abstract, baseline_specs
@@ -237,7 +237,7 @@ def all_cases(models: Sequence[str] | None = None) -> list[Callable[[], Case]]:
     sys.path.insert(0, str(TESTS))
     from models import CASES
 
-    makers = [(n, (lambda n=n: tests_model_case(n, CASES[n]))) for n in sorted(CASES)]
+    makers = [(n, (lambda n=n: case_of_test_model(n, CASES[n]))) for n in sorted(CASES)]
     makers += [(c, (lambda s=s, c=c: suite_case(s, c))) for s, configs in SUITE_CONFIGS.items() for c in configs]
     return [m for n, m in makers if not models or n in models]
 

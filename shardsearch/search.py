@@ -143,7 +143,8 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     if config.compare:
         plan = dataclasses.replace(plan, compared=price_recipes(
             graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
-            ties=problem_ties(ties, costs), log=log, time_left_s=config.time_limit_s - (time.perf_counter() - t0)))
+            ties=ties, log=log, time_left_s=config.time_limit_s - (time.perf_counter() - t0),
+            copies_for=solver.copies_for, rebuild=solver.rebuild))
     plan = dataclasses.replace(plan, pipeline=pipeline)
     plan = with_fallback_saving(plan, problem, solution.choice, lambda relaxed: solve(
         relaxed, time_limit_s=max(1.0, config.time_limit_s / 4), num_workers=config.num_workers, seed=config.seed,
@@ -206,6 +207,13 @@ class _Solver:
         return build_problem(self.graph, self.strategies, self.cluster, self.mesh, row_budget,
                              follow=self.config.follow_elementwise, combined_share=self.share,
                              edge_memo=self.edge_memo, donated=self.donated, copies_for=self.copies_for)
+
+    def rebuild(self, copies_for: frozenset):
+        """The problem without a memory row, with copies for ``copies_for`` (the recipes'
+        completions add their own shared reads this way)."""
+        return build_problem(self.graph, self.strategies, self.cluster, self.mesh, None,
+                             follow=self.config.follow_elementwise, combined_share=self.share,
+                             edge_memo=self.edge_memo, donated=self.donated, copies_for=copies_for)
 
     def solve(self, row_budget, multiplier=None, *, least_memory=False, cutoff=None):
         if least_memory:  # memory priced above any time: the plan with the least row memory

@@ -29,6 +29,10 @@ NOMINAL = {
     "wresnet-250M": 250e6, "wresnet-500M": 500e6, "wresnet-1B": 1e9, "wresnet-2B": 2e9,
     "wresnet-4B": 4e9, "wresnet-6.8B": 6.8e9, "wresnet-13B": 13e9,
     "mlp-dp": 6 * (512 * 512 + 512), "mlp-tp": 6 * (4096 * 4096 + 4096),
+    # slices of the published widths: layers x 12 h^2 + the 51200-token embedding
+    "gpt-350M-8L": 8 * 12 * 1024**2 + 51200 * 1024, "gpt-medium-bf16": 8 * 12 * 1024**2 + 51200 * 1024,
+    "gpt-1.3B-8L": 8 * 12 * 2048**2 + 51200 * 2048, "gpt-1.3B-16L": 16 * 12 * 2048**2 + 51200 * 2048,
+    "bert-medium-bf16": 134e6, "moe-medium-bf16": 205e6, "wresnet-medium-bf16": 25e6,
 }  # fmt: skip
 
 

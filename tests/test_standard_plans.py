@@ -15,7 +15,7 @@ from benchmarks.judge import judge
 from benchmarks.models_vs_baselines import compile_with_specs
 from benchmarks.runner import make_mesh
 from benchmarks.standard_plans import (DATA_PARALLEL, FIDELITY, FSDP, MUST_BEAT, pins_of, searched,
-                                       tests_model_case)
+                                       case_of_test_model)
 from cost_model import Cluster, MeshShape
 from models import CASES
 
@@ -29,7 +29,7 @@ PRICED = ("gpt", "mixtral", "resnet")
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(CASES))
 def test_auto_plan_is_judged_no_slower_than_the_standard_plans(model):
-    case = tests_model_case(model, CASES[model])
+    case = case_of_test_model(model, CASES[model])
     mesh = make_mesh((2, 4))
     specs = case.standard_specs(MESH)
     hand = {name: compile_with_specs(case.train_step, case.args, mesh, specs[name]) for name in MUST_BEAT}
@@ -45,7 +45,7 @@ def test_auto_plan_is_judged_no_slower_than_the_standard_plans(model):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", PRICED)
 def test_pinned_standard_plans_are_predicted_within_ten_percent(model):
-    case = tests_model_case(model, CASES[model])
+    case = case_of_test_model(model, CASES[model])
     mesh, cluster = make_mesh((2, 4)), Cluster.load("2x4-slow")
     specs = case.standard_specs(MESH)
     for name in (DATA_PARALLEL, FSDP):

@@ -41,20 +41,28 @@ def restrict(problem: Problem, keep: dict[int, np.ndarray]) -> Problem:
     )
 
 
+def completed(problem: Problem, keep: dict[int, np.ndarray], solve: Callable[[Problem], tuple[np.ndarray, str]]):
+    """``problem`` solved with node ``i`` restricted to ``keep[i]``: the full problem's
+    choice (indices into its strategies) and the solver's status."""
+    sub_choice, status = solve(restrict(problem, keep))
+    return np.array([keep[i][c] if i in keep else c for i, c in enumerate(sub_choice)], dtype=np.int64), status
+
+
 def compare(
     graph: OpGraph,
     per_node: list[list[Strategy]],
-    problem: Problem,
     *,
     mesh: MeshShape,
-    solve: Callable[[Problem], np.ndarray],
-    split_compute: Callable[[np.ndarray], float],
+    complete: Callable[[dict[int, np.ndarray]], tuple[Problem, np.ndarray, str]],
+    split_compute: Callable[[Problem, np.ndarray], float],
     peak_bytes: Callable[[list[Strategy]], float],
     memory_budget: float | None,
 ) -> tuple[Alternative, ...]:
-    """Each recipe of ``RECIPES`` completed by ``solve`` (a restricted problem -> its
-    choice) and priced on ``problem``; ``split_compute`` gives the compute seconds of a
-    choice (the rest of its cost is communication), ``peak_bytes`` its memory peak."""
+    """Each recipe of ``RECIPES`` completed by ``complete`` (the strategies each argument
+    keeps -> the problem it was completed on, with the copies its readers share, the full
+    choice and the solver's status) and priced on that problem; ``split_compute`` gives the
+    compute seconds of a choice (the rest of its cost is communication), ``peak_bytes`` its
+    memory peak."""
     roles = argument_roles(graph)
     inputs = graph.input_nodes
     candidates = [[s.out_specs[0] for s in per_node[n]] for n in inputs]
@@ -64,10 +72,9 @@ def compare(
         layouts = recipe_layouts(recipe, roles, candidates, shapes, mesh)
         keep = {n: np.flatnonzero([c == want for c in cands])
                 for n, want, cands in zip(inputs, layouts, candidates) if want is not None}
-        sub_choice, status = solve(restrict(problem, keep))
-        choice = np.array([keep[i][c] if i in keep else c for i, c in enumerate(sub_choice)], dtype=np.int64)
-        cost = evaluate(problem, choice)
-        compute = split_compute(choice)
+        priced, choice, status = complete(keep)
+        cost = evaluate(priced, choice)
+        compute = split_compute(priced, choice)
         chosen = [per_node[i][c] for i, c in enumerate(choice[:len(per_node)])]  # copy nodes follow the graph's
         peak = peak_bytes(chosen)
         out.append(Alternative(
