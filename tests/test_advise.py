@@ -235,6 +235,10 @@ def test_cli_writes_the_table_plot_and_plans(tmp_path):
     assert out.exit_code == 0, out.output
     assert "cheapest:" in out.output and "verify" in out.output and "compiled in" in out.output
     assert "strong scaling" in (tmp_path / "a.md").read_text() and (tmp_path / "a.png").exists()
+    table = list(csv.DictReader(line for line in (tmp_path / "a.csv").read_text().splitlines()
+                                if not line.startswith("#")))
+    for r in table:  # piped output: the whole table, no number cut short to fit 80 columns
+        assert re.search(rf"│ {r['mesh']} .*│ {float(r['step_s']) * 1e3:.4g} │", out.output), out.output
     assert len(list((tmp_path / "plans").glob("plan-*.json"))) >= 3
     bad = CliRunner().invoke(app, ["advise", "tests/test_advise.py:cli_target", "--cluster", "h100-8",
                                    "--devices", "16"])

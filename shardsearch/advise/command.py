@@ -19,26 +19,34 @@ def fake_devices_for(cluster: str, devices: Sequence[int], max_devices: int | No
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
 
 
+def table_console():
+    """A terminal's own width; piped or redirected, wide enough for the whole table (rich
+    would squeeze it into 80 columns and cut the numbers short)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def run(target: tuple[Callable, tuple], *, cluster: str, devices: Sequence[int], max_devices: int | None,
         batch_mode: str, memory_budget: float | str | None, price: float | None, goal: str, outs: Sequence[Path],
         plot: Path | None, plans: Path | None, verify: bool, prune: bool, time_limit: float, cache: bool,
         echo: Callable[[str], None], workers: int = 1, target_name: str | None = None,
         stages: Sequence[int] = ()) -> None:
     """Sweep, print the table, write the outputs; ShardsearchError for bad input."""
-    from rich.console import Console
-
     import shardsearch as ss
 
     fn, args = target
+    console = table_console()
     try:
         advice = ss.advise(fn, *args, cluster=cluster, devices=list(devices) or None, max_devices=max_devices,
                            batch_mode=batch_mode, memory_budget=memory_budget, price_per_device_hour=price,
                            prune=prune, time_limit_s=time_limit, cache=cache, workers=workers, target=target_name, stages=stages)
     except ss.AdviseError as err:
         if getattr(err, "advice", None) is not None:
-            Console().print(err.advice)
+            console.print(err.advice)
         raise
-    Console().print(advice)
+    console.print(advice)
     pick = advice.best(goal)
     echo(f"{goal}: {pick.devices} devices as mesh {pick.mesh}, {pick.step_s * 1e3:.4g} ms/step, "
          f"{pick.throughput:.4g} samples/s, {pick.peak_bytes / 1e9:.3g} GB per device")

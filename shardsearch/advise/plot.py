@@ -29,6 +29,10 @@ def plot(advice: Advice, path) -> None:
     per_device = base.batch / base.step_s / base.devices  # samples/s per device at the base
     left.plot(counts, [r.batch / (per_device * r.devices) * 1e3 for r in fastest], ":", color="gray",
               label="linear scaling")
+    front = sorted(advice.pareto(), key=lambda r: r.step_s)
+    if front:
+        left.scatter([r.devices for r in front], [r.step_s * 1e3 for r in front], s=70, facecolors="none",
+                     edgecolors="tab:orange", linewidths=1.5, label="Pareto front (faster or cheaper)")
     left.set_xscale("log", base=2)
     left.set_yscale("log")
     left.set_xticks(counts, [str(n) for n in counts])
@@ -46,10 +50,12 @@ def plot(advice: Advice, path) -> None:
         return r.device_s_per_sample
 
     right.scatter([r.step_s * 1e3 for r in fits], [cost(r) for r in fits], s=18, color="tab:blue")
+    labels: dict[tuple, list[str]] = {}  # meshes that plan alike share a point: one label
     for r in fits:
-        right.annotate(f"{r.devices}:{r.mesh}", (r.step_s * 1e3, cost(r)), fontsize=6, alpha=0.7,
-                       xytext=(2, 2), textcoords="offset points")
-    front = sorted(advice.pareto(), key=lambda r: r.step_s)
+        point = (float(f"{r.step_s * 1e3:.4g}"), float(f"{cost(r):.4g}"))
+        labels.setdefault(point, []).append(f"{r.devices}:{r.mesh}")
+    for point, names in labels.items():
+        right.annotate(", ".join(names), point, fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
     if front:
         right.plot([r.step_s * 1e3 for r in front], [cost(r) for r in front], "o-", color="tab:orange",
                    label="Pareto front (faster or cheaper)")

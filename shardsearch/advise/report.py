@@ -73,7 +73,9 @@ def rich_table(advice: Advice):
     table = Table(title="shardsearch advise: how many devices?", caption="\n".join(header(advice)),
                   caption_justify="left")
     for c in columns(advice):
-        table.add_column(c, justify="right" if c not in ("mesh", "fits", "status", "best") else "left")
+        # fold, never cut: a narrow terminal wraps a number rather than hiding its digits
+        table.add_column(c, justify="right" if c not in ("mesh", "fits", "status", "best") else "left",
+                         overflow="fold")
     marks = _marks(advice)
     for i, r in enumerate(advice.rows):
         style = "bold" if "fastest" in marks.get(i, "") or "cheapest" in marks.get(i, "") else (
