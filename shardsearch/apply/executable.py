@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from cost_model.mesh import used_axes
 from cost_model.reshard import reshard_path
+from shardsearch.apply.blockwise import blockwise_bind
 from shardsearch.apply.mesh import to_partition_spec
 from shardsearch.graph import OpGraph, ValueRef
 from shardsearch.trace import eval_graph
@@ -96,8 +97,15 @@ def constrained_runner(graph: OpGraph, plan: Plan, mesh: Mesh, *, constrain: boo
         inputs = graph.nodes[node_id].inputs
         return [moved(x, planned(inputs[j]), wanted[j]) if j in wanted else x for j, x in enumerate(operands)]
 
+    def arriving(node_id: int, j: int):
+        """The layout operand ``j`` of an operator arrives in (moved if the plan moves it)."""
+        wanted = operand_specs.get(node_id, {})
+        return wanted[j] if j in wanted else planned(graph.nodes[node_id].inputs[j])
+
+    bind = blockwise_bind(mesh, arriving, node_specs) if constrain else None
+
     def run(flat):
-        outs = eval_graph(graph, list(flat), pin, reshard_operands)
+        outs = eval_graph(graph, list(flat), pin, reshard_operands, bind)
         if constrain and len(plan.flat_out_specs) == len(outs):
             # results returned in another layout than they are made in: by the planned steps too
             outs = [x if planned(r) in (None, spec) else moved(x, planned(r), spec)

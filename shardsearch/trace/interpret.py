@@ -19,6 +19,8 @@ from shardsearch.graph import Cond, LiteralValue, Loop, NodeKind, OpGraph, Remat
 Region = Loop | Remat | Cond | While
 
 Constrain = Callable[[int, list[Any]], list[Any]]
+# (node id, equation, operands) -> the operator's result, as ``primitive.bind`` returns it
+Bind = Callable[[int, Any, list[Any]], Any]
 
 
 def _bind_params(eqn) -> dict:
@@ -31,9 +33,14 @@ def _identity(_node: int, values: list[Any]) -> list[Any]:
     return values
 
 
+def bind_equation(_node: int, eqn, operands: list[Any]) -> Any:
+    return eqn.primitive.bind(*operands, **_bind_params(eqn))
+
+
 class _Runner:
-    def __init__(self, graph: OpGraph, flat_args, constrain: Constrain, constrain_operands: Constrain):
-        self.graph = graph
+    def __init__(self, graph: OpGraph, flat_args, constrain: Constrain, constrain_operands: Constrain,
+                 bind: Bind = bind_equation):
+        self.graph, self.bind = graph, bind
         self.arg_of = {nid: i for i, nid in enumerate(graph.input_nodes)}
         self.flat_args = flat_args
         self.pin, self.pin_operands = constrain, constrain_operands
@@ -80,7 +87,7 @@ class _Runner:
             else:
                 eqn = node.payload
                 operands = self.pin_operands(nid, [self.read(values, r) for r in node.inputs])
-                res = eqn.primitive.bind(*operands, **_bind_params(eqn))
+                res = self.bind(nid, eqn, operands)
                 outs = list(res) if eqn.primitive.multiple_results else [res]
             values[nid] = self.pin(nid, outs)
 
@@ -184,10 +191,12 @@ def eval_graph(
     flat_args: Sequence[Any],
     constrain: Constrain | None = None,
     constrain_operands: Constrain | None = None,
+    bind: Bind | None = None,
 ) -> list[Any]:
-    """Run the graph; ``constrain(node, outputs)`` may replace each node's outputs and
-    ``constrain_operands(node, operands)`` each operator's operands before it runs."""
-    runner = _Runner(graph, flat_args, constrain or _identity, constrain_operands or _identity)
+    """Run the graph; ``constrain(node, outputs)`` may replace each node's outputs,
+    ``constrain_operands(node, operands)`` each operator's operands before it runs, and
+    ``bind(node, equation, operands)`` run an operator another way than its primitive's bind."""
+    runner = _Runner(graph, flat_args, constrain or _identity, constrain_operands or _identity, bind or bind_equation)
     values: dict[int, list[Any]] = {}
     runner.run([n.id for n in graph.nodes], values, graph.regions)
     return [runner.read(values, r) for r in graph.outputs]
