@@ -69,6 +69,19 @@ def measure(name: str, train_step: Callable, args: tuple, cluster, mesh_shape: S
                        j.overlap_s, j.compute_s, j.exposed_comm_s, j.comm_s, estimate, t1 - t0, t2 - t1)
 
 
+def from_suite_rows(rows) -> list[FidelityRow]:
+    """The shardsearch rows of ``benchmarks.gpu_target`` (its JSONL) as fidelity rows: the
+    same plan, compiled and judged there, so nothing is compiled twice."""
+    out = []
+    for r in rows:
+        if r.strategy != "shardsearch" or r.overlap_s is None or r.predicted_s is None:
+            continue
+        out.append(FidelityRow(r.config, r.cluster, r.mesh, r.predicted_s, r.predicted_compute_s, r.predicted_comm_s,
+                               r.overlap_s, r.compute_s, r.exposed_comm_s, r.comm_s, r.xla_s, r.plan_s or 0.0,
+                               r.compile_s))
+    return out
+
+
 def _ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1e3:.3f}"
 
@@ -102,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mesh", default="2x4")
     ap.add_argument("--config", action="append", default=None, help="suite config names; default: the GPU ones")
     ap.add_argument("--model", action="append", default=None, help="tests/models names; default: all")
+    ap.add_argument("--suite-rows", type=Path, default=None,
+                    help="benchmarks.gpu_target's gpu_target.jsonl: take the suites' rows from it (this "
+                         "cluster and mesh) instead of compiling them again; --config then defaults to none")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the CUDA plugin loads without a GPU only so
@@ -114,9 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     cluster = Cluster.load(a.cluster)
     shape = tuple(int(t) for t in a.mesh.lower().split("x"))
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    configs = a.config if a.config is not None else [c for cs in DEFAULT_GPU_CONFIGS.values() for c in cs]
+    configs = a.config if a.config is not None else [] if a.suite_rows else [
+        c for cs in DEFAULT_GPU_CONFIGS.values() for c in cs]
     models = a.model if a.model is not None else sorted(CASES)
     rows = []
+    if a.suite_rows:
+        from benchmarks.gpu_target import load_rows
+
+        rows += [r for r in from_suite_rows(load_rows(a.suite_rows)) if r.cluster == cluster.name and r.mesh == a.mesh]
     for config in configs:
         w = get_workload(config.split("-")[0], config)
         rows.append(measure(config, w.train_step, w.args, cluster, shape))

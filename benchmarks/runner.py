@@ -51,6 +51,8 @@ class Row:
     compile_s: float
     plan_s: float | None = None  # shardsearch only: trace + search
     predicted_s: float | None = None  # shardsearch only: what the cost model said
+    predicted_compute_s: float | None = None  # shardsearch only: the prediction's compute
+    predicted_comm_s: float | None = None  # ... and communication (on GPU clusters: what it leaves exposed)
     error: str | None = None
     wall_s: float | None = None  # measured on the devices at hand (fake CPU mesh), median
     target: str = "cpu"  # "gpu": compiled for the cluster's GPUs (shardsearch.target), judged with overlap
@@ -143,7 +145,8 @@ def run_config(
     plan_s = time.perf_counter() - t0
     compiled, ours, compile_s = _judged(step.lower(*workload.args), cluster, target)
     rows.append(_row({**base, "strategy": SHARDSEARCH}, ours, cluster, ideal_s, compile_s, plan_s=plan_s,
-                     predicted_s=plan.predicted.total_s, **wall(compiled)))
+                     predicted_s=plan.predicted.total_s, predicted_compute_s=plan.predicted.compute_s,
+                     predicted_comm_s=plan.predicted.comm_s, **wall(compiled)))
     say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s"
         + (f" ({rows[-1].pipeline})" if rows[-1].pipeline else ""))
     across = target == "cpu" and mshape.size > cluster.devices_per_node
