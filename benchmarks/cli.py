@@ -20,8 +20,13 @@ def parse_mesh(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.lower().split("x"))
 
 
+def parse_pipeline(text: str) -> str | int | None:
+    """"auto", "none" or a number of stages: shardsearch's ``pipeline=`` option."""
+    return None if text.lower() == "none" else "auto" if text.lower() == "auto" else int(text)
+
+
 def run(suite: str, cluster: str, meshes: list[str], configs: list[str] | None, out: Path,
-        wallclock: bool = True, target: str = "cpu") -> Path:
+        wallclock: bool = True, target: str = "cpu", pipeline: str | int | None = "auto") -> Path:
     shapes = [parse_mesh(m) for m in meshes]
     need = max(int(__import__("math").prod(s)) for s in shapes)
     if target == "gpu":  # the CUDA plugin loads on a machine without a GPU only when told to run on the CPU
@@ -32,7 +37,8 @@ def run(suite: str, cluster: str, meshes: list[str], configs: list[str] | None, 
     from benchmarks.report import write_report
     from benchmarks.runner import run_suite
 
-    rows = run_suite(suite, configs or DEFAULT_CONFIGS[suite], cluster, shapes, wallclock=wallclock, target=target)
+    rows = run_suite(suite, configs or DEFAULT_CONFIGS[suite], cluster, shapes, wallclock=wallclock, target=target,
+                     pipeline=pipeline)
     return write_report(rows, out, suite, cluster if target == "cpu" else f"{cluster}-{target}")
 
 
@@ -48,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
                     help="gpu: compile every program for the cluster's GPUs without them (needs "
                          "shardsearch[gpu-aot]) and judge it with overlap; cpu: fake CPU devices")
+    ap.add_argument("--pipeline", type=parse_pipeline, default="auto",
+                    help="shardsearch's pipeline= option for its row: auto (stages where they pay), none, or a "
+                         "number of stages (pinned, e.g. where auto declines)")
     a = ap.parse_args(argv)
-    path = run(a.suite, a.cluster, a.mesh or ["2x4"], a.config, a.out, wallclock=not a.no_wallclock, target=a.target)
+    path = run(a.suite, a.cluster, a.mesh or ["2x4"], a.config, a.out, wallclock=not a.no_wallclock, target=a.target,
+               pipeline=a.pipeline)
     print(f"report written to {path}")
