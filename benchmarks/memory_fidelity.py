@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--only", action="append", default=None,
                     help="case names (gpt-tiny, models/gpt, gpt-h4096-s1024 ...); default: all but the "
                          "seq-1024 GPT slices")
-    ap.add_argument("--out", type=Path, default=RESULTS / "memory-fidelity.md")
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory_fidelity.md")
     a = ap.parse_args(argv)
-    meshes = [tuple(int(t) for t in m.split("x")) for m in (a.mesh or ["2x4", "4x2", "8"])]
+    meshes = [tuple(int(t) for t in m.split("x")) for m in (a.mesh or ["2x4", "8", "4x2"])]
     need = max(math.prod(s) for s in meshes)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + f" --xla_force_host_platform_device_count={need}").strip()
@@ -188,17 +188,21 @@ def main(argv: list[str] | None = None) -> list[Row]:
     clusters = [Cluster.load(c) for c in (a.cluster or ["h100-8", "2x4-slow"])]
     only = set(a.only or ())
     cases = _suite_cases(only) + _model_cases(only) + _wide_cases(only)
+    command = "python -m benchmarks.memory_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
     rows = []
-    for case in cases:
+    # breadth first: every case on the first (cluster, mesh), then the next, the table
+    # rewritten after each plan so that a run cut short still leaves one
+    for mesh in meshes:
         for cluster in clusters:
-            for mesh in meshes:
+            for case in cases:
                 for r in measure(case, cluster, mesh):
                     rows.append(r)
                     print(f"{r.case:22s} {r.cluster:9s} {r.mesh:4s} {'donated' if r.donated else 'plain  '} "
                           f"compiled {_mib(r.compiled):>9s} MiB, predicted {_mib(r.predicted):>9s} "
                           f"({r.error:+.1%}); temp {_mib(r.temps)}/{_mib(r.p_temps)}", flush=True)
-    command = "python -m benchmarks.memory_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_table(rows, a.out, command.strip())
+                order = {c.name: i for i, c in enumerate(cases)}
+                write_table(sorted(rows, key=lambda r: (order[r.case], r.cluster, r.mesh, r.donated)), a.out,
+                            command.strip())
     print(f"table written to {a.out}")
     return rows
 

@@ -20,8 +20,10 @@ from shardsearch.costs import CostTables
 from shardsearch.fallbacks import price_fallbacks
 from shardsearch.fidelity import planned_collectives
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
-from shardsearch.memory import carried_args, memory_breakdown
+from shardsearch.memory import carried_args
+from shardsearch.memory.explain import breakdown_and_peak
 from shardsearch.plan_records import FallbackOp as FallbackOp
+from shardsearch.plan_records import MemoryAtPeak as MemoryAtPeak
 from shardsearch.plan_records import Predicted as Predicted
 from shardsearch.plan_records import ReshardEdge as ReshardEdge
 from shardsearch.plan_records import SolveStats as SolveStats
@@ -78,6 +80,9 @@ class Plan:
     # why the search pipelined the step or did not, in words (shardsearch.pipeline.choose);
     # empty where pipelining was not considered (pipeline=None)
     pipeline_why: str = ""
+    # what the predicted peak is made of: no argument donated, then the state donated
+    # (shardsearch.memory.explain); () in plan files that predate it
+    memory_at_peak: tuple[MemoryAtPeak, ...] = ()
 
     def summary(self) -> str:
         """The plan in words and tables: the verdict (which parallelism, over which mesh
@@ -272,6 +277,12 @@ def _collective_memory_s(problem: Problem, costs: CostTables, choice) -> float:
     return nodes + edges
 
 
+def memory_at_peak(why, donated: bool) -> MemoryAtPeak:
+    """A ``memory.PeakExplained`` as the plan's plain record."""
+    return MemoryAtPeak(why.peak_bytes, donated, why.by_kind,
+                        tuple((c.kind, c.name, c.nbytes, c.cut) for c in why.top))
+
+
 def assemble_plan(
     graph: OpGraph,
     strategies: list[list[Strategy]],
@@ -303,8 +314,9 @@ def assemble_plan(
     compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice))) + memory_s
     node_out_specs = {n.id: chosen[n.id].out_specs for n in ops}
     operand_specs = _resharded_operands(graph, chosen)
-    memory = [memory_breakdown(graph, flat_in, node_out_specs, mesh, node_operand_specs=operand_specs,
-                               donated=frozenset(donated)) for donated in ((), carried_args(graph))]
+    analysed = [breakdown_and_peak(graph, flat_in, node_out_specs, mesh, node_operand_specs=operand_specs,
+                                   donated=frozenset(donated)) for donated in ((), carried_args(graph))]
+    memory = [m for m, _ in analysed]
     collectives = planned_collectives(graph, chosen, mesh)
     plan = Plan(
         mesh=mesh,
@@ -350,6 +362,7 @@ def assemble_plan(
         in_local_bytes=tuple(float(problem.node_memory[n][choice[n]]) for n in graph.input_nodes),
         in_roles=argument_roles(graph),
         remat_regions=len(graph.remats),
+        memory_at_peak=tuple(memory_at_peak(why, donated) for (_, why), donated in zip(analysed, (False, True))),
     )
     return plan.with_trees(graph.in_tree, graph.out_tree)
 

@@ -43,6 +43,22 @@ class Predicted:
 
 
 @dataclasses.dataclass(frozen=True)
+class MemoryAtPeak:
+    """What the predicted per-device peak is made of (shardsearch.memory.explain): the
+    bytes of each kind live at the peak (they sum to ``peak_bytes``) and the largest
+    buffers there, each with the plan choice that would cut it."""
+
+    peak_bytes: float
+    donated: bool  # with every carried argument (parameters, optimizer state) donated
+    by_kind: tuple[tuple[str, float], ...]  # (kind, bytes) in shardsearch.memory.KINDS order
+    top: tuple[tuple[str, str, float, str], ...]  # (kind, name, bytes, what would cut it), largest first
+
+    def __post_init__(self):  # plan files give lists
+        object.__setattr__(self, "by_kind", tuple((str(k), float(b)) for k, b in self.by_kind))
+        object.__setattr__(self, "top", tuple((str(k), str(n), float(b), str(c)) for k, n, b, c in self.top))
+
+
+@dataclasses.dataclass(frozen=True)
 class SolveStats:
     """How the search went: the problem's size before and after reduction, the solver's
     status, objective and proven bound (seconds per step), and the time it took."""

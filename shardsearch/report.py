@@ -42,9 +42,12 @@ def pipeline_section(plan) -> list[str]:
 
 
 def prediction_section(plan) -> list[str]:
+    from shardsearch.reporting.memory import PEAK_LABEL, fmt_memory, summary_lines
+
     p = plan.predicted
-    return [f"predicted step: {_fmt_s(p.total_s)} (compute {_fmt_s(p.compute_s)}, communication {_fmt_s(p.comm_s)}), "
-            f"resident arguments {_fmt_bytes(p.peak_bytes)} per device"]
+    memory = summary_lines(plan) or [f"{PEAK_LABEL}: {fmt_memory(p.peak_bytes)}"]  # old plan files
+    return [f"predicted step: {_fmt_s(p.total_s)} (compute {_fmt_s(p.compute_s)}, communication {_fmt_s(p.comm_s)})",
+            *memory]
 
 
 def search_section(plan) -> list[str]:
@@ -256,8 +259,12 @@ def _explain_communication(plan, opts) -> list[str]:
 
 
 def _explain_memory(plan, opts) -> list[str]:
+    from shardsearch.reporting.memory import explain_lines
+
+    if plan.memory_at_peak:
+        return explain_lines(plan, opts.top)
     sized = sorted(_argument_bytes(plan), key=lambda x: (-x[0], x[1]))
-    lines = ["top memory: largest argument buffers per device"]
+    lines = ["top memory: largest argument buffers per device (this plan file predates the breakdown of the peak)"]
     if sized:
         total = sum(b for b, *_ in sized)
         lines += _table(("argument", "array", "layout", "per device"),

@@ -108,10 +108,11 @@ def test_plan_with_a_pin_then_explain_the_consumers(tmp_path):
     # resharding edges the plan pays, from the pinned weight among them
     assert plan.reshard_edges and any(e.src_name == "args[0][0]['w']" for e in plan.reshard_edges)
     assert "args[0][0]['w']" in text.split("top resharding", 1)[1].split("top memory", 1)[0]
-    # memory: the largest per-device argument buffer first
+    # memory: the largest buffers at the predicted peak first, each with what would cut it
     mem = _rows(text, "top memory")
-    biggest = max(range(len(plan.in_paths)), key=lambda i: plan.in_local_bytes[i])
-    assert mem[0][0] == plan.in_paths[biggest]
+    top = plan.memory_at_peak[0].top
+    assert len(mem) == 3 and [r[0] for r in mem] == [name.split()[0] for _, name, _, _ in top[:3]]
+    assert top[0][2] == max(b for _, _, b, _ in top) and all(cut in text for _, _, _, cut in top[:3])
 
 
 def plan_explained(path) -> str:
@@ -137,7 +138,7 @@ def test_explain_filters_operators_and_reads_old_plan_files(tmp_path):
     for record in data["arguments"]:
         record.pop("local_bytes")
         record.pop("role")  # and from before the verdict
-    del data["alternatives"], data["remat_regions"]
+    del data["alternatives"], data["remat_regions"], data["memory_at_peak"]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     res = runner.invoke(app, ["explain", str(old)])

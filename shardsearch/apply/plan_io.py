@@ -10,7 +10,7 @@ from typing import Any
 from cost_model import MeshShape
 from shardsearch.errors import PlanError
 from shardsearch.pipeline.plan_data import pipeline_from_dict, pipeline_to_dict
-from shardsearch.plan_records import FallbackOp, Predicted, ReshardEdge, SolveStats
+from shardsearch.plan_records import FallbackOp, MemoryAtPeak, Predicted, ReshardEdge, SolveStats
 
 FORMAT = "shardsearch-plan"
 VERSION = 1
@@ -114,6 +114,7 @@ def _verdict_json(plan, d: dict[str, Any]) -> dict[str, Any]:
     d["alternatives"] = [{**dataclasses.asdict(a), "in_specs": [_spec_json(s) for s in a.in_specs]}
                          for a in plan.compared]
     d["remat_regions"] = plan.remat_regions
+    d["memory_at_peak"] = [dataclasses.asdict(m) for m in plan.memory_at_peak]
     return d
 
 
@@ -252,6 +253,7 @@ def plan_fields(d: dict[str, Any], where: str = "plan") -> dict[str, Any]:
             # a stage's program plans come back as their fields (Plan.from_dict builds them)
             pipeline=pipeline_from_dict(d.get("pipeline"), lambda p: plan_fields(p, where)),
             pipeline_why=str(d.get("pipeline_why", "")),
+            memory_at_peak=tuple(MemoryAtPeak(**m) for m in d.get("memory_at_peak", ())),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         what = f"missing key {err}" if isinstance(err, KeyError) else str(err)

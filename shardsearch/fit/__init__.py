@@ -13,20 +13,16 @@ from shardsearch.fit.tighten import NoFit as NoFit
 from shardsearch.fit.tighten import fit as fit
 from shardsearch.graph import OpGraph
 from shardsearch.memory import carried_args, explain_plan, memory_breakdown
-from shardsearch.memory.explain import REMEDY_AT_LEAST, RESULTS
+from shardsearch.memory.explain import REMEDY_AT_LEAST, RESULTS, fmt_memory, kinds_line
 
 NO_FIT = (
     "no plan of this step fits memory_budget={budget} per device on this mesh: the least it "
-    "can take is {least} ({how}): {kinds}. Raise memory_budget to at least {least_bytes} bytes, "
+    "can take is {least} ({how}) = {kinds}. Raise memory_budget to at least {least_bytes} bytes, "
     "or cut the largest parts: {remedies}. The largest buffers at that peak: {largest}."
 )
 
 
-def gib(nbytes: float) -> str:
-    """Bytes as KiB, MiB or GiB, the units every memory figure is shown in."""
-    if nbytes >= 2**30:
-        return f"{nbytes / 2**30:.3f} GiB"
-    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
+gib = fmt_memory  # bytes as KiB, MiB or GiB, the units every memory figure is shown in
 
 
 def donated_args(graph: OpGraph, donate_argnums) -> frozenset[int]:
@@ -54,7 +50,7 @@ def no_fit_error(budget: float, least: float, graph: OpGraph, plan, donated: fro
     and what would cut its largest parts."""
     why = explain_plan(graph, plan, donated, top=5)
     how = tried + (", donated state" if donated else ", no argument donated")
-    kinds = ", ".join(f"{k} {gib(b)}" for k, b in sorted(why.by_kind, key=lambda kb: -kb[1]))
+    kinds = kinds_line(why.by_kind)  # worded as in plan.summary() and explain
     big = [k for k, b in sorted(why.by_kind, key=lambda kb: -kb[1])][:3]
     remedies = "; ".join(f"{k}: {REMEDY_AT_LEAST[k]}" for k in big if not (k == RESULTS and donated))
     largest = "; ".join(f"{c.name} ({gib(c.nbytes)}, {c.kind})" for c in why.top)

@@ -143,7 +143,11 @@ def memory_breakdown(
     """
     sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
                       donated=donated)
-    placed = place(graph, sb)
+    return breakdown_of(sb, place(graph, sb))
+
+
+def breakdown_of(sb: StepBuffers, placed: Assignment) -> MemoryBreakdown:
+    """The figures of buffers already placed (``place``)."""
     kind_bytes = {k: sum(b for kind, b in sb.args if kind == k) for k in (PARAMS, OPT_STATE, INPUTS)}
     t = sb.forward_end
     activations = float(sum(s.nbytes for s, (_, copy) in zip(sb.temps, sb.temp_refs)

@@ -10,16 +10,26 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from cost_model.mesh import MeshShape, Spec
+from cost_model.mesh import MeshShape, Spec, used_axes
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
-from shardsearch.memory.breakdown import INPUTS, OPT_STATE, PARAMS, place, step_buffers
+from shardsearch.memory.assign import Assignment
+from shardsearch.memory.breakdown import (
+    INPUTS,
+    OPT_STATE,
+    PARAMS,
+    MemoryBreakdown,
+    StepBuffers,
+    breakdown_of,
+    place,
+    step_buffers,
+)
 from shardsearch.memory.liveness import carried_args
 
 RESULTS = "results"  # result buffers of their own (the new state when it is not donated)
 ACTIVATIONS = "activations kept for backward"
 GRADIENTS = "gradients"
-COPIES = "resharded copies"  # weights gathered (or other values moved) for a reader's layout
-TEMPORARIES = "other temporaries"
+COPIES = "gathered copies"  # weights gathered (or other values moved) into a reader's layout
+TEMPORARIES = "temporaries"  # everything else on the temporary heap at the peak
 KINDS = (PARAMS, OPT_STATE, INPUTS, RESULTS, ACTIVATIONS, GRADIENTS, COPIES, TEMPORARIES)
 
 # The plan choice that cuts each kind (what `shardsearch explain` says of a plan).
@@ -54,6 +64,7 @@ class Contributor:
     name: str  # an argument path, or "dot_general float32[16, 1024, 4096] (model.py:152 mlp)"
     nbytes: float  # per device
     node: int  # the graph node; -1 for an argument
+    cut: str = ""  # the plan choice that would cut it (``cut_for``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +94,39 @@ def explain_peak(
     donated: frozenset[int] = frozenset(),
     top: int = 10,
 ) -> PeakExplained:
-    """The buffers live at the step's peak, by kind, and the ``top`` largest of them."""
+    """The buffers live at the step's peak, by kind, and the ``top`` largest of them
+    (``peak_bytes`` equals ``memory_breakdown(...).peak_bytes``: the same buffers)."""
+    sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
+                      donated=donated)
+    return explain_placed(graph, sb, place(graph, sb), in_specs, node_out_specs, mesh, top)
+
+
+def breakdown_and_peak(
+    graph: OpGraph,
+    in_specs: Sequence[Spec],
+    node_out_specs: Mapping[int, Sequence[Spec]],
+    mesh: MeshShape,
+    *,
+    node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None,
+    donated: frozenset[int] = frozenset(),
+    top: int = 10,
+) -> tuple[MemoryBreakdown, PeakExplained]:
+    """``memory_breakdown`` and ``explain_peak`` of the same buffers, placed once."""
     sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
                       donated=donated)
     placed = place(graph, sb)
+    return breakdown_of(sb, placed), explain_placed(graph, sb, placed, in_specs, node_out_specs, mesh, top)
+
+
+def explain_placed(graph: OpGraph, sb: StepBuffers, placed: Assignment, in_specs: Sequence[Spec],
+                   node_out_specs: Mapping[int, Sequence[Spec]], mesh: MeshShape, top: int = 10) -> PeakExplained:
+    """``explain_peak`` of buffers already placed (``breakdown.place``)."""
     items: list[Contributor] = []
     for i, ((kind, nbytes), node) in enumerate(zip(sb.args, graph.input_nodes)):
-        items.append(Contributor(kind, graph.in_paths[i] + _shape(graph, node), nbytes, -1))
+        items.append(Contributor(kind, graph.in_paths[i] + _shape(graph, node), nbytes, -1,
+                                 cut_for(kind, in_specs[i], mesh)))
     for k, nbytes in sb.results:
-        items.append(Contributor(RESULTS, graph.out_paths[k], nbytes, -1))
+        items.append(Contributor(RESULTS, graph.out_paths[k], nbytes, -1, cut_for(RESULTS, None, mesh)))
     t, at = sb.forward_end, placed.heap_peak_at
     state_shapes = {(graph.input_info(i).shape, graph.input_info(i).dtype) for i in carried_args(graph)}
     for span, (ref, copy), home in zip(sb.temps, sb.temp_refs, placed.home_of):
@@ -106,13 +141,60 @@ def explain_peak(
             kind = GRADIENTS
         else:
             kind = TEMPORARIES
-        items.append(Contributor(kind, _value_name(graph, ref), span.nbytes, ref.node))
+        specs = node_out_specs.get(ref.node)
+        spec = specs[ref.index] if specs is not None and not copy else None
+        items.append(Contributor(kind, _value_name(graph, ref), span.nbytes, ref.node, cut_for(kind, spec, mesh)))
     by_kind = {k: 0.0 for k in KINDS}
     for c in items:
         by_kind[c.kind] += c.nbytes
-    ordered = sorted(items, key=lambda c: (-c.nbytes, c.kind, c.name))
+    # equal sizes: arguments first (KINDS order), which a user can name and split
+    ordered = sorted(items, key=lambda c: (-c.nbytes, KINDS.index(c.kind), c.name))
     peak = sum(by_kind.values())
     return PeakExplained(peak, tuple((k, b) for k, b in by_kind.items() if b > 0), tuple(ordered[:top]), at)
+
+
+def cut_for(kind: str, spec: Spec | None, mesh: MeshShape) -> str:
+    """The plan choice that would cut a buffer of ``kind`` laid out as ``spec``: a
+    ZeRO-style split over the mesh axes it is still replicated on, remat, microbatches."""
+    free = [a for a, n in zip(mesh.axis_names, mesh.axis_sizes) if n > 1 and a not in used_axes(spec or ())]
+    over = " over " + "+".join(free) if free else ""
+    if kind == PARAMS:
+        return f"ZeRO-3 / FSDP split{over}" if free else "more devices (split over every axis already)"
+    if kind == OPT_STATE:
+        return f"ZeRO-1 split{over}" if free else "more devices (split over every axis already)"
+    if kind == GRADIENTS:
+        return f"ZeRO-2 split{over} (reduce-scatter)" if free else "more devices"
+    if kind in (ACTIVATIONS, INPUTS, TEMPORARIES) and spec is not None and free:
+        return f"{REMEDY_SHORT[kind]}, or split{over}"
+    return REMEDY_SHORT[kind]
+
+
+# The short form of ``REMEDY`` for one buffer (``cut_for``), when no split is left.
+REMEDY_SHORT = {
+    PARAMS: "more devices",
+    OPT_STATE: "more devices",
+    INPUTS: "microbatches",
+    RESULTS: "donate the state (donate_argnums)",
+    ACTIVATIONS: "remat (recompute in the backward pass), or microbatches",
+    GRADIENTS: "more devices",
+    COPIES: "gather per use (remat the layer), or keep the weight split",
+    TEMPORARIES: "microbatches",
+}
+
+
+def fmt_memory(nbytes: float) -> str:
+    """Bytes as every memory figure is shown (summary, explain, errors): GiB, MiB, KiB."""
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.2f} GiB"
+    if nbytes >= 2**20:
+        return f"{nbytes / 2**20:.1f} MiB"
+    return f"{nbytes / 2**10:.1f} KiB" if nbytes >= 2**10 else f"{int(nbytes)} B"
+
+
+def kinds_line(by_kind: Sequence[tuple[str, float]]) -> str:
+    """``parameters 1.20 GiB, activations kept for backward 640.0 MiB, ...``: the kinds of a
+    peak in ``KINDS`` order, the one wording of the breakdown everywhere it is printed."""
+    return ", ".join(f"{k} {fmt_memory(b)}" for k, b in by_kind)
 
 
 def _shape(graph: OpGraph, node: int) -> str:
