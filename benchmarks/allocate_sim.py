@@ -7,8 +7,9 @@ its minimum is the smallest count that fits). A trace of jobs (model drawn at ra
 Poisson arrivals, each to run the steps that take it 10 min to 2 h alone on the whole
 cluster) is replayed against shardsearch's allocation, equal share and first-come
 exclusive (``shardsearch.advise.simulate``); a resized job pays ``--restart-s`` to
-checkpoint and restart under its new plan. Writes benchmarks/results/allocate-sim-<cluster>.md
-and .png; the curves are kept in allocate-curves-<cluster>.json (``--replan`` redoes them).
+checkpoint and restart under its new plan. Writes benchmarks/results/allocation.md and .png
+(allocation-<cluster>.* for another cluster); the curves are kept in
+allocation-curves-<cluster>.json (``--replan`` redoes them).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import random
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+DEFAULT_CLUSTER = "h100-2x8-ib"
 MODELS = (("gpt", "gpt-350M"), ("gpt", "gpt-small"), ("bert", "bert-base"), ("moe", "moe-380M"),
           ("wresnet", "wresnet-250M"), ("mlp", "mlp-dp"), ("mlp", "mlp-tp"), ("moe", "moe-small"))
 
 
 def curves(cluster: str, replan: bool) -> dict:
-    path = RESULTS / f"allocate-curves-{cluster}.json"
+    path = RESULTS / f"allocation-curves-{cluster}.json"
     if path.exists() and not replan:
         return json.loads(path.read_text())
     import shardsearch as ss
@@ -67,7 +69,7 @@ def make_trace(models: dict, count: int, seed: int, mean_gap_s: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--cluster", default="h100-2x8-ib")
+    ap.add_argument("--cluster", default=DEFAULT_CLUSTER)
     ap.add_argument("--jobs", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mean-gap-s", type=float, default=300.0)
@@ -97,7 +99,7 @@ def main() -> None:
     for name, m in sorted(models.items()):
         lines.append(f"| {name} | {m['min_devices']} | " + ", ".join(
             f"{n}: {float(r):.4g} ({'x'.join(map(str, m['meshes'][n]))})" for n, r in m["throughput"].items()) + " |")
-    stem = RESULTS / f"allocate-sim-{a.cluster}"
+    stem = RESULTS / ("allocation" if a.cluster == DEFAULT_CLUSTER else f"allocation-{a.cluster}")
     lines += ["", f"![policies]({stem.name}.png)"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(results, stem.with_suffix(".png"), a.cluster)

@@ -53,6 +53,12 @@ def test_sweep_rows_equal_individual_plans(full_sweep):
         assert r.step_s == pytest.approx(alone.predicted.total_s, rel=1e-9)
         assert r.plan.flat_in_specs == alone.flat_in_specs
         assert r.peak_bytes == (alone.predicted.peak_donated_bytes or alone.predicted.peak_bytes)
+        assert r.plan.alternatives() == ()  # the sweep skips pricing the recipes unless asked
+
+
+def test_compare_true_prices_the_recipes_beside_each_row():
+    advice = ss.advise(STEP, *mlp_args(), cluster=TWO_NODES, devices=[2], compare=True, progress=False)
+    assert len(advice.rows[0].plan.alternatives()) >= 2  # data parallel, FSDP, ...
 
 
 def test_strong_scaling_keeps_the_batch(full_sweep):

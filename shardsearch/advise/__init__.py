@@ -58,7 +58,10 @@ def advise(
     ``stages``: pipeline stage counts; each adds, for every count of at least that many
     devices, the row of ``ss.plan(..., pipeline=S)`` (``advise/stages.py``; several times a
     mesh's planning time each).
-    ``options``: as for ``shardsearch.plan`` (``time_limit_s``, ``cache``, ...).
+    ``options``: as for ``shardsearch.plan`` (``time_limit_s``, ``cache``, ...), except
+    that ``compare`` defaults to False: a row's plan is the one ``ss.plan`` finds, without
+    the recipes priced beside it (``plan.alternatives()`` is empty; three more solves per
+    row, a third of a sweep's time); pass ``compare=True`` to have them.
     Raises ``AdviseError`` for a count the cluster cannot hold, a global batch no count
     divides, and a model that fits on no count (naming the least memory it needs; the
     error's ``advice`` holds the table).
@@ -74,7 +77,8 @@ def advise(
     budget = parse_budget(memory_budget, cluster.memory_bytes)
     bound = CallingConvention.of(fn, static_argnums=static_argnums).bind(fn, args, {})
     with _progress_bar(progress) as report:
-        settings = SweepSettings(cluster, BatchMode.of(batch_mode), budget, SearchConfig.from_options(options), prune,
+        search_config = SearchConfig.from_options({"compare": False, **options})
+        settings = SweepSettings(cluster, BatchMode.of(batch_mode), budget, search_config, prune,
                                  stages=tuple(int(s) for s in stages))
         advice = run_sweep(bound.fn, bound.dynamic, counts=counts, settings=settings, workers=workers,
                            target=target, progress=report)
