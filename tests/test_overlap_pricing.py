@@ -59,19 +59,38 @@ def mlp_step(params, x):
     return [w - 0.1 * g for w, g in zip(params, grads)]
 
 
-ARGS = ([jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16) for _ in range(6)],
-        jax.ShapeDtypeStruct((8192, 1024), jnp.bfloat16))
+def mlp_args(width: int, layers: int, batch: int = 8192):
+    return ([jax.ShapeDtypeStruct((width, width), jnp.bfloat16) for _ in range(layers)],
+            jax.ShapeDtypeStruct((batch, width), jnp.bfloat16))
 
 
-def test_data_parallel_gradients_hide_under_the_backward_pass():
+ARGS = mlp_args(1024, 6)
+
+
+def _with_and_without_overlap(args):
     h100 = Cluster.load("h100-8")
     no_overlap = dataclasses.replace(h100, overlap_contention=None)
-    hidden = ss.plan(mlp_step, *ARGS, mesh=(8,), cluster=h100)
-    full = ss.plan(mlp_step, *ARGS, mesh=(8,), cluster=no_overlap)
+    hidden = ss.plan(mlp_step, *args, mesh=(8,), cluster=h100)
+    full = ss.plan(mlp_step, *args, mesh=(8,), cluster=no_overlap)
     # both split the batch and replicate the weights: the gradients are all-reduced
     assert hidden.flat_in_specs == full.flat_in_specs
     assert hidden.predicted.compute_s == pytest.approx(full.predicted.compute_s)
-    assert 0 < hidden.predicted.comm_s < 0.6 * full.predicted.comm_s
+    return hidden.predicted.comm_s, full.predicted.comm_s
+
+
+def test_data_parallel_gradients_hide_under_the_backward_pass():
+    # 4 x 32 MB of bf16 gradients: four buckets of XLA's combiner (30 MiB), all but the
+    # last issued under the backward of the earlier layers (compiled for H100s: 4 all-reduces)
+    hidden, full = _with_and_without_overlap(mlp_args(4096, 4))
+    assert 0 < hidden < 0.6 * full
+
+
+def test_gradients_that_fit_one_bucket_wait_for_the_last_one():
+    # 6 x 2 MB: XLA combines them into one all-reduce issued after the last gradient
+    # (compiled for H100s: one bf16[6291456] all-reduce, the replay leaves 93% of the
+    # communication exposed; priced per gradient under the rest of the backward, a third)
+    hidden, full = _with_and_without_overlap(ARGS)
+    assert 0.85 * full < hidden <= full
 
 
 def test_a_plan_too_big_for_the_devices_is_planned_without_overlap():
