@@ -149,6 +149,14 @@ def markdown(rows: Sequence[Row], title: str) -> str:
                   "| config | mesh | chosen plan | x best without stages | x Megatron 3-D |", "|---|---|---|---|---|"]
         fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
         lines += [f"| {c} | {m} | {p} | {fmt(a)} | {fmt(b)} |" for c, m, p, a, b in piped]
+        staged = [r for r in rows if r.pipeline_ms]
+        if staged:
+            lines += ["", "Where each pipelined step goes (judged, ms): per stage one microbatch's forward + backward "
+                      "times M and its once-per-step work (the optimizer update; a tied embedding's gradient sum); "
+                      "per stage boundary one microbatch's transfer forward / backward; the bubble (idle share of "
+                      "device-seconds).", "",
+                      "| config | mesh | strategy | judged ms | breakdown |", "|---|---|---|---|---|"]
+            lines += [f"| {r.config} | {r.mesh} | {r.strategy} | {_ms(r.total_s)} | {r.pipeline_ms} |" for r in staged]
     return "\n".join(lines) + "\n"
 
 

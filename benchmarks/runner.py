@@ -60,6 +60,7 @@ class Row:
     exposed_comm_s: float | None = None  # gpu: overlap_s - compute_s
     xla_s: float | None = None  # gpu: XLA's latency-hiding scheduler's estimate of the step
     pipeline: str | None = None  # a pipelined program: its stages, microbatches and schedule, in words
+    pipeline_ms: str | None = None  # a pipelined program: where its judged step goes (JudgedPipeline.breakdown)
 
 
 def make_mesh(shape: Sequence[int]) -> Mesh:
@@ -83,6 +84,7 @@ def _row(base: dict, judged, cluster: Cluster, ideal_s: float, compile_s: float,
         exposed_comm_s=getattr(judged, "exposed_comm_s", None),
         xla_s=getattr(judged, "xla_estimate_s", None),
         pipeline=judged.describe() if hasattr(judged, "stages") else None,
+        pipeline_ms=judged.breakdown() if hasattr(judged, "stages") else None,
         **extra,
     )
 

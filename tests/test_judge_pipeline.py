@@ -58,6 +58,7 @@ def test_two_stage_plan_judged_per_stage_and_its_fidelity(pipelined_embed_head):
     assert judged.total_s >= busiest
     assert judged.total_s == pytest.approx(judged.formula_s, rel=0.25)
     assert 0 < judged.compute_s < judged.total_s and judged.comm_s > 0
+    assert judged.breakdown().count(" x4") == 3 and judged.breakdown().endswith(f"bubble {judged.bubble:.0%}")
     # 1F1B keeps 2 microbatches in flight on stage 0, 1 on stage 1
     assert judged.memory_per_stage[0] == pytest.approx(first.program_peak_bytes + first.stash_bytes)
     assert judged.memory_per_stage[1] == pytest.approx(second.program_peak_bytes)

@@ -133,6 +133,15 @@ class JudgedPipeline:
         return max(0.0, 1.0 - busy / (self.total_s * sum(len(st.devices) for st in self.stages))) \
             if self.total_s > 0 else 0.0
 
+    def breakdown(self) -> str:
+        """Where the step goes, in ms: per stage one microbatch's forward + backward and the
+        once-per-step work (PRE + POST), per boundary one microbatch's transfers each way, the bubble."""
+        ms = lambda s: f"{s * 1e3:.3g}"  # noqa: E731
+        parts = [f"s{i} {ms(st.forward_s)}+{ms(st.backward_s)} x{self.num_microbatches}, once {ms(st.step_s)}"
+                 for i, st in enumerate(self.stages)]
+        parts += [f"link{i} {ms(f)}/{ms(b)} x{self.num_microbatches}" for i, (f, b) in enumerate(self.transfer_s)]
+        return "; ".join(parts) + f"; bubble {self.bubble:.0%}"
+
     def describe(self) -> str:
         shapes = sorted({len(st.devices) for st in self.stages})
         return (f"{self.num_stages} stages of {'/'.join(map(str, shapes))} devices, {self.num_microbatches} "
