@@ -328,3 +328,16 @@ def test_a_pipelined_configuration_is_one_more_row():
     one_layer = ss.advise(STEP, *mlp_args(layers=1), cluster=TWO_NODES, devices=[2], stages=(2,), progress=False)
     assert all(r.stages == 1 for r in one_layer.rows) and one_layer.notes  # says why there is no such row
     assert "not planned: 2 devices in 2 pipeline stages" in one_layer.to_markdown()
+
+
+def test_a_row_over_memory_is_the_plan_ss_plan_gives_without_a_budget():
+    """Over the device's memory on a GPU cluster (which prices overlap), a row is the plan
+    with every collective in full, as ss.plan plans a step that cannot fit the device."""
+    small = Cluster.from_dict({**Cluster.load("h100-8").to_dict(), "name": "small-h100", "memory_bytes": 1e5})
+    assert small.overlap_contention is not None
+    with pytest.raises(ss.AdviseError, match="no configuration fits") as caught:
+        ss.advise(STEP, *mlp_args(), cluster=small, devices=[2, 4], progress=False, prune=False)
+    for r in caught.value.advice.rows:
+        alone = ss.plan(STEP, *mlp_args(), mesh=r.mesh_shape, cluster=small, memory_budget=1e15)
+        assert r.status is RowStatus.OVER_MEMORY and r.step_s == pytest.approx(alone.predicted.total_s, rel=1e-9)
+        assert r.plan.flat_in_specs == alone.flat_in_specs

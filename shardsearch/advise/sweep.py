@@ -74,6 +74,10 @@ def plan_config(graph: OpGraph, phash: str, config: Config, *, cluster: Cluster,
     except AboveCutoff as skip:
         return None, None, None, skip.cutoff
     except MemoryBudgetError as err:
+        if cluster.overlap_contention is not None and (err.least_bytes or 0) > cluster.memory_bytes:
+            # no plan fits the device: plan_graph would plan it with overlap, find that, and
+            # plan it again with every collective in full (as XLA runs such a step); go there
+            run["cluster"] = dataclasses.replace(cluster, overlap_contention=None)
         try:
             plan = plan_graph(graph, phash, memory_budget=None, cutoff=cutoff, **run).plan
         except AboveCutoff as skip:
