@@ -233,13 +233,16 @@ def markdown(rows: Sequence[Row], mesh: str, notes: str = "") -> str:
 
 
 def all_cases(models: Sequence[str] | None = None) -> list[Callable[[], Case]]:
-    """Makers of every tests/models case and every suite config (or those named)."""
+    """Makers of every tests/models case and every suite config (or those named, in that order)."""
     sys.path.insert(0, str(TESTS))
     from models import CASES
 
     makers = [(n, (lambda n=n: case_of_test_model(n, CASES[n]))) for n in sorted(CASES)]
     makers += [(c, (lambda s=s, c=c: suite_case(s, c))) for s, configs in SUITE_CONFIGS.items() for c in configs]
-    return [m for n, m in makers if not models or n in models]
+    if not models:
+        return [m for _, m in makers]
+    by_name = dict(makers)
+    return [by_name[n] for n in models if n in by_name]  # in the order asked
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -262,10 +265,11 @@ def main(argv: list[str] | None = None) -> None:
     mesh = make_mesh(shape)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     rows: list[Row] = []
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     for make in all_cases(a.model):
         rows += run_case(make(), clusters, mesh, say)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(markdown(rows, a.mesh, a.notes.read_text() if a.notes else ""))
+        # written after every case: a long run stopped early still leaves its rows
+        a.out.write_text(markdown(rows, a.mesh, a.notes.read_text() if a.notes else ""))
     print(f"report written to {a.out}")
 
 

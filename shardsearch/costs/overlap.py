@@ -61,12 +61,16 @@ def later_compute(graph: OpGraph, compute: list[np.ndarray]) -> np.ndarray:
 COMBINE_THRESHOLD_BYTES = 30 * 1024 * 1024 + 7
 
 
-def _all_reduce_bytes(strategy: Strategy) -> float:
-    return sum(c.nbytes for c in strategy.collectives if c.kind is CollectiveKind.ALL_REDUCE)
+def all_reduce_bytes(options: list[Strategy], memo: dict) -> np.ndarray:
+    """Bytes each strategy all-reduces (repeated layers share their lists: one row each)."""
+    if id(options) not in memo:
+        memo[id(options)] = np.array([sum(c.nbytes for c in s.collectives if c.kind is CollectiveKind.ALL_REDUCE)
+                                      for s in options], dtype=float)
+    return memo[id(options)]
 
 
 def bucket_windows(graph: OpGraph, strategies: list[list[Strategy]], async_nodes: set[int],
-                   window: np.ndarray) -> dict[int, float]:
+                   window: np.ndarray, memo: dict) -> dict[int, float]:
     """Per async node run once that may all-reduce: the window of its bucket's last member
     (buckets filled in program order, each member at its largest all-reduce)."""
     out: dict[int, float] = {}
@@ -80,7 +84,7 @@ def bucket_windows(graph: OpGraph, strategies: list[list[Strategy]], async_nodes
     for i in sorted(async_nodes):
         if graph.nodes[i].trips > 1:
             continue  # inside a loop: the rest of its iteration, as before
-        nbytes = max((_all_reduce_bytes(s) for s in strategies[i]), default=0.0)
+        nbytes = float(all_reduce_bytes(strategies[i], memo).max(initial=0.0))
         if nbytes <= 0:
             continue
         if bucket and filled + nbytes > COMBINE_THRESHOLD_BYTES:
@@ -98,7 +102,8 @@ def exposed_comm(graph: OpGraph, strategies: list[list[Strategy]], cluster: Clus
     """``comm`` with each of ``async_nodes`` priced by what its collectives leave exposed:
     their launch latency in full, their bandwidth time by ``exposed_time``."""
     window = later_compute(graph, compute)
-    bucketed = bucket_windows(graph, strategies, async_nodes, window)
+    memo: dict = {}
+    bucketed = bucket_windows(graph, strategies, async_nodes, window, memo)
     no_latency = cluster.with_latency_share(0.0)
     out, seen = list(comm), {}  # repeated layers share their strategy lists
     for i in sorted(async_nodes):
@@ -109,8 +114,7 @@ def exposed_comm(graph: OpGraph, strategies: list[list[Strategy]], cluster: Clus
                                                     for s in strategies[i]])
             bandwidth = seen[id(strategies[i])] * trips
             # a strategy that all-reduces waits for its bucket; one that does not, only for itself
-            windows = np.array([bucketed.get(i, window[i]) if _all_reduce_bytes(s) > 0 else window[i]
-                                for s in strategies[i]])
+            windows = np.where(all_reduce_bytes(strategies[i], memo) > 0, bucketed.get(i, window[i]), window[i])
             hidden = exposed_time(bandwidth / trips, windows, cluster.overlap_contention) * trips
             out[i] = comm[i] - bandwidth + hidden
     return out
