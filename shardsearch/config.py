@@ -36,6 +36,10 @@ class SearchConfig:
     constrain_intermediates: bool = True  # pin every planned intermediate layout
     follow_elementwise: bool = True  # merge cheap unary ops into their producer before the ILP
     tie_repeats: bool = True  # repeated layers share one strategy per operator (solve one layer)
+    # when no sharding fits memory_budget: recompute layers' activations in the backward pass
+    # (shardsearch.remat), then split the batch into microbatches (num_microbatches=1 only)
+    remat: bool = True
+    accumulate: bool = True
     verbose: bool = False  # print progress of each stage
     # argument layouts fixed by the user: {path or regex: PartitionSpec} (see shardsearch.pins)
     pins: Pins = ()

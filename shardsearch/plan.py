@@ -75,6 +75,9 @@ class Plan:
     in_roles: tuple[str, ...] = ()  # "parameter", "optimizer state" or "input" per argument leaf
     compared: tuple[Alternative, ...] = ()  # the recipes priced on the same problem; see alternatives()
     remat_regions: int = 0  # jax.checkpoint regions the step recomputes
+    # forward layers the search chose to recompute in the backward pass, and the policy
+    # (shardsearch.remat.RematPlan); None: the step keeps what it traced to keep
+    remat: Any = None
     # microbatches, stages and schedule (shardsearch.pipeline.plan_data.PipelinePlan); None: the step runs whole
     pipeline: Any = None
     # why the search pipelined the step or did not, in words (shardsearch.pipeline.choose);

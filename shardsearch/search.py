@@ -14,13 +14,17 @@ from shardsearch.compare.run import price_recipes
 from shardsearch.config import SearchConfig
 from shardsearch.costs import build_problem, combined_all_reduces
 from shardsearch.costs.copies import copy_labels, shared_reads
+from shardsearch.errors import MemoryBudgetError, MicrobatchError
 from shardsearch.fallbacks import fallback_warning, with_fallback_saving
 from shardsearch.fit import Attempt, NoFit, donated_args, fit, no_fit_error, step_peak
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
+from shardsearch.pipeline.microbatch import split_microbatches
 from shardsearch.pipeline.program import microbatched
 from shardsearch.plan import Plan, assemble_plan
 from shardsearch.progress import StageLog, warn_user
+from shardsearch.remat import choices as remat_choices
+from shardsearch.remat import remat_graph
 from shardsearch.repeats import tie_labels
 from shardsearch.solve import solve
 from shardsearch.solve.evaluate import evaluate
@@ -28,6 +32,10 @@ from shardsearch.solve.lagrange import memory_only_multiplier, priced_problem
 from shardsearch.solve.problem import Problem, Solution
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import program_hash, trace
+
+
+# The share of time_limit_s a least-memory solve gets (the floor the fit tightens towards).
+FLOOR_SHARE = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +72,44 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log, donate_argnu
     # num_microbatches > 1: the step as an accumulation over microbatches in one scan
     traced = graph
     graph, pipeline = microbatched(graph, config.num_microbatches, mesh)
-    found = plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
-                       log=log, start=t0, pipeline=pipeline, donated=donated_args(graph, donate_argnums))
+    try:
+        found = plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
+                           log=log, start=t0, pipeline=pipeline, donated=donated_args(graph, donate_argnums))
+    except MemoryBudgetError as whole:
+        if not (config.accumulate and config.num_microbatches == 1 and config.pipeline is None):
+            raise
+        found = accumulated(traced, phash, whole, mesh=mesh, cluster=cluster, memory_budget=memory_budget,
+                            config=config, log=log, donate_argnums=donate_argnums)
     if config.pipeline is None:
         return found
     from shardsearch.pipeline.choose import with_pipeline  # stages: planned beside the whole-mesh plan
 
     return with_pipeline(found, traced, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget,
                          config=config, log=log)
+
+
+def accumulated(traced: OpGraph, phash: str, whole: MemoryBudgetError, *, mesh, cluster, memory_budget, config,
+                log, donate_argnums) -> Searched:
+    """The step as the fewest microbatches whose plan fits ``memory_budget`` (gradient
+    accumulation, ``pipeline.program``), each count planned as any step is; ``whole``:
+    the error of the unsplit step, raised again when no count fits or the step cannot be split."""
+    try:
+        counts = [m for m in split_microbatches(traced).counts() if m > 1]
+    except MicrobatchError:
+        raise whole from None
+    last = whole
+    for m in counts:
+        if log:
+            log(f"no plan of the whole batch fits: trying {m} microbatches")
+        graph, pipeline = microbatched(traced, m, mesh)
+        try:
+            return plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget,
+                              config=config, log=log, pipeline=pipeline,
+                              donated=donated_args(graph, donate_argnums))
+        except MemoryBudgetError as err:
+            last = err
+    raise MemoryBudgetError(f"{whole} Splitting the batch into microbatches (up to {counts[-1] if counts else 1}) "
+                            f"did not fit either: {last}", least_bytes=whole.least_bytes) from None
 
 
 def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
@@ -95,46 +133,24 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     if hit is not None:
         if log:
             log(f"plan {key} from the cache ({cache.cache_dir()}), traced in {time.perf_counter() - t0:.2f} s")
+        if hit.remat is not None:
+            graph = remat_graph(graph, hit.remat)
         return Searched(graph, hit.with_trees(graph.in_tree, graph.out_tree))  # (its pipeline is the key's)
-    strategies = graph_strategies(graph, mesh)
-    strategies = dataclasses.replace(strategies, per_node=pin_strategies(strategies.per_node, graph, pinned))
-    if log:
-        n = sum(len(s) for s in strategies.per_node)
-        log(f"traced {len(graph.nodes)} nodes, {n} strategies in {time.perf_counter() - t0:.2f} s")
-    ties = None
-    if config.tie_repeats:
-        ties = tie_labels(graph, [len(s) for s in strategies.per_node])
-        if log:
-            log(f"repeated layers: {len(graph.nodes) - len(np.unique(ties))} nodes tied to an earlier copy")
     deadline = t0 + config.time_limit_s
-    solver = _Solver(graph, strategies.per_node, cluster, mesh, config, ties, log, deadline, donated)
-
-    def attempt(row_budget: float | None, multiplier: float | None = None, *, least_memory: bool = False,
-                first: bool = False) -> Attempt:
-        problem, costs, solution = solver.solve(row_budget, multiplier, least_memory=least_memory,
-                                                cutoff=cutoff if first else None)
-        plan = assemble_plan(
-            graph, strategies.per_node, strategies.fallback, problem, costs, solution,
-            mesh=mesh, cluster=cluster.name, program_hash=phash, search_s=time.perf_counter() - t0,
-        )
-        used = evaluate(problem, solution.choice)
-        return Attempt(plan, used.total, used.memory, step_peak(graph, plan, donated), row_budget,
-                       _Solved(problem, costs, solution))
-
-    chosen = attempt(None, first=True)
+    base = _Candidate(graph, None, pinned, mesh=mesh, cluster=cluster, config=config, log=log, deadline=deadline,
+                      donated=donated, phash=phash, t0=t0, cutoff=cutoff)
+    chosen, cand = base.attempt(None, first=True), base
     if memory_budget is not None and chosen.peak > memory_budget:
         if log:
             log(f"the best plan peaks at {chosen.peak / 2**30:.3f} GiB per device, over the "
                 f"{memory_budget / 2**30:.3f} GiB budget: fitting it")
-        try:
-            chosen = fit(attempt, chosen, memory_budget, deadline=deadline, say=log,
-                         floor=lambda: attempt(None, least_memory=True))
-        except NoFit as none:
-            raise no_fit_error(memory_budget, none.least, graph, none.least_attempt.plan, donated) from None
+        cand, chosen = _fit(base, chosen, memory_budget, config, log)
+    graph, strategies, ties, solver = cand.graph, cand.strategies, cand.ties, cand.solver
     if cluster.overlap_contention is not None and chosen.peak > cluster.memory_bytes:
         # XLA's scheduler keeps a step within the device's memory and gives up overlap to do
         # so: a plan that does not fit the device is planned again with every collective in full
-        return plan_graph(graph, phash, mesh=mesh, cluster=dataclasses.replace(cluster, overlap_contention=None),
+        return plan_graph(base.graph, phash, mesh=mesh,
+                          cluster=dataclasses.replace(cluster, overlap_contention=None),
                           memory_budget=memory_budget, config=config, log=log, start=t0, pipeline=pipeline,
                           cutoff=cutoff, donated=donated)
     problem, costs, solution = chosen.extra.problem, chosen.extra.costs, chosen.extra.solution
@@ -145,7 +161,7 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
             graph, strategies.per_node, problem, costs, mesh=mesh, memory_budget=memory_budget, config=config,
             ties=ties, log=log, time_left_s=config.time_limit_s - (time.perf_counter() - t0),
             copies_for=solver.copies_for, rebuild=solver.rebuild))
-    plan = dataclasses.replace(plan, pipeline=pipeline)
+    plan = dataclasses.replace(plan, pipeline=pipeline, remat=cand.remat)
     plan = with_fallback_saving(plan, problem, solution.choice, lambda relaxed: solve(
         relaxed, time_limit_s=max(1.0, config.time_limit_s / 4), num_workers=config.num_workers, seed=config.seed,
         backend=config.solver.value, log=None, ties=problem_ties(ties, costs)))
@@ -166,6 +182,89 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     if log:
         log(f"plan ready in {time.perf_counter() - t0:.2f} s: {solution.status}, predicted {plan.predicted.total_s:.3e} s/step")
     return Searched(graph, plan)
+
+
+class _Candidate:
+    """One program to plan (the traced step, or it with layers recomputed: ``remat``):
+    its strategies, tie labels and solver, and a solve under a memory row budget."""
+
+    def __init__(self, graph, remat, pinned, *, mesh, cluster, config, log, deadline, donated, phash, t0, cutoff):
+        self.graph, self.remat, self.mesh, self.cluster, self.donated = graph, remat, mesh, cluster, donated
+        self.phash, self.t0, self.cutoff = phash, t0, cutoff
+        strategies = graph_strategies(graph, mesh)
+        self.strategies = dataclasses.replace(strategies,
+                                              per_node=pin_strategies(strategies.per_node, graph, pinned))
+        if log:
+            n = sum(len(s) for s in self.strategies.per_node)
+            log(f"traced {len(graph.nodes)} nodes, {n} strategies in {time.perf_counter() - t0:.2f} s"
+                + (f" ({remat.describe()})" if remat is not None else ""))
+        self.ties = None
+        if config.tie_repeats:
+            self.ties = tie_labels(graph, [len(s) for s in self.strategies.per_node])
+            if log:
+                log(f"repeated layers: {len(graph.nodes) - len(np.unique(self.ties))} nodes tied to an earlier copy")
+        self.solver = _Solver(graph, self.strategies.per_node, cluster, mesh, config, self.ties, log, deadline,
+                              donated)
+
+    def attempt(self, row_budget: float | None, multiplier: float | None = None, *, least_memory: bool = False,
+                first: bool = False) -> Attempt:
+        problem, costs, solution = self.solver.solve(row_budget, multiplier, least_memory=least_memory,
+                                                     cutoff=self.cutoff if first else None)
+        plan = assemble_plan(
+            self.graph, self.strategies.per_node, self.strategies.fallback, problem, costs, solution,
+            mesh=self.mesh, cluster=self.cluster.name, program_hash=self.phash,
+            search_s=time.perf_counter() - self.t0,
+        )
+        plan = dataclasses.replace(plan, remat=self.remat)
+        used = evaluate(problem, solution.choice)
+        return Attempt(plan, used.total, used.memory, step_peak(self.graph, plan, self.donated), row_budget,
+                       _Solved(problem, costs, solution))
+
+    def fit(self, free: Attempt, budget: float, deadline: float, log) -> Attempt:
+        self.solver.deadline = deadline
+        return fit(self.attempt, free, budget, deadline=deadline, say=log,
+                   floor=lambda: self.attempt(None, least_memory=True))
+
+
+def _fit(base: _Candidate, free: Attempt, budget: float, config: SearchConfig, log):
+    """The cheapest (candidate, attempt) within ``budget``: the traced step's sharding fitted
+    to it, and, with ``config.remat``, the step with its layers recomputed under each policy
+    (least recompute first; a policy whose unconstrained plan fits ends the list, and one
+    whose unconstrained plan already costs more than a fitting plan is not fitted).
+    Each candidate has ``config.time_limit_s`` of its own: a budget that binds costs more
+    search time, one that does not costs none. Raises MemoryBudgetError naming the least
+    peak when none fits."""
+    found: list[tuple[_Candidate, Attempt]] = []
+    least: tuple[_Candidate, Attempt] = (base, free)
+    try:
+        found.append((base, base.fit(free, budget, time.perf_counter() + config.time_limit_s, log)))
+    except NoFit as none:
+        least = (base, none.least_attempt)
+    if config.remat:
+        _, remats = remat_choices(base.graph)
+        for remat in remats:
+            graph = remat_graph(base.graph, remat)
+            deadline = time.perf_counter() + config.time_limit_s
+            cand = _Candidate(graph, remat, resolve_pins(config.pins, graph, base.mesh), mesh=base.mesh,
+                              cluster=base.cluster, config=config, log=log, deadline=deadline, donated=base.donated,
+                              phash=base.phash, t0=base.t0, cutoff=None)
+            top = cand.attempt(None)
+            if log:
+                log(f"remat {remat.policy}: unconstrained plan {top.cost:.4g} s, peak {top.peak / 2**30:.3f} GiB")
+            if top.peak <= budget:
+                found.append((cand, top))
+                break
+            if found and top.cost >= min(a.cost for _, a in found):
+                continue
+            try:
+                found.append((cand, cand.fit(top, budget, deadline, log)))
+            except NoFit as none:
+                least = min(least, (cand, none.least_attempt), key=lambda ca: ca[1].peak)
+    if not found:
+        cand, at = least
+        tried = "its least-memory sharding" + (f", {cand.remat.describe()}" if cand.remat is not None else "")
+        raise no_fit_error(budget, at.peak, cand.graph, at.plan, base.donated, tried=tried) from None
+    return min(found, key=lambda ca: (ca[1].cost, ca[1].peak))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +318,10 @@ class _Solver:
         if least_memory:  # memory priced above any time: the plan with the least row memory
             problem, costs = self.build(None)
             priced = priced_problem(problem, memory_only_multiplier(problem))
-            solution = solve(priced, **self._options(costs))
+            # a least-memory plan proven least is rarely worth the whole time limit
+            options = self._options(costs)
+            options["time_limit_s"] = min(options["time_limit_s"], max(1.0, self.config.time_limit_s * FLOOR_SHARE))
+            solution = solve(priced, **options)
             used = evaluate(problem, solution.choice)
             return problem, costs, dataclasses.replace(solution, objective=used.total, bound=-np.inf,
                                                        status="FEASIBLE")

@@ -115,7 +115,18 @@ def _verdict_json(plan, d: dict[str, Any]) -> dict[str, Any]:
                          for a in plan.compared]
     d["remat_regions"] = plan.remat_regions
     d["memory_at_peak"] = [dataclasses.asdict(m) for m in plan.memory_at_peak]
+    if plan.remat is not None:
+        d["remat"] = dataclasses.asdict(plan.remat)
     return d
+
+
+def _remat(d: dict | None):
+    if d is None:
+        return None
+    from shardsearch.remat import RematPlan
+
+    return RematPlan(str(d["policy"]), tuple(int(c) for c in d["layers"]), tuple(int(x) for x in d["run"]),
+                     int(d.get("residual_bytes", 0)))
 
 
 def _alternatives(d: dict, mesh: MeshShape) -> tuple:
@@ -250,6 +261,7 @@ def plan_fields(d: dict[str, Any], where: str = "plan") -> dict[str, Any]:
             in_roles=tuple(str(a["role"]) for a in arguments) if all("role" in a for a in arguments) else (),
             compared=_alternatives(d, mesh),
             remat_regions=int(d.get("remat_regions", 0)),
+            remat=_remat(d.get("remat")),
             # a stage's program plans come back as their fields (Plan.from_dict builds them)
             pipeline=pipeline_from_dict(d.get("pipeline"), lambda p: plan_fields(p, where)),
             pipeline_why=str(d.get("pipeline_why", "")),

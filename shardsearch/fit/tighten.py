@@ -11,7 +11,10 @@ plan it yields fits the true budget:
    taken as constant near it) and the problem solved again; a plan over the budget moves
    it down by its excess, a plan that fits and is well under moves it up towards the
    smallest row budget known to be over, until they are within ``CLOSE``;
-3. when even the row's least-memory plan is over (the solver raises MemoryBudgetError,
+3. the row's least-memory plan is solved first (one solve, memory priced above time): a
+   row budget at or under its row is never asked of the solver (which would search its
+   whole time limit to prove it cannot be met);
+4. when even the row's least-memory plan is over (the solver raises MemoryBudgetError,
    or the plan at the row's floor does not fit), no sharding fits: ``NoFit`` carries the
    least peak seen, for the caller to try rematerialization or microbatches, or to say so.
 
@@ -73,13 +76,19 @@ def fit(solve_at: Callable[[float | None, float | None], Attempt], free: Attempt
     over_rows: list[float] = []  # row budgets whose plan was over
     row_budget = budget - (free.peak - free.row)  # the row's error taken as constant
     multiplier = None
+    least_row: list[Attempt] = []  # the least-memory plan, solved once, first
     for _ in range(MAX_SOLVES):
         if len(tried) > 1 and time.perf_counter() >= deadline:
             break
-        try:
-            a, at_floor = solve_at(row_budget, multiplier), False
-        except MemoryBudgetError:
-            a, at_floor = floor(), True  # the row cannot go that low: its least-memory plan
+        if not least_row:
+            least_row.append(floor())
+        if row_budget <= least_row[0].row:
+            a, at_floor = least_row[0], True  # the row cannot go lower: no solve searches for it
+        else:
+            try:
+                a, at_floor = solve_at(row_budget, multiplier), False
+            except MemoryBudgetError:
+                a, at_floor = least_row[0], True
         tried.append(a)
         multiplier = getattr(a.extra, "multiplier", None) or multiplier
         say(f"fit: row budget {row_budget:.6g} B -> plan {a.cost:.6g} s, row {a.row:.6g} B, "

@@ -43,7 +43,13 @@ def microbatched(graph: OpGraph, num_microbatches: int, mesh: MeshShape) -> tupl
 
 
 def step_graph(graph: OpGraph, plan) -> OpGraph:
-    """The graph ``plan`` was made over, from the traced step ``graph``."""
+    """The graph ``plan`` was made over, from the traced step ``graph``: its layers
+    recomputed (``plan.remat``), then its microbatch loop."""
+    remat = getattr(plan, "remat", None)
+    if remat is not None:
+        from shardsearch.remat import remat_graph
+
+        graph = remat_graph(graph, remat)
     p: PipelinePlan | None = getattr(plan, "pipeline", None)
     if p is None or p.num_microbatches <= 1 or p.num_stages > 1:
         return graph  # (a multi-stage plan runs the traced step cut into stage programs)

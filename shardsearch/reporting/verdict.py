@@ -188,6 +188,10 @@ def why(plan) -> str | None:
 
 
 def remat(plan) -> str | None:
+    chosen = getattr(plan, "remat", None)
+    if chosen is not None:
+        return (f"Remat (chosen to fit the memory budget): {chosen.describe()}; they kept "
+                f"{chosen.residual_bytes / 2**30:.3g} GiB in all (global shapes).")
     if plan.remat_regions:
         return (f"Remat: the step's {plan.remat_regions} jax.checkpoint region(s) are recomputed in the backward "
                 "pass, as written.")
