@@ -27,7 +27,7 @@ from benchmarks.megatron3d import plan_3d
 from benchmarks.wallclock import concrete_args, median_step_s
 from benchmarks.models import get_workload
 from cost_model import Cluster, MeshShape
-from shardsearch.errors import StageError
+from shardsearch.errors import MicrobatchError, StageError
 
 SHARDSEARCH = "shardsearch"
 SHARDSEARCH_INTRA = "shardsearch, no pipeline"  # pipeline=None: the search's best plan without stages
@@ -159,7 +159,7 @@ def run_config(
         try:
             rows.append(_megatron_3d_row(workload, mesh, mshape, cluster, base, ideal_s))
             say(f"  {config} {base['mesh']}: {MEGATRON_3D} judged {rows[-1].total_s:.4g} s ({rows[-1].pipeline})")
-        except StageError as err:  # fewer layers than nodes: the recipe does not apply
+        except (StageError, MicrobatchError) as err:  # fewer layers than nodes, or a step microbatches change
             say(f"  {config} {base['mesh']}: no {MEGATRON_3D} row: {err}")
 
     for b in baselines:

@@ -118,6 +118,20 @@ def test_moe_routing_respects_capacity():
     np.testing.assert_array_less(np.asarray(combine.sum(axis=(2, 3))), 1.0 + 1e-5)
 
 
+def test_moe_step_splits_into_microbatches():
+    """The load-balancing loss is per routing group (a sequence) and averaged: the batch's
+    is the mean of its rows', so shardsearch may cut the step into microbatches."""
+    from benchmarks.models import moe
+    from shardsearch.pipeline.microbatch import split_microbatches
+    from shardsearch.trace import trace
+
+    logits = jax.random.normal(jax.random.key(1), (4, 32, 4))
+    aux = lambda x: moe.route(x, 2, 6)[1]  # noqa: E731
+    np.testing.assert_allclose(aux(logits), np.mean([aux(logits[i:i + 1]) for i in range(4)]), rtol=1e-6)
+    w = get_workload("moe", "moe-tiny")
+    assert split_microbatches(trace(w.train_step, w.args)).batch_size == 16
+
+
 def test_wresnet_kernels_are_hwio():
     w = get_workload("wresnet", "wresnet-tiny")
     stem = w.args[0]["stem"]["conv"]

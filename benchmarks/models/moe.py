@@ -129,8 +129,11 @@ def route(logits, top_k: int, capacity: int):
     gates = [(probs * c).sum(-1) for c in choices]  # [b,s] each
     denom = sum(gates) + 1e-9  # GShard: renormalize over the k chosen experts
     combine = sum((g / denom)[..., None, None] * s for g, s in zip(gates, slots))
-    # Switch aux loss: fraction routed (first choice) x mean router prob, per expert
-    aux = num_experts * (choices[0].mean(axis=(0, 1)) * probs.mean(axis=(0, 1))).sum()
+    # Switch aux loss: fraction routed (first choice) x mean router prob, per expert, per
+    # routing group (GShard), here a sequence as for the capacity: averaged over the groups,
+    # it is a per-example term, so the step can be cut into microbatches (a whole-batch
+    # product of means would make shardsearch refuse to, as it would change the loss)
+    aux = num_experts * (choices[0].mean(axis=1) * probs.mean(axis=1)).sum(-1).mean()
     return combine, aux
 
 
