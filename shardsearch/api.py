@@ -88,7 +88,10 @@ def auto(
     position stays in argument paths as an empty ``None``, so ``args[1]`` is the second
     argument whether or not the first is static).
     ``options``: fields of ``shardsearch.SearchConfig`` (``time_limit_s``, ``verbose``,
-    ``cache`` (reuse plans from the on-disk plan cache), ...).
+    ``cache`` (reuse plans from the on-disk plan cache), ``pipeline`` ("auto", the
+    default: pipeline stages where the cost model predicts them 10% faster, with the
+    reason in ``plan.pipeline_why``; None: never; S: that many stages),
+    ``num_microbatches``, ``schedule``, ...).
     """
     config = SearchConfig.from_options(_with_pins(options, pins))
     return AutoSharded(

@@ -51,9 +51,10 @@ class SearchConfig:
     # shardsearch.pipeline.program); 1: the whole batch at once. "auto" is 1 here, and
     # lets a pipeline choose its own M (a pinned M > 1 pins the pipeline's too)
     num_microbatches: int = 1
-    # pipeline stages (shardsearch.pipeline.choose): None never; "auto" where the cost
-    # model says they pay; an int pins the number of stages
-    pipeline: Any = None
+    # pipeline stages (shardsearch.pipeline.choose): "auto" (the default) where the cost
+    # model says they pay, declining cheaply where none can; None never; an int pins the
+    # number of stages
+    pipeline: Any = "auto"
     schedule: Schedule = Schedule.ONE_F_ONE_B  # the pipeline's schedule (GPipe or 1F1B)
 
     def __post_init__(self):

@@ -81,7 +81,7 @@ class Plan:
     # microbatches, stages and schedule (shardsearch.pipeline.plan_data.PipelinePlan); None: the step runs whole
     pipeline: Any = None
     # why the search pipelined the step or did not, in words (shardsearch.pipeline.choose);
-    # empty where pipelining was not considered (pipeline=None)
+    # empty where pipelining was not considered (pipeline=None; "auto" is the default)
     pipeline_why: str = ""
     # what the predicted peak is made of: no argument donated, then the state donated
     # (shardsearch.memory.explain); () in plan files that predate it

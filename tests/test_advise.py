@@ -48,7 +48,7 @@ def test_sweep_rows_equal_individual_plans(full_sweep):
     assert [(r.devices, r.mesh_shape) for r in full_sweep.rows] == [
         (1, (1, 1)), (2, (2, 1)), (4, (2, 2)), (4, (4, 1)), (8, (2, 4)), (8, (4, 2)), (8, (8, 1))]
     for r in full_sweep.rows:
-        alone = ss.plan(STEP, *mlp_args(), mesh=r.mesh_shape, cluster=TWO_NODES)
+        alone = ss.plan(STEP, *mlp_args(), mesh=r.mesh_shape, cluster=TWO_NODES, pipeline=None)  # a mesh's row
         assert r.status is RowStatus.PLANNED and r.plan.mesh == alone.mesh
         assert r.step_s == pytest.approx(alone.predicted.total_s, rel=1e-9)
         assert r.plan.flat_in_specs == alone.flat_in_specs

@@ -1,6 +1,5 @@
 """The search's stage decision: pipeline="auto" | None | S, on a slow link and on one node."""
 
-import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -14,10 +13,12 @@ from cost_model import Cluster, MeshShape  # noqa: E402
 from models import gpt  # noqa: E402
 from shardsearch.config import SearchConfig  # noqa: E402
 from shardsearch.errors import OptionError  # noqa: E402
+from shardsearch.pipeline.choose import choose_pipeline  # noqa: E402
+from shardsearch.pipeline.floor import pipeline_floor  # noqa: E402
 from shardsearch.pipeline.layers import layer_units  # noqa: E402
 from shardsearch.pipeline.microbatch import split_microbatches  # noqa: E402
 from shardsearch.pipeline.stage_costs import UnitPricer, submesh_shape  # noqa: E402
-from shardsearch.pipeline.stage_search import Schedule, submesh_choices  # noqa: E402
+from shardsearch.pipeline.stage_search import Links, Schedule, search_stages, submesh_choices  # noqa: E402
 from shardsearch.pipeline.stages import unit_map  # noqa: E402
 from shardsearch.trace import trace  # noqa: E402
 
@@ -56,16 +57,15 @@ def test_auto_pipelines_across_a_slow_link(tmp_path):
     assert "2 stages on 1x4 submeshes" in text and "bubble" in text and plan.pipeline_why in text
     plan.save(tmp_path / "plan.json")
     again = ss.Plan.load(tmp_path / "plan.json")
-    assert dataclasses.replace(again.pipeline, assignment=None) == dataclasses.replace(p, assignment=None)
-    assert again.pipeline.assignment.node_stage == p.assignment.node_stage
+    assert again.pipeline == p  # stages, their programs' plans and the assignment, exactly
     assert again.pipeline_why == plan.pipeline_why
 
 
 @pytest.mark.slow
 def test_auto_declines_on_one_fast_node_and_says_so():
-    plan = _plan("h100-8", pipeline="auto")
+    plan = _plan("h100-8")  # pipeline="auto" is the default
     assert plan.pipeline is None
-    assert plan.pipeline_why.startswith("no pipeline: the best one")
+    assert plan.pipeline_why.startswith("no pipeline: one node with fast links")
     assert plan.pipeline_why in plan.summary()
 
 
@@ -77,7 +77,7 @@ def test_pinned_stages_microbatches_and_schedule():
 
 
 def test_pipeline_options():
-    assert SearchConfig().pipeline is None  # the stage search runs when asked
+    assert SearchConfig().pipeline == "auto"  # the default: stages where the cost model says they pay
     cfg = SearchConfig.from_options({"pipeline": "auto", "num_microbatches": "auto", "schedule": "GPipe"})
     assert cfg.pipeline == "auto" and cfg.num_microbatches == 1 and cfg.schedule is Schedule.GPIPE
     for bad in ({"pipeline": "sometimes"}, {"pipeline": 0}, {"schedule": "zigzag"}, {"num_microbatches": "many"}):
@@ -108,7 +108,30 @@ def test_identical_layers_share_one_solve():
         counts.append(pricer.solves)
         # a range of layers costs the sum of its layers
         assert costs.time[1, 3, 0] == pytest.approx(costs.time[1, 2, 0] + costs.time[2, 3, 0])
+        # the early exit's floor is below every pipeline the DP can price (on any submeshes)
+        got = search_stages(costs, num_devices=8, devices_per_node=4, links=Links.of(pricer.cluster),
+                            num_microbatches=4, submeshes=subs)
+        assert got is not None and pipeline_floor(graph, split.phases, pricer.cluster, mesh, [4]) <= got.step_s
     assert counts[0] == counts[1]
+
+
+def test_auto_declines_without_pricing_stages_where_none_can_pay():
+    """The default pipeline="auto" costs next to nothing where no pipeline can pay: on one
+    node with fast links nothing is traced again, and across nodes the operators' rooflines
+    bound every pipeline's step (no unit is planned)."""
+    case = gpt.make(layers=2, width=32)
+    graph = trace(case.train_step, case.args)
+    mesh, config = MeshShape(("data", "model"), (2, 4)), SearchConfig()
+    kw = dict(mesh=mesh, memory_budget=None, config=config)
+    one_node = choose_pipeline(graph, whole_s=1.0, whole_compute_s=0.5, cluster=Cluster.load("h100-8"), **kw)
+    assert not one_node.pipelined and one_node.why.startswith("no pipeline: one node with fast links")
+    slow = Cluster.load("2x4-slow")
+    floor = pipeline_floor(graph, split_microbatches(graph).phases, slow, mesh, [4, 8, 16])
+    declined = choose_pipeline(graph, whole_s=floor / 0.95, cluster=slow, **kw)
+    assert not declined.pipelined and declined.solves == 0
+    assert declined.why.startswith("no pipeline: none could beat the plan over the whole mesh")
+    assert choose_pipeline(graph, whole_s=floor / 0.95, cluster=slow, **{**kw, "config": SearchConfig(
+        pipeline=2, num_microbatches=4)}).solves > 0  # a pinned stage count prices them anyway
 
 
 @pytest.mark.slow

@@ -35,3 +35,22 @@ def test_owner_and_nodes_of():
     assert a.nodes_of(0, F) == (1,)
     assert a.nodes_of(1, POST) == (4,)  # a SPLIT node runs on every stage
     assert a.nodes_of(0, B) == (6,)
+
+
+def test_plan_files_keep_the_assignment_exactly():
+    """Saved and loaded (through JSON), a pipeline's assignment is the same object: every
+    node's stage and kind, transfers, loop splits and layer dims."""
+    import dataclasses
+    import json
+
+    from shardsearch.pipeline.assignment import LoopSplit
+    from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan, pipeline_from_dict, pipeline_to_dict
+    from shardsearch.pipeline.stage_search import Schedule
+
+    a = dataclasses.replace(_assignment(), loop_splits=(LoopSplit(2, ((0, 3), (3, 5), (5, 8))),),
+                            layer_dims={4: 0, 6: 1})
+    p = PipelinePlan(4, 16, (2,), (StagePlan((0, 1), (1, 2), (0, 2), 1e-3, 2e-4, 1e9),
+                                   StagePlan((2, 3), (1, 2), (2, 3)), StagePlan((4, 5, 6, 7), (1, 4), (3, 5))),
+                     Schedule.ONE_F_ONE_B, 0.2, ((200, 7), (100, 0)), a, (0, 5, 9))
+    again = pipeline_from_dict(json.loads(json.dumps(pipeline_to_dict(p, lambda x: x))), lambda x: x)
+    assert again.assignment == a and again == p

@@ -29,6 +29,8 @@ def random_costs(rng, units: int, subs, additive: bool = False) -> StageCosts:
         activation_bytes=length * 1e9 / size * rng.uniform(0.5, 1.5, (units, units + 1, k)),
         temp_bytes=np.full((units, units + 1, k), 1e8),
         cut_bytes=np.concatenate([[0], rng.uniform(1e5, 1e7, units - 1), [0]]),
+        # once a step: some cuts carry a tied embedding's weights and gradient, some nothing
+        step_cut_bytes=np.concatenate([[0], rng.choice([0.0, 3e7, 3e8], units - 1), [0]]),
     )
 
 
@@ -58,7 +60,7 @@ def test_dp_finds_the_brute_force_optimum(units, devices, dpn, m, schedule, budg
     assert sum(s.size for s in got.submeshes) == devices
     for o, s in zip(got.offsets, got.submeshes):
         assert o in valid_offsets(s, devices, dpn)
-    assert got.step_s == pytest.approx(step_time(got.stage_s, got.transfer_s, m))
+    assert got.step_s == pytest.approx(step_time(got.stage_s, got.transfer_s, m) + sum(got.step_transfer_s))
     if budget is not None:
         assert max(got.memory_bytes) <= budget
     assert 0.0 <= got.bubble < 1.0

@@ -9,6 +9,13 @@ pipelined when the best pipeline is predicted at least ``MIN_GAIN`` faster than
 ``whole_s`` (``config.pipeline == "auto"``), or always with a pinned stage count
 (``config.pipeline = S``). Either way ``why`` says it in words for ``plan.summary()``.
 
+"auto" is the default, so it first declines without pricing a stage where no pipeline
+can pay: one device; one node with fast links (``FAST_LINKS``), or one node where the
+whole-mesh plan spends under ``MIN_GAIN`` of its step communicating; a step that cannot
+be split into microbatches; a batch no count divides; or when the least step any
+pipeline could have, from its operators' rooflines alone (``floor.py``), is already
+within ``MIN_GAIN`` of ``whole_s``; or fewer than two layer units.
+
 Options (``SearchConfig``): ``pipeline`` ("auto", None: never, or a stage count),
 ``num_microbatches`` (an int > 1 pins M; otherwise M is searched over ``MICROBATCH_COUNTS``
 that divide the batch), ``schedule`` (``Schedule``).
@@ -24,13 +31,17 @@ from shardsearch.config import SearchConfig
 from shardsearch.errors import MicrobatchError, StageError
 from shardsearch.graph import OpGraph
 from shardsearch.pipeline.assignment import StageAssignment
+from shardsearch.pipeline.floor import pipeline_floor
 from shardsearch.pipeline.layers import LayerUnits, layer_units
 from shardsearch.pipeline.microbatch import MicrobatchSplit, split_microbatches
-from shardsearch.pipeline.stage_costs import UnitPricer, single_stage, submesh_shape, unit_cut_bytes
+from shardsearch.pipeline.stage_costs import UnitPricer, single_stage, submesh_shape, unit_cut_bytes, unit_step_bytes
 from shardsearch.pipeline.stage_search import Links, Schedule, StageChoice, search_stages, submesh_choices
 from shardsearch.pipeline.stages import assign_stages, unit_map
 
 MIN_GAIN = 0.10  # "auto" pipelines only when predicted at least this much faster than the whole-mesh plan
+# "auto" does not price stages on one node whose links carry at least this share of the
+# device's memory bandwidth (every preset's node: NVLink, TPU ICI; not PCIe alone)
+FAST_LINKS = 0.10
 # the microbatch counts tried (those the batch allows): each costs a pricing of the units
 # at that microbatch size and a stage DP
 MICROBATCH_COUNTS = (4, 8, 16)
@@ -67,13 +78,43 @@ def describe(choice: StageChoice) -> str:
 
 def choose_pipeline(graph: OpGraph, *, whole_s: float, mesh: MeshShape, cluster: Cluster,
                     memory_budget: float | None, config: SearchConfig, whole_comm_s: float = 0.0,
-                    log=None) -> PipelineDecision:
+                    whole_compute_s: float = 0.0, log=None) -> PipelineDecision:
     t0 = time.perf_counter()
     pinned = config.pipeline if isinstance(config.pipeline, int) else None
     if mesh.size < 2 or pinned == 1:
         return PipelineDecision("no pipeline: one device" if mesh.size < 2 else "no pipeline: pipeline=1", whole_s)
+    if pinned is None and mesh.size <= cluster.devices_per_node:
+        # One node: a pipeline's stages would talk over the same links as the whole-mesh
+        # plan's collectives. Where those are fast (NVLink, ICI) intra-op plans win; on
+        # slower ones a pipeline could gain at most what that plan spends communicating.
+        link = cluster.intra_node.bandwidth / cluster.hbm_bandwidth
+        if link >= FAST_LINKS:
+            return PipelineDecision(
+                f"no pipeline: one node with fast links ({cluster.intra_node.bandwidth / 1e9:.3g} GB/s per device, "
+                f"{link:.0%} of its memory bandwidth), where the plan over the whole mesh does better "
+                f"(pipeline=S prices stages anyway)", whole_s)
+        if whole_s - whole_compute_s < MIN_GAIN * whole_s:
+            return PipelineDecision(
+                f"no pipeline: one node, and the plan over the whole mesh spends "
+                f"{max(whole_s - whole_compute_s, 0.0) / whole_s:.0%} of its step communicating, under the "
+                f"{MIN_GAIN:.0%} a pipeline would have to gain (pipeline=S prices stages anyway)", whole_s)
     try:
         split = split_microbatches(graph)
+    except MicrobatchError as err:
+        return PipelineDecision(f"no pipeline: {err}", whole_s)
+    counts = (config.num_microbatches,) if isinstance(config.num_microbatches, int) and \
+        config.num_microbatches > 1 else tuple(m for m in MICROBATCH_COUNTS if split.allows(m))
+    if not counts:
+        return PipelineDecision(f"no pipeline: the batch of {split.batch_size} cannot be split into microbatches",
+                                whole_s)
+    if pinned is None:
+        floor = pipeline_floor(graph, split.phases, cluster, mesh, counts)
+        if floor >= whole_s * (1 - MIN_GAIN):
+            return PipelineDecision(
+                f"no pipeline: none could beat the plan over the whole mesh ({_ms(whole_s)}/step) by "
+                f"{MIN_GAIN:.0%}: its operators alone would take at least {_ms(floor)}/step as a pipeline "
+                f"(pipeline=S prices stages anyway)", whole_s, search_s=time.perf_counter() - t0)
+    try:
         units = layer_units(graph)
         if len(units) < 2:
             return PipelineDecision("no pipeline: the step shows no layers to cut into stages", whole_s)
@@ -82,17 +123,13 @@ def choose_pipeline(graph: OpGraph, *, whole_s: float, mesh: MeshShape, cluster:
         return PipelineDecision(f"no pipeline: {err}", whole_s)
     subs = submesh_choices(mesh.size, min(cluster.devices_per_node, mesh.size))
     subs = tuple(s for s in subs if submesh_shape(mesh, s.size) is not None)
-    counts = (config.num_microbatches,) if isinstance(config.num_microbatches, int) and \
-        config.num_microbatches > 1 else tuple(m for m in MICROBATCH_COUNTS if split.allows(m))
-    if not counts:
-        return PipelineDecision(f"no pipeline: the batch of {split.batch_size} cannot be split into microbatches",
-                                whole_s)
     pricer = UnitPricer(graph, split, units, umap, mesh=mesh, cluster=cluster, config=config, log=log)
     links = Links.of(cluster)
     whole = single_stage(subs, mesh.size)
     best, dp_s = None, 0.0
+    step_bytes = unit_step_bytes(graph, umap, len(units))
     for m in counts:
-        costs = pricer.stage_costs(m, subs, unit_cut_bytes(units, m))
+        costs = pricer.stage_costs(m, subs, unit_cut_bytes(units, m), step_bytes)
         t_dp = time.perf_counter()
         if pinned is None and whole is not None:
             costs.time[0, len(units), whole] = float("inf")  # one stage is no pipeline
@@ -137,7 +174,9 @@ def with_pipeline(found, traced: OpGraph, phash: str, *, mesh: MeshShape, cluste
     from shardsearch.pipeline.stage_plan import plan_stages
 
     plan = found.plan
-    decision = choose_pipeline(traced, whole_s=plan.predicted.total_s, whole_comm_s=plan.predicted.comm_s,
+    p = plan.predicted
+    decision = choose_pipeline(traced, whole_s=p.total_s, whole_comm_s=p.comm_s,
+                               whole_compute_s=p.compute_s - p.collective_memory_s,
                                mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config, log=log)
     if log:
         log(decision.why + f" (stage search {decision.search_s:.2f} s: {decision.solves} unit solves, "

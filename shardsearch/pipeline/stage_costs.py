@@ -11,7 +11,8 @@ range of units as the sum of its units (times and memory add up; the working set
 is the largest unit's), in the arrays ``stage_search.search_stages`` reads.
 
 What a unit costs on a submesh:
-- ``micro_s``: its forward and backward for one microbatch, predicted;
+- ``micro_s``: its forward and backward for one microbatch, predicted (each planned as a
+  program of its own, as the stage runs them);
 - ``step_s``: its once-per-step work;
 - ``static_bytes``: what it keeps for the whole step (parameters, optimizer state,
   gradient accumulators: the once-per-step work's arguments and results);
@@ -92,37 +93,46 @@ class UnitPricer:
             self._micro[m] = micro_graph(self.graph, self.split, m)
         return self._micro[m]
 
-    def _solve(self, graph: OpGraph, mesh: MeshShape):
+    def _solve(self, graph: OpGraph, mesh: MeshShape, pins=()):
+        """The plan of ``graph`` on ``mesh``; ``pins``: (argument index, layout) pairs."""
         from shardsearch.search import plan_graph  # the planner: jax-side, imported on use
         from shardsearch.trace import program_hash
 
-        key = (program_hash(graph), mesh)
+        key = (program_hash(graph), mesh, tuple(pins))
         if key not in self._solved:
             self.solves += 1
-            found = plan_graph(graph, key[0], mesh=mesh, cluster=self.cluster, memory_budget=None,
-                               config=self.config)
-            self._solved[key] = found.plan.predicted
+            config = dataclasses.replace(self.config, pins=_pins(graph, pins))
+            found = plan_graph(graph, key[0], mesh=mesh, cluster=self.cluster, memory_budget=None, config=config)
+            self._solved[key] = found.plan
         return self._solved[key]
 
     def unit_cost(self, unit: int, m: int, sub: MeshShape) -> UnitCost:
         if self.units.units[unit].iteration is not None:
             return self._iteration_cost(m, sub)
         micro = self._micro_graph(m)
-        per_micro = [micro.node_map[n] for n, k in self._nodes[unit]
-                     if k in (StageKind.FORWARD, StageKind.BACKWARD) and n in micro.node_map]
+        # the forward and the backward apart, as the stage runs them (two programs: what the
+        # forward leaves for the backward is written out, whatever could fuse across them)
+        fwd, bwd = ([micro.node_map[n] for n, k in self._nodes[unit] if k is kind and n in micro.node_map]
+                    for kind in (StageKind.FORWARD, StageKind.BACKWARD))
         once = [n for n, k in self._nodes[unit] if k in (StageKind.PRE, StageKind.POST)]
-        zero = UnitCost(0.0, 0.0, 0.0, 0.0, 0.0)
-        a = self._solve(subgraph(micro.graph, per_micro).graph, sub) if per_micro else None
-        b = self._solve(subgraph(self.graph, once).graph, sub) if once else None
-        if a is None and b is None:
-            return zero
-        act = a.activations_bytes if a else 0.0
+        fs, bs = subgraph(micro.graph, fwd), subgraph(micro.graph, bwd)
+        f_plan = self._solve(fs.graph, sub) if fwd else None
+        # the backward reads what the forward left for it in the layout the forward left it
+        # in (as the stage planner hands it on: stage_plan._handover_pins)
+        b_plan = self._solve(bs.graph, sub, _handover(fs, f_plan, bs) if f_plan else ()) if bwd else None
+        f, b = (x.predicted if x else None for x in (f_plan, b_plan))
+        os_ = subgraph(self.graph, once)
+        o = self._solve(os_.graph, sub, _once_pins(micro, fs, f_plan, bs, b_plan, os_)).predicted if once else None
+        if f is None and b is None and o is None:
+            return UnitCost(0.0, 0.0, 0.0, 0.0, 0.0)
+        act = f.outputs_bytes if f and b else 0.0  # what one microbatch's forward keeps for its backward
+        peak = max(f.peak_bytes if f else 0.0, b.peak_bytes if b else 0.0)
         return UnitCost(
-            micro_s=a.total_s if a else 0.0,
-            step_s=b.total_s if b else 0.0,
-            static_bytes=b.peak_bytes if b else 0.0,
+            micro_s=(f.total_s if f else 0.0) + (b.total_s if b else 0.0),
+            step_s=o.total_s if o else 0.0,
+            static_bytes=o.peak_bytes if o else 0.0,
             activation_bytes=act,
-            temp_bytes=max((a.peak_bytes if a else 0.0) - act, 0.0),
+            temp_bytes=max(peak - act, 0.0),
         )
 
     def _iteration_cost(self, m: int, sub: MeshShape) -> UnitCost:
@@ -134,10 +144,10 @@ class UnitPricer:
         micro, g = self._micro_graph(m), self.graph
         length = g.loops[self.umap.loops[0]].length
         bodies = [n for li in self.umap.loops for n in g.loops[li].body if n in micro.node_map]
-        a = self._solve(subgraph(micro.graph, [micro.node_map[n] for n in bodies]).graph, sub)
+        a = self._solve(subgraph(micro.graph, [micro.node_map[n] for n in bodies]).graph, sub).predicted
         once = [n for n in self.umap.layer_dims if g.nodes[n].kind is NodeKind.OP and
                 self.umap.kind[n] in (StageKind.PRE, StageKind.POST)]
-        b = self._solve(subgraph(g, once).graph, sub) if once else None
+        b = self._solve(subgraph(g, once).graph, sub).predicted if once else None
         # what the forward keeps for the backward: its stacked per-layer results, split
         # over the submesh like the batch they carry
         kept = sum(micro.graph.info(ValueRef(micro.node_map[n])).nbytes
@@ -148,7 +158,7 @@ class UnitPricer:
         self._solved[key] = cost
         return cost
 
-    def stage_costs(self, m: int, submeshes, cut_bytes) -> StageCosts:
+    def stage_costs(self, m: int, submeshes, cut_bytes, step_cut_bytes=None) -> StageCosts:
         """Prices of every range of units on every submesh, for ``m`` microbatches."""
         u, k = len(self.units), len(submeshes)
         table = np.zeros((5, u, k))
@@ -163,7 +173,8 @@ class UnitPricer:
         for i in range(u):  # the largest unit's working set
             temp[i, i + 1:] = np.maximum.accumulate(table[4, i:], axis=0)
         return StageCosts(time=span[0], step_time=span[1], static_bytes=span[2], activation_bytes=span[3],
-                          temp_bytes=temp, cut_bytes=np.asarray(cut_bytes, dtype=float))
+                          temp_bytes=temp, cut_bytes=np.asarray(cut_bytes, dtype=float),
+                          step_cut_bytes=None if step_cut_bytes is None else np.asarray(step_cut_bytes, dtype=float))
 
 
 def unit_cut_bytes(units: LayerUnits, m: int) -> np.ndarray:
@@ -171,9 +182,63 @@ def unit_cut_bytes(units: LayerUnits, m: int) -> np.ndarray:
     return np.concatenate([[0.0], np.asarray(units.cut_bytes, dtype=float) / m, [0.0]])
 
 
+def _handover(made, plan, reader) -> tuple:
+    """(argument index of ``reader``, layout) for each of its arguments that piece ``made``
+    (a SubGraph planned as ``plan``) results: read in the layout it is made in."""
+    spec_of = dict(zip(made.outputs, plan.flat_out_specs))
+    return tuple((k, spec_of[r]) for k, r in enumerate(reader.inputs) if r in spec_of)
+
+
+def _once_pins(micro, fs, f_plan, bs, b_plan, once) -> tuple:
+    """Pins of the once-per-step piece ``once`` (PRE and POST: the optimizer update), as
+    the stage planner hands values on: a parameter read in the layout the forward reads
+    it in, a gradient in the layout the backward makes it in."""
+    whole = {i.value: ValueRef(n) for i, n in zip(micro.inputs, micro.graph.input_nodes) if i.dim is None}
+    read = dict(zip(fs.inputs, f_plan.flat_in_specs)) if f_plan else {}
+    made = dict(zip(bs.outputs, b_plan.flat_out_specs)) if b_plan else {}
+    out = []
+    for k, r in enumerate(once.inputs):
+        mine = ValueRef(micro.node_map[r.node], r.index) if r.node in micro.node_map else None
+        spec = read.get(whole.get(r)) if whole.get(r) in read else made.get(mine)
+        if spec is not None:
+            out.append((k, spec))
+    return tuple(out)
+
+
+def _pins(graph: OpGraph, pins) -> tuple:
+    """``pins`` ((argument index, layout) pairs) as SearchConfig pins of ``graph``."""
+    from jax.sharding import PartitionSpec
+
+    return tuple((graph.in_paths[k], PartitionSpec(*[tuple(d) if d else None for d in spec])) for k, spec in pins)
+
+
+def unit_step_bytes(graph: OpGraph, umap: UnitMap, num_units: int) -> np.ndarray:
+    """Per cut before unit j (U + 1 entries): bytes that cross it once a step, both ways: a
+    value made once a step read on another unit (a parameter read on both sides of the cut,
+    as a tied embedding is) and a partial result read once a step on another unit (that
+    embedding's gradient partial, summed at its owner). Each value counts once per cut."""
+    out = np.zeros(num_units + 1)
+    once = (StageKind.PRE, StageKind.POST)
+    for ref_node, readers in graph.users().items():
+        a = umap.unit[ref_node]
+        if a < 0:
+            continue
+        spans: dict[int, list[int]] = {}  # output index -> [lo, hi] of the units that share it
+        for c, pos in readers:
+            b = umap.unit[c]
+            if b < 0 or b == a or (umap.kind[ref_node] not in once and umap.kind[c] is not StageKind.POST):
+                continue
+            k = graph.nodes[c].inputs[pos].index
+            lo, hi = spans.get(k, [a, a])
+            spans[k] = [min(lo, b), max(hi, b)]
+        for k, (lo, hi) in spans.items():
+            out[lo + 1: hi + 1] += graph.info(ValueRef(ref_node, k)).nbytes
+    return out
+
+
 def single_stage(submeshes, num_devices: int) -> int | None:
     """Index of the submesh that is the whole mesh (one stage: no pipeline)."""
     return next((i for i, s in enumerate(submeshes) if s.size == num_devices), None)
 
 
-__all__ = ["UnitCost", "UnitPricer", "submesh_shape", "unit_cut_bytes", "single_stage", "Submesh"]
+__all__ = ["UnitCost", "UnitPricer", "submesh_shape", "unit_cut_bytes", "unit_step_bytes", "single_stage", "Submesh"]

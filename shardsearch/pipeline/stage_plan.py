@@ -2,12 +2,13 @@
 
 ``plan_stages(graph, phash, split, assignment, M, schedule, stages, ...) -> Plan``: the
 intra-op plan of every stage program (``pipeline.programs``) on its stage's submesh
-(``search.plan_graph``), gathered in one ``Plan`` whose ``pipeline`` (``PipelinePlan``)
-holds the stages (device positions, submesh shape, layer units, predicted time and
-memory, their programs' plans), the assignment of nodes to stages, M and the schedule.
-The top-level plan's argument / result layouts are those of the programs that read /
-make them on their stage (the owner's first); its prediction is the pipeline's
-(``stage_search.step_time``, transfers not priced yet). ``stages``: per stage, (device
+(``search.plan_graph``; identical programs read with the same pins are solved once),
+gathered in one ``Plan`` whose ``pipeline`` (``PipelinePlan``) holds the stages (device
+positions, submesh shape, layer units, predicted time and memory, their programs'
+plans), the assignment of nodes to stages, M and the schedule. The top-level plan's
+argument / result layouts are those of the programs that read / make them on their
+stage (the owner's first); its prediction is the pipeline's (``stage_search.step_time``
+with the transfers between stages, ``boundary_times``). ``stages``: per stage, (device
 positions in the mesh's order, submesh shape), e.g. ``pipelined.even_stages``.
 ``config.pins`` fix the layout each stage program reads a pinned argument in
 (``stage_pins``). A per-microbatch program's predicted memory counts the running totals
@@ -28,7 +29,7 @@ from shardsearch.pipeline.assignment import StageAssignment, StageKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
 from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
 from shardsearch.pipeline.programs import Form, Key, StagePrograms, split_as_assigned, stage_programs
-from shardsearch.pipeline.stage_search import Schedule, bubble_fraction, step_time
+from shardsearch.pipeline.stage_search import Links, Schedule, bubble_fraction, step_time
 
 
 def _top_specs(sp: StagePrograms, plans: list, graph) -> tuple[list, list]:
@@ -100,6 +101,32 @@ def _with_running_totals(plan, program, mesh: MeshShape):
         p.peak_donated_bytes else 0.0))
 
 
+def _structure(graph, phash: str) -> tuple:
+    """What makes two programs the same problem: the hash of their operators and edges,
+    and what it leaves out (arguments, aliases, regions)."""
+    return (phash, graph.input_nodes, graph.output_aliases, repr(graph.regions))
+
+
+def boundary_times(assignment: StageAssignment, devices: Sequence[Sequence[int]], cluster) -> tuple[list, list]:
+    """Per boundary between stages s and s + 1: the seconds its transfers take per
+    microbatch (forward and backward, ``stage_search.Links`` as the stage search prices
+    them: stage s's devices, at most a node's, sending at once) and once a step (what
+    crosses whole: a tied embedding and its gradient partial)."""
+    links, dpn = Links.of(cluster), cluster.devices_per_node
+    per_step = [0] * max(assignment.num_stages - 1, 0)
+    for t in assignment.transfers:
+        if t.kind in (StageKind.PRE, StageKind.POST):
+            for b in range(min(t.src, t.dst), max(t.src, t.dst)):
+                per_step[b] += t.nbytes
+    micro, step = [], []
+    for b, (fwd, bwd) in enumerate(assignment.boundary_bytes()):
+        same = devices[b][-1] // dpn == devices[b + 1][0] // dpn
+        senders = min(len(devices[b]), dpn)
+        micro.append(float(links.time(fwd, senders, same) + links.time(bwd, senders, same)) / 2)
+        step.append(float(links.once(per_step[b], senders, same)))
+    return micro, step
+
+
 def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssignment, num_microbatches: int,
                 schedule: Schedule, stages: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], *, mesh: MeshShape,
                 cluster, memory_budget, config):
@@ -117,12 +144,17 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
     inner = dataclasses.replace(config, pins=(), num_microbatches=1)
     plans: list = [None] * len(sp.programs)
     handed: dict = {}  # value (Key) -> the layout the first program planned with it gives or reads it in
+    solved: dict = {}  # identical programs (a pipeline's middle stages, layer for layer) are solved once
     for i in sorted(range(len(sp.programs)), key=lambda i: _planning_order(sp.programs[i])):
         p = sp.programs[i]
         shape = MeshShape(mesh.axis_names, stages[p.stage][1])
         pins = program_pins(config.pins, graph, p, shape) + _handover_pins(p, handed, shape)
-        planned = plan_graph(p.graph, program_hash(p.graph), mesh=shape, cluster=cluster,
-                             memory_budget=memory_budget, config=dataclasses.replace(inner, pins=pins)).plan
+        phash_p = program_hash(p.graph)
+        key = (_structure(p.graph, phash_p), shape, tuple((p.graph.in_paths.index(k), str(v)) for k, v in pins))
+        if key not in solved:
+            solved[key] = plan_graph(p.graph, phash_p, mesh=shape, cluster=cluster, memory_budget=memory_budget,
+                                     config=dataclasses.replace(inner, pins=pins)).plan
+        planned = dataclasses.replace(solved[key], in_paths=p.graph.in_paths, out_paths=p.graph.out_paths)
         plans[i] = _with_running_totals(planned, p, shape)
         for key, spec in [*zip(p.inputs, plans[i].flat_in_specs), *zip(p.outputs, plans[i].flat_out_specs)]:
             handed.setdefault(key, spec)
@@ -132,7 +164,8 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
     once_s = [sum(pl.predicted.total_s for p, pl in zip(sp.programs, plans) if p.stage == s and not p.per_microbatch)
               for s in range(s_count)]
     stage_s = [t + o / num_microbatches for t, o in zip(micro_s, once_s)]
-    total = step_time(stage_s, [], num_microbatches)
+    per_micro_x, per_step_x = boundary_times(assignment, [devices for devices, _ in stages], cluster)
+    total = step_time(stage_s, per_micro_x, num_microbatches) + sum(per_step_x)
     sizes = [math.prod(shape) for _, shape in stages]
     stage_plans = tuple(
         StagePlan(devices=tuple(stages[s][0]), shape=tuple(stages[s][1]), layers=tuple(assignment.unit_ranges[s]),

@@ -10,6 +10,7 @@ on the devices right after stage ``s - 1``'s), minimizing the step time
 
 where ``x_b`` is the time to move the activations and their cotangents across boundary
 ``b`` per microbatch (a link is a pipeline stage of its own: it overlaps with compute),
+plus, once a step, what crosses each boundary whole (a tied embedding and its gradient),
 and each stage's once-per-step work (its optimizer update) is spread over the M
 microbatches. A stage fits in memory when ``static + in_flight * activation + temp``
 stays within the budget, with ``in_flight = min(S - s, M)`` microbatches on stage ``s`` of
@@ -104,6 +105,9 @@ class StageCosts:
     # per cut before unit j (U + 1 entries; 0 and U unused): bytes per microbatch the
     # forward sends across it (its backward sends as many back)
     cut_bytes: np.ndarray
+    # per cut: bytes sent across it once per step, both ways together (a parameter read on
+    # both sides, e.g. a tied embedding, and its gradient partial coming back); None: none
+    step_cut_bytes: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +132,13 @@ class Links:
         nbytes = np.asarray(nbytes, dtype=float)
         return np.where(nbytes > 0, 2.0 * (nbytes / (senders * bw) + lat), 0.0)
 
+    def once(self, nbytes, senders: int, same_node: bool):
+        """``nbytes`` in all (both ways together) sent once a step: a latency each way."""
+        bw, lat = (self.intra_bandwidth, self.intra_latency) if same_node else (self.inter_bandwidth,
+                                                                                  self.inter_latency)
+        nbytes = np.asarray(nbytes, dtype=float)
+        return np.where(nbytes > 0, nbytes / (senders * bw) + 2.0 * lat, 0.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class StageChoice:
@@ -146,6 +157,7 @@ class StageChoice:
     memory_bytes: tuple[float, ...]  # per stage, per device, under the schedule
     micro_s: tuple[float, ...] = ()  # per stage: forward + backward of one microbatch
     once_s: tuple[float, ...] = ()  # per stage: its once-per-step work
+    step_transfer_s: tuple[float, ...] = ()  # per boundary: what crosses it once a step (in step_s)
 
     @property
     def num_stages(self) -> int:
@@ -185,6 +197,7 @@ class _Tables:
     pm: np.ndarray  # (P,) submesh of each placement
     po: np.ndarray  # (P,) its start offset
     link: np.ndarray  # (U+1, P): link time after a stage placed at p that ends before unit j
+    once_link: np.ndarray  # (U+1, P): the same link's once-per-step transfers (in the sum only)
     groups: np.ndarray  # (G, W): placements starting at each offset in ``offsets``, padded with P
     offsets: np.ndarray  # (G,) the offsets some placement starts at
     levels: int  # exact levels 1..levels-1, then one merged level
@@ -218,11 +231,13 @@ def _tables(costs: StageCosts, subs, num_devices: int, dpn: int, links: Links, m
     po = np.array([o for o, _ in places], dtype=np.int64)
     pm = np.array([m for _, m in places], dtype=np.int64)
     cut = np.asarray(costs.cut_bytes, dtype=float)
-    link = np.zeros((u + 1, len(places)))
+    step_cut = np.zeros(u + 1) if costs.step_cut_bytes is None else np.asarray(costs.step_cut_bytes, dtype=float)
+    link, once_link = np.zeros((u + 1, len(places))), np.zeros((u + 1, len(places)))
     for p, (o, m) in enumerate(places):
         end = o + subs[m].size
         same = end % dpn != 0 and end < d  # the next stage starts inside this node
         link[:u, p] = links.time(cut[:u], min(subs[m].size, dpn), same)
+        once_link[:u, p] = links.once(step_cut[:u], min(subs[m].size, dpn), same)
     offsets = np.unique(po)
     width = max(int(np.sum(po == o)) for o in offsets) if len(offsets) else 1
     groups = np.full((len(offsets), width), len(places), dtype=np.int64)
@@ -230,7 +245,7 @@ def _tables(costs: StageCosts, subs, num_devices: int, dpn: int, links: Links, m
         members = np.flatnonzero(po == o)
         groups[g, : len(members)] = members
     sizes = np.array([s.size for s in subs], dtype=np.int64)
-    return _Tables(cost, nmax, sizes, pm, po, link, groups, offsets, levels)
+    return _Tables(cost, nmax, sizes, pm, po, link, once_link, groups, offsets, levels)
 
 
 def _dp(t: _Tables, t_max: float, num_devices: int):
@@ -249,7 +264,7 @@ def _dp(t: _Tables, t_max: float, num_devices: int):
     inside = np.arange(u)[:, None] + 1 + np.arange(band)[None, :] <= u
     cost = np.where(inside[:, :, None], np.take_along_axis(cost, ahead[:, :, None], axis=1), INF)  # (U, band, P)
     nmax = np.take_along_axis(t.nmax[:, :, t.pm], ahead[:, :, None], axis=1)
-    link = np.where(t.link <= t_max, t.link, INF)  # (U+1, P)
+    link = np.where(t.link <= t_max, t.link, INF) + t.once_link  # (U+1, P)
     after = t.after
 
     def by_offset(val: np.ndarray, j: np.ndarray, rows) -> None:
@@ -310,9 +325,9 @@ def _backtrack(t: _Tables, f, arg, level: int, num_devices: int):
     return out
 
 
-def _link_time(t: _Tables, m: int, o: int, j: int) -> float:
+def _link_time(t: _Tables, m: int, o: int, j: int, table: str = "link") -> float:
     p = np.flatnonzero((t.pm == m) & (t.po == o))[0]
-    return float(t.link[j, p])
+    return float(getattr(t, table)[j, p])
 
 
 def _relaxed_devices(t: _Tables, t_max: float) -> float:
@@ -417,7 +432,8 @@ def _choice(t: _Tables, stages, subs, costs: StageCosts, m_micro: int, schedule:
     offsets = tuple(o for _, _, o in stages)
     stage_s = tuple(float(t.cost[i, j, m]) for (i, j), m in zip(ranges, ms))
     transfer_s = tuple(_link_time(t, m, o, j) for ((_, j), m, o) in stages[:-1])
-    total = step_time(stage_s, transfer_s, m_micro)
+    once_x = tuple(_link_time(t, m, o, j, "once_link") for ((_, j), m, o) in stages[:-1])
+    total = step_time(stage_s, transfer_s, m_micro) + sum(once_x)
     n = len(stages)
     memory = tuple(float(costs.static_bytes[i, j, m] + costs.temp_bytes[i, j, m]
                          + in_flight(schedule, n - s, m_micro) * costs.activation_bytes[i, j, m])
@@ -426,14 +442,14 @@ def _choice(t: _Tables, stages, subs, costs: StageCosts, m_micro: int, schedule:
     micro = tuple(float(costs.time[i, j, m]) for (i, j), m in zip(ranges, ms))
     once = tuple(float(costs.step_time[i, j, m]) for (i, j), m in zip(ranges, ms))
     return StageChoice(ranges, tuple(subs[m] for m in ms), offsets, m_micro, schedule, stage_s, transfer_s,
-                       total, bubble_fraction(stage_s, sizes, total, m_micro), memory, micro, once)
+                       total, bubble_fraction(stage_s, sizes, total, m_micro), memory, micro, once, once_x)
 
 
 def _price(t: _Tables, bounds, ms, num_devices: int, m_micro: int) -> float:
     """``step_time`` of stages ``[bounds[s], bounds[s+1])`` on submeshes ``ms`` placed in
     order; inf when they do not tile the devices or a stage does not fit."""
     u, n = t.cost.shape[0], len(ms)
-    o, stage_s, transfer_s = 0, [], []
+    o, stage_s, transfer_s, once_x = 0, [], [], 0.0
     for k, (m, i, j) in enumerate(zip(ms, bounds[:-1], bounds[1:])):
         placed = bool(np.any((t.pm == m) & (t.po == o)))
         if not placed or t.nmax[i, j, m] < n - k or not np.isfinite(t.cost[i, j, m]):
@@ -441,8 +457,9 @@ def _price(t: _Tables, bounds, ms, num_devices: int, m_micro: int) -> float:
         stage_s.append(t.cost[i, j, m])
         if j < u:
             transfer_s.append(_link_time(t, m, o, j))
+            once_x += _link_time(t, m, o, j, "once_link")
         o += int(t.sizes[m])
-    return step_time(stage_s, transfer_s, m_micro) if o == num_devices else INF
+    return step_time(stage_s, transfer_s, m_micro) + once_x if o == num_devices else INF
 
 
 def price_pipeline(costs: StageCosts, bounds, submesh_indices, *, num_devices: int, devices_per_node: int,

@@ -57,7 +57,7 @@ def subgraph(graph: OpGraph, nodes: Iterable[int]) -> SubGraph:
                 new_nodes.append(dataclasses.replace(src, id=nid, trips=1))
             else:
                 new_nodes.append(OpNode(nid, NodeKind.INPUT, "input", {}, (), (graph.info(r),),
-                                        src.label or src.primitive))
+                                        f"{src.label or src.primitive} #{r.node}[{r.index}]"))  # unique: pins name it
                 inputs.append(r)
                 input_ids.append(nid)
             made[r] = ValueRef(nid)
