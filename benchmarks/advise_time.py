@@ -35,7 +35,8 @@ def one_plan(config: str, cluster: str, time_limit: float) -> tuple[float, float
     w = gpt.make_workload(gpt.CONFIGS[config])
     t0, c0 = time.perf_counter(), time.process_time()
     # as the sweep plans each row: without the recipes priced beside it
-    ss.plan(w.train_step, *w.args, mesh=(8, 8), cluster=cluster, cache=False, compare=False, time_limit_s=time_limit)
+    ss.plan(w.train_step, *w.args, mesh=(8, 8), cluster=cluster, cache=False, compare=False, time_limit_s=time_limit,
+            pipeline=None)  # as the sweep plans each mesh
     return time.perf_counter() - t0, time.process_time() - c0
 
 

@@ -58,7 +58,7 @@ def measure(name: str, train_step: Callable, args: tuple, cluster, mesh_shape: S
 
     mesh = target_mesh(cluster, tuple(mesh_shape))
     t0 = time.perf_counter()
-    step = ss.auto(train_step, mesh=mesh, cluster=cluster, cache=False)
+    step = ss.auto(train_step, mesh=mesh, cluster=cluster, cache=False, pipeline=None)  # one program
     plan = step.plan_for(*args)
     t1 = time.perf_counter()
     compiled, estimate = compile_with_estimate(step.lower(*args))

@@ -140,7 +140,7 @@ def measure(case: Case, cluster, mesh_shape) -> list[Row]:
 
     mesh = make_mesh(mesh_shape)
     t0 = time.perf_counter()
-    plan = ss.auto(case.train_step, mesh=mesh, cluster=cluster, cache=False).plan_for(*case.args)
+    plan = ss.auto(case.train_step, mesh=mesh, cluster=cluster, cache=False, pipeline=None).plan_for(*case.args)
     plan_s = time.perf_counter() - t0
     rows = []
     for donated in (False, True):

@@ -39,7 +39,8 @@ def run(fractions, cluster_name: str, say=print) -> list[dict]:
     for f in fractions:
         budget = f * dp_mem
         t = time.process_time()
-        step = ss.auto(w.train_step, mesh=mesh, cluster=cluster, memory_budget=budget, cache=False, compare=False)
+        step = ss.auto(w.train_step, mesh=mesh, cluster=cluster, memory_budget=budget, cache=False, compare=False,
+                       pipeline=None)
         try:
             plan = step.plan_for(*w.args)
         except ss.MemoryBudgetError as err:

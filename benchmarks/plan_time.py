@@ -33,7 +33,8 @@ def measure(layers: list[int], mesh: tuple[int, ...], cluster: str, config: str 
         for _ in range(2):  # the first run also pays jax's tracing caches and numpy's warm-up
             with stage_times() as times:
                 # time the search alone: compare=False skips pricing the recipes for plan.alternatives()
-                plan = ss.plan(w.train_step, *w.args, mesh=mesh, cluster=cluster, cache=False, compare=False)
+                plan = ss.plan(w.train_step, *w.args, mesh=mesh, cluster=cluster, cache=False, compare=False,
+                               pipeline=None)  # the intra-op search (pipeline_time.py times stages)
             runs.append(times)
         first, times = runs
         st = plan.stats

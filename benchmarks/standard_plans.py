@@ -139,7 +139,7 @@ def searched(case: Case, mesh, cluster, pins=None):
 
     t0 = time.perf_counter()
     step = ss.auto(case.train_step, mesh=mesh, cluster=cluster, pins=pins, cache=False, time_limit_s=TIME_LIMIT_S,
-                   compare=False)  # the recipes (plan.alternatives()) do not change the plan
+                   compare=False, pipeline=None)  # the recipes do not change the plan; one program over the mesh
     plan = step.plan_for(*case.args)
     plan_s = time.perf_counter() - t0
     with xla_log() as log:

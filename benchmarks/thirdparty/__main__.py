@@ -47,7 +47,7 @@ def run(names, cluster_name: str, mesh_shape, say) -> tuple[list, dict, dict]:
             case = MODELS[name]()
             args = abstract(case.args)
             t0 = time.perf_counter()
-            step = ss.auto(case.train_step, mesh=mesh, cluster=cluster, cache=False)
+            step = ss.auto(case.train_step, mesh=mesh, cluster=cluster, cache=False, pipeline=None)  # one program
             plan = step.plan_for(*args)
             plan_s = time.perf_counter() - t0
             compiled = {SHARDSEARCH: step.lower(*args).compile()}
