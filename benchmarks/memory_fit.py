@@ -1,6 +1,7 @@
 """Fitting a memory budget: the GPT step of issue 13 under budgets below data parallel's.
 
     python -m benchmarks.memory_fit [--fractions 0.75 0.5 0.35] [--cluster h100-8] [--out PATH]
+    python -m benchmarks.memory_fit --gpt39b [--compile]   (needs 64 fake devices: run it alone)
 
 The step (hidden 4096, 32 heads, 2 layers, batch 16, seq 1024, vocab 51200, SGD) on a
 (2, 4) mesh of fake CPU devices: data parallel compiled as jax.jit gives the reference
@@ -63,6 +64,31 @@ def run(fractions, cluster_name: str, say=print) -> list[dict]:
     return rows
 
 
+def run_gpt39b(compile_it: bool, say=print) -> dict:
+    """GPT-39B widths (hidden 8192, 64 heads, seq 1024, vocab 51200), 12 layers, batch 32,
+    SGD, on an (8, 8) mesh planned for h100-8x8-ib with a 10 GiB budget per device."""
+    import optax
+
+    import shardsearch as ss
+    from benchmarks.models import gpt
+    from benchmarks.runner import make_mesh
+    from shardsearch.fidelity import compiled_peak_bytes
+
+    cfg = gpt.GPTConfig("gpt-39B-12L", hidden=8192, heads=64, seq=1024, vocab=51200, layers=12, batch=32)
+    w = gpt.make_workload(cfg, optax.sgd(1e-3))
+    mesh = make_mesh((8, 8))
+    t, wall = time.process_time(), time.perf_counter()
+    step = ss.auto(w.train_step, mesh=mesh, cluster="h100-8x8-ib", memory_budget="10GiB", cache=False, compare=False)
+    plan = step.plan_for(*w.args)
+    out = dict(plan_cpu_s=time.process_time() - t, plan_wall_s=time.perf_counter() - wall, remat=plan.remat,
+               microbatches=plan.pipeline and plan.pipeline.num_microbatches, predicted_s=plan.predicted.total_s,
+               predicted_peak=plan.predicted.peak_bytes)
+    if compile_it:
+        out["compiled_peak"] = compiled_peak_bytes(step.lower(*w.args).compile())
+    say(str(out))
+    return out
+
+
 def markdown(rows, cluster: str) -> str:
     dp = rows[0]
     gib = lambda b: "" if b is None else f"{b / 2**30:.3f}"  # noqa: E731
@@ -89,7 +115,13 @@ def main(argv=None) -> None:
     ap.add_argument("--fractions", type=float, nargs="*", default=[0.75, 0.5, 0.35])
     ap.add_argument("--cluster", default="h100-8")
     ap.add_argument("--out", default=str(RESULTS / "memory.md"))
+    ap.add_argument("--gpt39b", action="store_true", help="the 64-device GPT-39B-width case instead")
+    ap.add_argument("--compile", action="store_true", help="with --gpt39b: compile the plan too (minutes)")
     a = ap.parse_args(argv)
+    if a.gpt39b:
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=64"
+        run_gpt39b(a.compile)
+        return
     rows = run(a.fractions, a.cluster)
     Path(a.out).write_text("# Fitting memory budgets (issue 13)\n\n" + markdown(rows, a.cluster))
 

@@ -16,6 +16,11 @@ UNKNOWN_OPTION = (
 )
 
 
+# jax.checkpoint policies the search can apply to a step's layers (shardsearch.remat),
+# least recompute first
+REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
+
+
 class Solver(enum.Enum):
     """Which OR-Tools solver runs the ILP (after exact reduction). All are deterministic."""
 
@@ -37,8 +42,10 @@ class SearchConfig:
     follow_elementwise: bool = True  # merge cheap unary ops into their producer before the ILP
     tie_repeats: bool = True  # repeated layers share one strategy per operator (solve one layer)
     # when no sharding fits memory_budget: recompute layers' activations in the backward pass
-    # (shardsearch.remat), then split the batch into microbatches (num_microbatches=1 only)
-    remat: bool = True
+    # (shardsearch.remat), then split the batch into microbatches (num_microbatches=1 only).
+    # remat: True (the search may choose), False (never), or a policy name from
+    # shardsearch.remat.POLICIES: every layer always recomputed with it
+    remat: bool | str = True
     accumulate: bool = True
     verbose: bool = False  # print progress of each stage
     # argument layouts fixed by the user: {path or regex: PartitionSpec} (see shardsearch.pins)
@@ -87,6 +94,9 @@ class SearchConfig:
             raise OptionError(f"pipeline={p!r} must be \"auto\", None (never pipeline) or a number of stages >= 1")
         if cfg.time_limit_s <= 0:
             raise OptionError(f"time_limit_s={cfg.time_limit_s} must be > 0 seconds; try time_limit_s=30")
+        if not isinstance(cfg.remat, bool) and cfg.remat not in REMAT_POLICIES:
+            raise OptionError(f"remat={cfg.remat!r} must be True (the search may recompute layers when memory "
+                              f"binds), False, or one of {', '.join(map(repr, REMAT_POLICIES))}")
         if cfg.num_workers < 1:
             raise OptionError(f"num_workers={cfg.num_workers} must be >= 1")
         if not isinstance(cfg.num_microbatches, int) or cfg.num_microbatches < 1:

@@ -137,7 +137,15 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
             graph = remat_graph(graph, hit.remat)
         return Searched(graph, hit.with_trees(graph.in_tree, graph.out_tree))  # (its pipeline is the key's)
     deadline = t0 + config.time_limit_s
-    base = _Candidate(graph, None, pinned, mesh=mesh, cluster=cluster, config=config, log=log, deadline=deadline,
+    forced = None
+    if isinstance(config.remat, str):  # every layer recomputed, as the caller asked
+        _, forced_plans = remat_choices(graph, (config.remat,))
+        if forced_plans:
+            forced = forced_plans[0]
+            graph = remat_graph(graph, forced)
+        elif log:
+            log(f"remat={config.remat!r}: the step has no repeated layers to recompute")
+    base = _Candidate(graph, forced, pinned, mesh=mesh, cluster=cluster, config=config, log=log, deadline=deadline,
                       donated=donated, phash=phash, t0=t0, cutoff=cutoff)
     chosen, cand = base.attempt(None, first=True), base
     if memory_budget is not None and chosen.peak > memory_budget:
@@ -240,7 +248,7 @@ def _fit(base: _Candidate, free: Attempt, budget: float, config: SearchConfig, l
         found.append((base, base.fit(free, budget, time.perf_counter() + config.time_limit_s, log)))
     except NoFit as none:
         least = (base, none.least_attempt)
-    if config.remat:
+    if config.remat is True:
         _, remats = remat_choices(base.graph)
         for remat in remats:
             graph = remat_graph(base.graph, remat)

@@ -28,13 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shardsearch.config import REMAT_POLICIES
 from shardsearch.graph import LiteralValue, NodeKind, OpGraph, OpNode, TensorInfo, ValueRef
 from shardsearch.pipeline.subgraph import remap_region
 from shardsearch.remat.layers import ForwardLayers, Layer, forward_layers
 from shardsearch.repeats import Repeat
 from shardsearch.trace import ops
 
-POLICIES = ("dots_with_no_batch_dims_saveable", "dots_saveable", "nothing_saveable")
+POLICIES = REMAT_POLICIES
 LABEL = "remat of layer {c}"
 
 
@@ -218,11 +219,11 @@ def _will_copy(graph, fwd, plan, n) -> bool:
     return not _saved(graph.nodes[n], plan.policy)  # a residual not kept is copied
 
 
-def choices(graph: OpGraph) -> tuple[ForwardLayers | None, list[RematPlan]]:
+def choices(graph: OpGraph, policies=POLICIES) -> tuple[ForwardLayers | None, list[RematPlan]]:
     """The forward layers and the remat plans the search tries, least recompute first:
-    each policy on every layer."""
+    each of ``policies`` on every layer."""
     fwd = forward_layers(graph)
     if fwd is None:
         return None, []
     every = range(len(fwd.layers))
-    return fwd, [plan_for(fwd, p, every) for p in POLICIES]
+    return fwd, [plan_for(fwd, p, every) for p in policies]
