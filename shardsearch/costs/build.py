@@ -69,11 +69,33 @@ def _absorbs(graph: OpGraph, reader, producer) -> bool:
         graph.nodes[r.node].primitive not in FUSIBLE for r in producer.inputs if isinstance(r, ValueRef))
 
 
+# Fusible ops XLA recomputes in every kernel that reads them rather than write them once.
+DUPLICATED = frozenset({"broadcast_in_dim", "iota", "reshape", "squeeze", "expand_dims", "transpose",
+                        "convert_element_type"})
+
+
 def _ends_fusion(graph: OpGraph, users, graph_outputs: set[int]) -> list[bool]:
-    """Per node: whether its result is written to memory (some reader takes it from there)."""
-    return [node.id in graph_outputs or any(
-        graph.nodes[u].primitive not in FUSIBLE and not _absorbs(graph, graph.nodes[u], node)
-        for u, _ in users[node.id]) for node in graph.nodes]
+    """Per node: whether its result is written to memory (some reader takes it from there).
+
+    A value several ops read is written once and read back when reading it costs less than
+    reading again what it is computed from: XLA recomputes a cheap producer in each kernel
+    that reads it, but not a chain. Without this rule a residual stream (each layer's add
+    read by the next add and by a layer norm) fused backwards through every layer into each
+    reduction: gpt-medium-bf16's layer-norm reductions were priced 40-45 us each, reading
+    24 layers' outputs."""
+    ends_at: list[bool] = []
+    memo: dict = {}
+    for node in graph.nodes:  # in program order: a node's producers are decided before it
+        readers = [graph.nodes[u] for u, _ in users[node.id]]
+        ends = node.id in graph_outputs or any(r.primitive not in FUSIBLE and not _absorbs(graph, r, node)
+                                                for r in readers)
+        if not ends and node.primitive in FUSIBLE and node.primitive not in DUPLICATED and node.outputs \
+                and len({r.id for r in readers}) > 1:
+            region = _whole_bytes(graph, _region_inputs(graph, ValueRef(node.id, 0), ends_at, memo))
+            own = node.outputs[0].dtype.itemsize * float(np.prod(node.outputs[0].shape))
+            ends = region > own
+        ends_at.append(ends)
+    return ends_at
 
 
 def _region_inputs(graph: OpGraph, ref: ValueRef, ends_at: list[bool], memo: dict) -> frozenset:
