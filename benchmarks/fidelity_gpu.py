@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -113,12 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.fidelity_gpu", description=__doc__)
     ap.add_argument("--cluster", default="h100-8")
     ap.add_argument("--mesh", default="2x4")
-    ap.add_argument("--config", action="append", default=None, help="suite config names; default: the GPU ones")
+    ap.add_argument("--config", action="append", default=None,
+                    help="suite config names ('none': no suite); default: the GPU ones")
     ap.add_argument("--model", action="append", default=None, help="tests/models names; default: all")
     ap.add_argument("--suite-rows", type=Path, default=None,
                     help="benchmarks.gpu_target's gpu_target.jsonl: take the suites' rows from it (this "
                          "cluster and mesh) instead of compiling them again; --config then defaults to none")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--saved", type=Path, default=None,
+                    help="a JSONL of measured rows: each new row is appended, and a case already there "
+                         "(same cluster and mesh) is read back instead of compiled again")
     a = ap.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the CUDA plugin loads without a GPU only so
     sys.path.insert(0, str(TESTS))
@@ -132,20 +137,38 @@ def main(argv: list[str] | None = None) -> None:
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     configs = a.config if a.config is not None else [] if a.suite_rows else [
         c for cs in DEFAULT_GPU_CONFIGS.values() for c in cs]
+    configs = [c for c in configs if c != "none"]  # --config none: the tests/models steps only
     models = a.model if a.model is not None else sorted(CASES)
     rows = []
     if a.suite_rows:
         from benchmarks.gpu_target import load_rows
 
         rows += [r for r in from_suite_rows(load_rows(a.suite_rows)) if r.cluster == cluster.name and r.mesh == a.mesh]
+    saved = {}
+    if a.saved is not None and a.saved.exists():
+        for line in a.saved.read_text().splitlines():
+            r = FidelityRow(**json.loads(line))
+            saved[(r.case, r.cluster, r.mesh)] = r
+
+    def run(case: str, make: Callable[[], FidelityRow]) -> None:
+        row = saved.get((case, cluster.name, "x".join(map(str, shape))))
+        if row is None:
+            row = make()
+            if a.saved is not None:
+                with a.saved.open("a") as f:
+                    f.write(json.dumps(dataclasses.asdict(row)) + "\n")
+        rows.append(row)
+        say(f"{case}: predicted {_ms(row.predicted_s)} ms, judged {_ms(row.judged_s)} ms")
+
     for config in configs:
         w = get_workload(config.split("-")[0], config)
-        rows.append(measure(config, w.train_step, w.args, cluster, shape))
-        say(f"{config}: predicted {_ms(rows[-1].predicted_s)} ms, judged {_ms(rows[-1].judged_s)} ms")
-    for name in models:
+        run(config, lambda: measure(config, w.train_step, w.args, cluster, shape))
+    def model_row(name: str) -> FidelityRow:
         case = CASES[name]()
-        rows.append(measure(f"tests/models:{name}", case.train_step, abstract(case.args), cluster, shape))
-        say(f"{name}: predicted {_ms(rows[-1].predicted_s)} ms, judged {_ms(rows[-1].judged_s)} ms")
+        return measure(f"tests/models:{name}", case.train_step, abstract(case.args), cluster, shape)
+
+    for name in models:
+        run(f"tests/models:{name}", lambda: model_row(name))
     out = a.out or RESULTS / f"fidelity-gpu-{cluster.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(rows))

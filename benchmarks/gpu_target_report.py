@@ -77,6 +77,10 @@ def markdown(rows: Sequence[Row]) -> str:
         "Memory GiB/dev: the GPU program's `memory_analysis()` (arguments + outputs + temporaries - aliased). "
         "Predicted: `plan.predicted.total_s` (the planner prices overlap on GPU clusters). "
         "Compile s: process wall time of one deviceless compile on the shared 2-core machine.",
+        "Across nodes (h100-2x8-ib, topology 1 slice x 2 hosts x 8 GPUs) there is no replicated row: the "
+        "replicated program is no contender there and the slowest compile; its ideal is FLOPs / peak only. "
+        "Shardsearch plans without pipeline stages here (`pipeline=None`): a pipelined plan's stage programs "
+        "are not yet compiled for the GPU target.",
         "",
         "## Auto plan against the hand plans (overlap judge)",
         "",

@@ -114,12 +114,15 @@ def run_config(
     target: str = "cpu",
     pipeline: str | int | None = "auto",
     megatron_3d: bool = True,
+    reference: bool = True,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> list[Row]:
     """``target="gpu"``: every program compiled for the cluster's GPUs (deviceless) and
     judged with overlap (``benchmarks.judge.gpu``); nothing runs, so no wall clock.
     ``pipeline``: shardsearch's option ("auto": stages where its cost model says they pay);
-    ``megatron_3d``: add the hand 3-D recipe's row on meshes larger than a node."""
+    ``megatron_3d``: add the hand 3-D recipe's row on meshes larger than a node.
+    ``reference=False``: no replicated program (no row for it; the ideal is the auto plan's
+    FLOPs per device at peak): on a large mesh it is the slowest compile and no contender."""
     workload = get_workload(suite, config)
     if target == "gpu":
         from shardsearch.target import target_mesh
@@ -136,9 +139,11 @@ def run_config(
         runs = wallclock and isinstance(compiled, jax.stages.Compiled)  # a pipeline is not one program
         return {"wall_s": median_step_s(compiled, host_args)} if runs else {}
 
-    replicated, judged, replicated_s = _judged(lower_baseline(workload, mesh, Baseline.REPLICATED), cluster, target)
-    ideal_s = judged.flops / (mshape.size * cluster.peak_flops)
-    say(f"  {config} {base['mesh']} ({target}): replicated reference compiled in {replicated_s:.1f} s")
+    if reference:
+        replicated, judged, replicated_s = _judged(lower_baseline(workload, mesh, Baseline.REPLICATED), cluster,
+                                                   target)
+        ideal_s = judged.flops / (mshape.size * cluster.peak_flops)
+        say(f"  {config} {base['mesh']} ({target}): replicated reference compiled in {replicated_s:.1f} s")
 
     t0 = time.perf_counter()
     staged = {"pipeline": pipeline} if _pipelines() else {}
@@ -146,6 +151,8 @@ def run_config(
     plan = step.plan_for(*workload.args)
     plan_s = time.perf_counter() - t0
     compiled, ours, compile_s = _judged(step.lower(*workload.args), cluster, target)
+    if not reference:
+        ideal_s = ours.flops / cluster.peak_flops  # per device already
     rows.append(_row({**base, "strategy": SHARDSEARCH}, ours, cluster, ideal_s, compile_s, plan_s=plan_s,
                      predicted_s=plan.predicted.total_s, predicted_compute_s=plan.predicted.compute_s,
                      predicted_comm_s=plan.predicted.comm_s, **wall(compiled)))
@@ -163,7 +170,7 @@ def run_config(
             say(f"  {config} {base['mesh']}: no {MEGATRON_3D} row: {err}")
 
     for b in baselines:
-        if not applicable(b, mshape):
+        if not applicable(b, mshape) or (b is Baseline.REPLICATED and not reference):
             continue
         if b is Baseline.REPLICATED:
             compiled, priced, compile_s = replicated, judged, replicated_s
