@@ -91,13 +91,13 @@ def choose_pipeline(graph: OpGraph, *, whole_s: float, mesh: MeshShape, cluster:
         if link >= FAST_LINKS:
             return PipelineDecision(
                 f"no pipeline: one node with fast links ({cluster.intra_node.bandwidth / 1e9:.3g} GB/s per device, "
-                f"{link:.0%} of its memory bandwidth), where the plan over the whole mesh does better "
-                f"(pipeline=S prices stages anyway)", whole_s)
+                f"{link:.0%} of its memory bandwidth), over which stages would talk as the plan over the whole "
+                f"mesh does: stages not priced (pipeline=S prices them)", whole_s)
         if whole_s - whole_compute_s < MIN_GAIN * whole_s:
             return PipelineDecision(
                 f"no pipeline: one node, and the plan over the whole mesh spends "
                 f"{max(whole_s - whole_compute_s, 0.0) / whole_s:.0%} of its step communicating, under the "
-                f"{MIN_GAIN:.0%} a pipeline would have to gain (pipeline=S prices stages anyway)", whole_s)
+                f"{MIN_GAIN:.0%} a pipeline would have to gain: stages not priced (pipeline=S prices them)", whole_s)
     try:
         split = split_microbatches(graph)
     except MicrobatchError as err:
@@ -113,7 +113,7 @@ def choose_pipeline(graph: OpGraph, *, whole_s: float, mesh: MeshShape, cluster:
             return PipelineDecision(
                 f"no pipeline: none could beat the plan over the whole mesh ({_ms(whole_s)}/step) by "
                 f"{MIN_GAIN:.0%}: its operators alone would take at least {_ms(floor)}/step as a pipeline "
-                f"(pipeline=S prices stages anyway)", whole_s, search_s=time.perf_counter() - t0)
+                f"(pipeline=S prices stages)", whole_s, search_s=time.perf_counter() - t0)
     try:
         units = layer_units(graph)
         if len(units) < 2:
