@@ -76,7 +76,7 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log, donate_argnu
         found = plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
                            log=log, start=t0, pipeline=pipeline, donated=donated_args(graph, donate_argnums))
     except MemoryBudgetError as whole:
-        if not (config.accumulate and config.num_microbatches == 1 and config.pipeline is None):
+        if not (config.accumulate and config.num_microbatches == 1 and config.pipeline in (None, "auto")):
             raise
         found = accumulated(traced, phash, whole, mesh=mesh, cluster=cluster, memory_budget=memory_budget,
                             config=config, log=log, donate_argnums=donate_argnums)

@@ -82,7 +82,9 @@ def fit(solve_at: Callable[[float | None, float | None], Attempt], free: Attempt
             break
         if not least_row:
             least_row.append(floor())
-        if row_budget <= least_row[0].row:
+        # a least-memory solve stopped by its time limit may be worse than the free plan:
+        # then it says nothing about how low the row goes, and the solver is asked
+        if row_budget <= least_row[0].row <= free.row:
             a, at_floor = least_row[0], True  # the row cannot go lower: no solve searches for it
         else:
             try:
