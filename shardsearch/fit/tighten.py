@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable
 
 from shardsearch.errors import MemoryBudgetError
+from shardsearch.solve.ilp import SolverTimeoutError
 
 # Row budgets closer than this (relative) end the search for a cheaper fitting plan.
 CLOSE = 0.01
@@ -89,7 +90,7 @@ def fit(solve_at: Callable[[float | None, float | None], Attempt], free: Attempt
         else:
             try:
                 a, at_floor = solve_at(row_budget, multiplier), False
-            except MemoryBudgetError:
+            except (MemoryBudgetError, SolverTimeoutError):  # (out of time: as low as it got)
                 a, at_floor = least_row[0], True
         tried.append(a)
         multiplier = getattr(a.extra, "multiplier", None) or multiplier
