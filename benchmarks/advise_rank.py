@@ -88,7 +88,8 @@ def main() -> None:
                  "two times within 1% of each other as a tie (below the cost model's resolution).", "",
                  "The pick column: the judged step time of the advisor's fastest configuration over the judged "
                  "fastest (1.000: the advisor's pick is the fastest compiled program).", "",
-                 "| suite | config | rows | Kendall tau-b | tau-b, ties within 1% | pick |", "|---|---|---|---|---|---|"]
+                 "| suite | config | rows | Kendall tau-b | tau-b, ties within 1% | pick |",
+                 "|---|---|---|---|---|---|"]
         detail = ["", "| config | devices | mesh | predicted ms | judged ms |", "|---|---|---|---|---|"]
         for suite in a.suite:
             taus, loose = [], []

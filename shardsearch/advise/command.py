@@ -41,7 +41,8 @@ def run(target: tuple[Callable, tuple], *, cluster: str, devices: Sequence[int],
     try:
         advice = ss.advise(fn, *args, cluster=cluster, devices=list(devices) or None, max_devices=max_devices,
                            batch_mode=batch_mode, memory_budget=memory_budget, price_per_device_hour=price,
-                           prune=prune, time_limit_s=time_limit, cache=cache, workers=workers, target=target_name, stages=stages)
+                           prune=prune, time_limit_s=time_limit, cache=cache, workers=workers, target=target_name,
+                           stages=stages)
     except ss.AdviseError as err:
         if getattr(err, "advice", None) is not None:
             console.print(err.advice)
