@@ -114,6 +114,7 @@ def main() -> None:
         lines.append(f"| {name} | {m['min_devices']} | " + ", ".join(
             f"{n}: {float(r):.4g} ({'x'.join(map(str, m['meshes'].get(n, '?')))})" for n, r in m["throughput"].items())
             + " |")
+    lines += [f"\n{name}: {m['note']}." for name, m in sorted(models.items()) if m.get("note")]
     stem = RESULTS / ("allocation" if a.cluster == DEFAULT_CLUSTER else f"allocation-{a.cluster}")
     lines += ["", f"![policies]({stem.name}.png)"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
