@@ -160,3 +160,28 @@ def test_auto_pipeline_runs_and_matches_jit():
     np.testing.assert_allclose(loss, want_loss, rtol=1e-4)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_identical_stage_programs_are_solved_once_and_transfers_are_priced(monkeypatch):
+    """8 layers in 8 stages: the middle stages' programs are one problem each (solved
+    once), and the plan's step counts what crosses the boundaries as the stage DP does."""
+    import shardsearch.search as search
+    from pipeline_helpers import assign_even
+    from shardsearch.pipeline.pipelined import even_stages
+    from shardsearch.pipeline.stage_plan import plan_stages
+    from shardsearch.pipeline.stage_search import step_time
+    from shardsearch.trace import program_hash
+
+    case = gpt.make(layers=8, width=32)
+    graph = trace(case.train_step, case.args)
+    split, mesh = split_microbatches(graph), MeshShape(("data", "model"), (2, 4))
+    solves = []
+    plan_graph = search.plan_graph
+    monkeypatch.setattr(search, "plan_graph", lambda *a, **k: solves.append(1) or plan_graph(*a, **k))
+    plan = plan_stages(graph, program_hash(graph), split, assign_even(graph, split, 8, 4), 4, Schedule.ONE_F_ONE_B,
+                       even_stages(mesh, 8), mesh=mesh, cluster=SLOW, memory_budget=None,
+                       config=SearchConfig(cache=False, compare=False, time_limit_s=10))
+    programs = sum(len(s.programs) for s in plan.pipeline.stages)
+    assert programs == 32 and len(solves) < 24
+    stage_s = [s.micro_s + s.step_s / 4 for s in plan.pipeline.stages]
+    assert plan.predicted.total_s > step_time(stage_s, [], 4)  # the activations' transfers are in it
