@@ -29,6 +29,15 @@ DEFAULT_GPU_CONFIGS = {
     "wresnet": ["wresnet-medium-bf16"], "mlp": ["mlp-dp", "mlp-tp"],
 }
 WITHIN = 0.10
+KNOWN_ERRORS = (
+    "Known causes. The tests/models steps are planned replicated on h100-8 (no split pays at their size): "
+    "all of their time is gemms at the matmul efficiency curve's floor, and XLA's GPU compiler merges "
+    "small dots that share an operand (its DotMerger: Q, K and V projections, and their weight "
+    "gradients) into one gemm: tests/models:gpt runs 43 gemms (249.7 us judged) where the planner "
+    "prices 51 dots (297.6 us), the whole of its +19% error. The planner does not model dot merging yet. "
+    "Fixed: a pre-norm residual stream was fused backwards through every layer into each reduction "
+    "(gpt-medium-bf16 +19.5% -> +8.9%)."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +113,10 @@ def markdown(rows: Sequence[FidelityRow]) -> str:
         lines.append(
             f"| {r.case} | {r.mesh} | {_ms(r.predicted_s)} | {_ms(r.judged_s)} | {100 * r.error:+.1f}% | "
             f"{_ms(r.predicted_compute_s)} | {_ms(r.judged_compute_s)} | {_ms(r.predicted_comm_s)} | "
-            f"{_ms(r.judged_exposed_s)} | {_ms(r.judged_comm_s)} | {_ms(r.xla_s)} | {r.plan_s:.1f} | {r.compile_s:.1f} |")
+            f"{_ms(r.judged_exposed_s)} | {_ms(r.judged_comm_s)} | {_ms(r.xla_s)} | {r.plan_s:.1f} | "
+            f"{r.compile_s:.1f} |")
     within = sum(1 for r in rows if abs(r.error) <= WITHIN)
-    lines += ["", f"Within {100 * WITHIN:.0f}%: {within} of {len(rows)} rows."]
+    lines += ["", f"Within {100 * WITHIN:.0f}%: {within} of {len(rows)} rows.", "", KNOWN_ERRORS]
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mesh", default="2x4")
     ap.add_argument("--config", action="append", default=None,
                     help="suite config names ('none': no suite); default: the GPU ones")
-    ap.add_argument("--model", action="append", default=None, help="tests/models names; default: all")
+    ap.add_argument("--model", action="append", default=None, help="tests/models names ('none': none); default: all")
     ap.add_argument("--suite-rows", type=Path, default=None,
                     help="benchmarks.gpu_target's gpu_target.jsonl: take the suites' rows from it (this "
                          "cluster and mesh) instead of compiling them again; --config then defaults to none")
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     configs = a.config if a.config is not None else [] if a.suite_rows else [
         c for cs in DEFAULT_GPU_CONFIGS.values() for c in cs]
     configs = [c for c in configs if c != "none"]  # --config none: the tests/models steps only
-    models = a.model if a.model is not None else sorted(CASES)
+    models = [m for m in (a.model if a.model is not None else sorted(CASES)) if m != "none"]
     rows = []
     if a.suite_rows:
         from benchmarks.gpu_target import load_rows
