@@ -98,11 +98,22 @@ def test_two_slow_nodes_split_batch_across_and_megatron_inside():
             assert math.prod(dims) <= hidden * hidden // 4, c
 
 
-def test_a_step_no_plan_fits_raises_with_the_least_it_needs():
-    """The same step on 80 GB devices: no plan fits, and the user is told what the least
-    is, what it is made of, and what would bring it down (never a plan over the budget)."""
+def test_a_step_whose_activations_do_not_fit_is_made_to_fit_by_accumulation():
+    """The same step on 80 GB devices: sharding alone leaves the activations of a 262144-row
+    batch over the budget, so the search splits the batch into microbatches (never a plan
+    over the budget)."""
     optimizer = optax.adam(1e-3)
     args = abstract_mlp_args(262144, 65536, layers=2, optimizer=optimizer)
+    plan = ss.plan(make_train_step(optimizer), *args, mesh=(2, 4), cluster="2x4-slow", cache=False)
+    assert plan.pipeline is not None and plan.pipeline.num_microbatches > 1
+    assert plan.predicted.peak_bytes <= 74.5 * 2**30
+
+
+def test_a_step_no_plan_fits_raises_with_the_least_it_needs():
+    """Parameters and Adam state alone over 80 GB per device when split 8 ways: no plan fits,
+    and the user is told what the least is, what it is made of, and what would bring it down."""
+    optimizer = optax.adam(1e-3)
+    args = abstract_mlp_args(8192, 131072, layers=4, optimizer=optimizer)
     with pytest.raises(ss.MemoryBudgetError, match=r"fits memory_budget=74\.5.* GiB .*least it can take is .* GiB") as err:
         ss.plan(make_train_step(optimizer), *args, mesh=(2, 4), cluster="2x4-slow", cache=False)
     assert err.value.least_bytes > 80e9
