@@ -16,7 +16,7 @@ from shardsearch.costs import build_problem, combined_all_reduces
 from shardsearch.costs.copies import copy_labels, shared_reads
 from shardsearch.errors import MemoryBudgetError, MicrobatchError
 from shardsearch.fallbacks import fallback_warning, with_fallback_saving
-from shardsearch.fit import Attempt, NoFit, donated_args, fit, no_fit_error, step_peak
+from shardsearch.fit import Attempt, NoFit, arguments_floor, donated_args, fit, no_fit_error, step_peak
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.microbatch import split_microbatches
@@ -78,6 +78,8 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log, donate_argnu
     except MemoryBudgetError as whole:
         if not (config.accumulate and config.num_microbatches == 1 and config.pipeline in (None, "auto")):
             raise
+        if arguments_floor(traced, mesh.size) > memory_budget:
+            raise  # the arguments alone are over the budget: microbatches cannot help
         found = accumulated(traced, phash, whole, mesh=mesh, cluster=cluster, memory_budget=memory_budget,
                             config=config, log=log, donate_argnums=donate_argnums)
     if config.pipeline is None:
@@ -248,7 +250,7 @@ def _fit(base: _Candidate, free: Attempt, budget: float, config: SearchConfig, l
         found.append((base, base.fit(free, budget, time.perf_counter() + config.time_limit_s, log)))
     except NoFit as none:
         least = (base, none.least_attempt)
-    if config.remat is True:
+    if config.remat is True and arguments_floor(base.graph, base.mesh.size) <= budget:
         _, remats = remat_choices(base.graph)
         for remat in remats:
             graph = remat_graph(base.graph, remat)

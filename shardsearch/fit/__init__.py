@@ -6,6 +6,8 @@ bring it down.
 
 from __future__ import annotations
 
+import numpy as np
+
 from shardsearch.errors import MemoryBudgetError
 from shardsearch.fit.budget import parse_budget as parse_budget
 from shardsearch.fit.tighten import Attempt as Attempt
@@ -23,6 +25,17 @@ NO_FIT = (
 
 
 gib = fmt_memory  # bytes as KiB, MiB or GiB, the units every memory figure is shown in
+
+
+def arguments_floor(graph: OpGraph, num_devices: int) -> float:
+    """Bytes per device that no plan goes under: every argument held once across the mesh
+    (the busiest device holds at least the average). Recomputing activations or splitting
+    the batch cannot cut it, so a budget below it is refused without trying them."""
+    total = 0.0
+    for n in graph.input_nodes:
+        info = graph.nodes[n].outputs[0]
+        total += float(np.prod(info.shape, dtype=np.float64)) * info.dtype.itemsize
+    return total / max(num_devices, 1)
 
 
 def donated_args(graph: OpGraph, donate_argnums) -> frozenset[int]:

@@ -121,7 +121,7 @@ def remat_graph(graph: OpGraph, plan: RematPlan) -> OpGraph:
     dead = _dead_after(graph, fwd, plan)
     for node in graph.nodes:
         if node.id in chosen:
-            _recompute(graph, chosen[node.id], node, plan.policy, ref, traced, add, again)
+            _recompute(graph, chosen[node.id], node, plan.policy, ref, traced, add, again, ids)
         if node.id in dead:
             continue
         if node.id >= fwd.end:
@@ -135,7 +135,7 @@ def remat_graph(graph: OpGraph, plan: RematPlan) -> OpGraph:
     return dataclasses.replace(graph, nodes=nodes, outputs=outputs, **regions)
 
 
-def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again) -> None:
+def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again, made) -> None:
     """Copies of ``layer``'s nodes that make its residuals, placed before node ``at``."""
     label = LABEL.format(c=layer.index)
     todo = _recomputed(graph, layer, policy)
@@ -143,7 +143,9 @@ def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again)
     # added, so XLA cannot merge the copies with the forward (CSE) nor run them earlier
     late = [r for r in at.inputs if isinstance(r, ValueRef) and r.node > layer.nodes[-1]
             and r not in set(layer.residuals)]
-    anchor = max(late, key=lambda r: r.node) if late else ValueRef(at.id - 1)
+    # else the last node kept before ``at`` (``made``: original ids already rebuilt; the
+    # forward nodes left without readers are dropped)
+    anchor = max(late, key=lambda r: r.node) if late else ValueRef(max(n for n in made if n < at.id))
     info = graph.info(anchor)
     top = ValueRef(traced(ops.traced_op(lambda x: jax.lax.reduce_max(x, tuple(range(x.ndim))), info),
                           [ref(anchor)], label))
