@@ -1,4 +1,4 @@
-"""What a fused reduction reads (shardsearch/costs/build.py): a value several ops read is
+"""What a fused reduction reads (shardsearch/costs/fusion.py): a value several ops read is
 written once, so a chain of adds (a residual stream) is not fused into every reduction."""
 
 import jax

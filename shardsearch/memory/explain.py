@@ -96,9 +96,8 @@ def explain_peak(
 ) -> PeakExplained:
     """The buffers live at the step's peak, by kind, and the ``top`` largest of them
     (``peak_bytes`` equals ``memory_breakdown(...).peak_bytes``: the same buffers)."""
-    sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
-                      donated=donated)
-    return explain_placed(graph, sb, place(graph, sb), in_specs, node_out_specs, mesh, top)
+    return breakdown_and_peak(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
+                              donated=donated, top=top)[1]
 
 
 def breakdown_and_peak(
