@@ -18,6 +18,7 @@ from cost_model.mesh import MeshShape, Spec, local_bytes, replicated
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory.assign import Assignment, Home, Span, assign
 from shardsearch.memory.buffers import FUSIBLE, buffers
+from shardsearch.memory.schedule import scheduled
 from shardsearch.memory.liveness import (
     carried_args,
     forward_end,
@@ -141,9 +142,28 @@ def memory_breakdown(
     ``donated``: flat argument indices whose buffers the results may reuse
     (``jax.jit(donate_argnums=...)``).
     """
+    graph, node_out_specs, node_operand_specs, order = on_schedule(graph, node_out_specs, node_operand_specs)
     sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
                       donated=donated)
-    return breakdown_of(sb, place(graph, sb))
+    out = breakdown_of(sb, place(graph, sb))
+    return dataclasses.replace(out, peak_node=old_id(order, out.peak_node))
+
+
+def on_schedule(graph: OpGraph, node_out_specs: Mapping[int, Sequence[Spec]],
+                node_operand_specs: Mapping[int, Mapping[int, Spec]] | None):
+    """The graph in the order XLA runs it (``schedule.scheduled``) with the layouts keyed
+    by its node ids, and per new id the old one (None: the order is the graph's)."""
+    scheduled_graph, order = scheduled(graph)
+    if order is None:
+        return graph, node_out_specs, node_operand_specs, None
+    new = {old: i for i, old in enumerate(order)}
+    return (scheduled_graph, {new[k]: v for k, v in node_out_specs.items()},
+            {new[k]: v for k, v in (node_operand_specs or {}).items()}, order)
+
+
+def old_id(order: Sequence[int] | None, node: int) -> int:
+    """A node id of the scheduled graph as the caller's graph numbers it."""
+    return node if order is None or node < 0 else order[node]
 
 
 def breakdown_of(sb: StepBuffers, placed: Assignment) -> MemoryBreakdown:

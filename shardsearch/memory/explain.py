@@ -20,6 +20,8 @@ from shardsearch.memory.breakdown import (
     MemoryBreakdown,
     StepBuffers,
     breakdown_of,
+    old_id,
+    on_schedule,
     place,
     step_buffers,
 )
@@ -111,10 +113,16 @@ def breakdown_and_peak(
     top: int = 10,
 ) -> tuple[MemoryBreakdown, PeakExplained]:
     """``memory_breakdown`` and ``explain_peak`` of the same buffers, placed once."""
+    graph, node_out_specs, node_operand_specs, order = on_schedule(graph, node_out_specs, node_operand_specs)
     sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
                       donated=donated)
     placed = place(graph, sb)
-    return breakdown_of(sb, placed), explain_placed(graph, sb, placed, in_specs, node_out_specs, mesh, top)
+    figures, why = breakdown_of(sb, placed), explain_placed(graph, sb, placed, in_specs, node_out_specs, mesh, top)
+    if order is None:
+        return figures, why
+    return (dataclasses.replace(figures, peak_node=old_id(order, figures.peak_node)),
+            dataclasses.replace(why, peak_node=old_id(order, why.peak_node),
+                                top=tuple(dataclasses.replace(c, node=old_id(order, c.node)) for c in why.top)))
 
 
 def explain_placed(graph: OpGraph, sb: StepBuffers, placed: Assignment, in_specs: Sequence[Spec],
