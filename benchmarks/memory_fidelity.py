@@ -1,21 +1,30 @@
 """Predicted peak memory against what XLA compiles, on every benchmark suite and test model.
 
     python -m benchmarks.memory_fidelity [--cluster h100-8 --cluster 2x4-slow] [--mesh 2x4 ...]
-        [--only gpt-tiny ...] [--out benchmarks/results/memory-fidelity.md]
+        [--only gpt-tiny ...] [--target gpu|cpu] [--also-cpu] [--out benchmarks/results/memory_fidelity.md]
 
 For each workload, cluster and mesh: plan with shardsearch (no budget binds), compile the
 plan twice (no argument donated, and params + optimizer state donated), and compare the
 predicted peak (``plan.predicted.peak_bytes`` / ``peak_donated_bytes``) with
 ``memory_analysis()`` (arguments + results + temporaries - aliases, per device), next to
-the temporaries, where the model's misses are. Writes a Markdown table.
+the temporaries, where the model's misses are.
+
+The bar for a GPU cluster is the program compiled for its GPUs (``--target gpu``, the
+default: deviceless, ``shardsearch.target``, needs shardsearch[gpu-aot]); ``--also-cpu``
+adds the program compiled for the CPU devices at hand as a second column. Rows are
+appended to ``<out>.jsonl`` with the commit they were measured at, and the Markdown table
+is written from all of them (the latest row per case, cluster, mesh, donation and target),
+so runs over different ``--only`` sets add up to one table.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -127,34 +136,72 @@ class Row:
     p_temps: float  # predicted
     plan_s: float
     compile_s: float
+    target: str = "cpu"  # the program compiled for: "gpu" (the cluster's GPUs, deviceless) or "cpu"
+    cpu_compiled: float | None = None  # the same plan compiled for the CPU devices at hand (--also-cpu)
+    commit: str = ""
 
     @property
     def error(self) -> float:
         return (self.predicted - self.compiled) / self.compiled
 
+    @property
+    def cpu_error(self) -> float | None:
+        return None if self.cpu_compiled is None else (self.predicted - self.cpu_compiled) / self.cpu_compiled
 
-def measure(case: Case, cluster, mesh_shape) -> list[Row]:
-    """Rows for the plan compiled without donation and with params + optimizer state donated."""
+
+def _compiled_bytes(plan, case: Case, mesh, donated: bool):
+    m = plan.apply(case.train_step, mesh=mesh, donate_argnums=(0, 1) if donated else ()) \
+        .lower(*case.args).compile().memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes, m
+
+
+def measure(case: Case, cluster, mesh_shape, target: str = "cpu", also_cpu: bool = False) -> list[Row]:
+    """Rows for the plan compiled without donation and with params + optimizer state donated,
+    for ``target`` ("gpu": the cluster's GPUs, deviceless; "cpu": the devices at hand)."""
     import shardsearch as ss
     from benchmarks.runner import make_mesh
 
-    mesh = make_mesh(mesh_shape)
+    cpu_mesh = make_mesh(mesh_shape) if target == "cpu" or also_cpu else None
+    if target == "gpu":
+        from shardsearch.target import target_mesh
+
+        mesh = target_mesh(cluster, tuple(mesh_shape))
+    else:
+        mesh = cpu_mesh
     t0 = time.perf_counter()
     plan = ss.auto(case.train_step, mesh=mesh, cluster=cluster, cache=False, pipeline=None).plan_for(*case.args)
     plan_s = time.perf_counter() - t0
     rows = []
     for donated in (False, True):
         t0 = time.perf_counter()
-        m = plan.apply(case.train_step, mesh=mesh, donate_argnums=(0, 1) if donated else ()) \
-            .lower(*case.args).compile().memory_analysis()
+        compiled, m = _compiled_bytes(plan, case, mesh, donated)
         compile_s = time.perf_counter() - t0
+        cpu = _compiled_bytes(plan, case, cpu_mesh, donated)[0] if also_cpu and target != "cpu" else None
         p = plan.predicted
         predicted = p.peak_donated_bytes if donated else p.peak_bytes
-        compiled = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
         rows.append(Row(case.name, cluster.name, "x".join(map(str, mesh_shape)), donated, predicted,
                         float(compiled), m.temp_size_in_bytes, predicted - (compiled - m.temp_size_in_bytes),
-                        plan_s, compile_s))
+                        plan_s, compile_s, target, None if cpu is None else float(cpu), _commit()))
     return rows
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def load_rows(path: Path) -> list[Row]:
+    """The rows saved in ``path`` (JSONL), the latest per (case, cluster, mesh, donated, target)."""
+    rows: dict = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = Row(**json.loads(line))
+                rows[(r.case, r.cluster, r.mesh, r.donated, r.target)] = r
+    return list(rows.values())
 
 
 def _mib(b: float) -> str:
@@ -164,32 +211,46 @@ def _mib(b: float) -> str:
 def write_table(rows: list[Row], path: Path, command: str) -> None:
     worst = max(rows, key=lambda r: abs(r.error))
     within = sum(abs(r.error) <= 0.10 for r in rows)
+    cpu = [r for r in rows if r.cpu_error is not None]
+    cpu_line = (f" Against the CPU-compiled program (second column): {sum(abs(r.cpu_error) <= 0.10 for r in cpu)} of "
+                f"{len(cpu)} within 10%." if cpu else "")
     lines = [
         "# Predicted peak memory vs the compiled program",
         "",
-        "Per device, in MiB. *compiled* = `memory_analysis()`: arguments + outputs + temporaries - aliased; "
-        "*predicted* = `plan.predicted.peak_bytes`, or `peak_donated_bytes` where params and optimizer state "
-        "are donated (shardsearch/memory/). Arguments and results are exact; *temp* is the temporary heap, "
-        "compiled / predicted (the predicted peak less the compiled arguments and results).",
+        "Per device, in MiB. *compiled* = `memory_analysis()`: arguments + outputs + temporaries - aliased, of the "
+        "program compiled for *target*: `gpu` = the cluster's GPUs (deviceless, `shardsearch.target`: the bar "
+        "for a GPU cluster), `cpu` = the CPU devices at hand; *CPU* is the same plan compiled for the CPU, "
+        "and the prediction's error against it. *predicted* = `plan.predicted.peak_bytes`, or "
+        "`peak_donated_bytes` where params and optimizer state are donated (shardsearch/memory/). Arguments "
+        "and results are exact; *temp* is the temporary heap, compiled / predicted (the predicted peak less "
+        "the compiled arguments and results). *commit*: what the row was measured at.",
         "",
-        f"Regenerate: `{command}`",
+        f"Regenerate: `{command}` (rows accumulate in {path.with_suffix('.jsonl').name})",
         "",
         f"{within} of {len(rows)} within 10%; largest error {worst.error:+.1%} ({worst.case}, {worst.cluster}, "
-        f"{worst.mesh}).",
+        f"{worst.mesh}, {worst.target}).{cpu_line}",
         "",
-        "| case | cluster | mesh | donated | compiled | predicted | error | temp | plan s | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| case | cluster | mesh | donated | target | compiled | predicted | error | temp | CPU: compiled, error "
+        "| plan s | compile s | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        second = "" if r.cpu_compiled is None else f"{_mib(r.cpu_compiled)}, {r.cpu_error:+.1%}"
         lines.append(
-            f"| {r.case} | {r.cluster} | {r.mesh} | {'yes' if r.donated else 'no'} | {_mib(r.compiled)} | "
-            f"{_mib(r.predicted)} | {r.error:+.1%} | {_mib(r.temps)} / {_mib(r.p_temps)} | "
-            f"{r.plan_s:.1f} | {r.compile_s:.1f} |")
+            f"| {r.case} | {r.cluster} | {r.mesh} | {'yes' if r.donated else 'no'} | {r.target} | "
+            f"{_mib(r.compiled)} | {_mib(r.predicted)} | {r.error:+.1%} | {_mib(r.temps)} / {_mib(r.p_temps)} | "
+            f"{second} | {r.plan_s:.1f} | {r.compile_s:.1f} | {r.commit} |")
     over = sorted({r.case for r in rows if abs(r.error) > 0.10}, key=[r.case for r in rows].index)
     if over:
         lines += ["", "## Rows over 10%: what causes them", ""]
         lines += [f"- **{case}**: {CAUSES.get(case, 'not diagnosed.')}" for case in over]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _table_order(rows: list[Row]) -> list[Row]:
+    names = [c for cs in SUITE_CONFIGS.values() for c in cs] + [f"models/{m}" for m in TEST_MODELS] + list(WIDE)
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(rows, key=lambda r: (order.get(r.case, len(order)), r.case, r.cluster, r.mesh, r.target, r.donated))
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -199,8 +260,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--only", action="append", default=None,
                     help="case names (gpt-tiny, models/gpt, gpt-h4096-s1024 ...); default: all but the "
                          "seq-1024 GPT slices")
+    ap.add_argument("--target", choices=("gpu", "cpu"), default="gpu",
+                    help="compile for the cluster's GPUs (deviceless; the bar for a GPU cluster) or the CPU")
+    ap.add_argument("--also-cpu", action="store_true", help="also compile each plan for the CPU (second column)")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory_fidelity.md")
     a = ap.parse_args(argv)
+    if a.target == "gpu":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the CUDA plugin loads without a GPU only so
     meshes = [tuple(int(t) for t in m.split("x")) for m in (a.mesh or ["2x4", "8", "4x2"])]
     need = max(math.prod(s) for s in meshes)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -214,20 +280,24 @@ def main(argv: list[str] | None = None) -> list[Row]:
     only = set(a.only or ())
     cases = _suite_cases(only) + _model_cases(only) + _wide_cases(only)
     command = "python -m benchmarks.memory_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
+    saved = a.out.with_suffix(".jsonl")
     rows = []
     # breadth first: every case on the first (cluster, mesh), then the next, the table
     # rewritten after each plan so that a run cut short still leaves one
     for mesh in meshes:
         for cluster in clusters:
             for case in cases:
-                for r in measure(case, cluster, mesh):
+                target = a.target if cluster.gpu_target is not None else "cpu"
+                for r in measure(case, cluster, mesh, target, a.also_cpu):
                     rows.append(r)
+                    with saved.open("a") as f:
+                        f.write(json.dumps(dataclasses.asdict(r)) + "\n")
                     print(f"{r.case:22s} {r.cluster:9s} {r.mesh:4s} {'donated' if r.donated else 'plain  '} "
-                          f"compiled {_mib(r.compiled):>9s} MiB, predicted {_mib(r.predicted):>9s} "
-                          f"({r.error:+.1%}); temp {_mib(r.temps)}/{_mib(r.p_temps)}", flush=True)
-                order = {c.name: i for i, c in enumerate(cases)}
-                write_table(sorted(rows, key=lambda r: (order[r.case], r.cluster, r.mesh, r.donated)), a.out,
-                            command.strip())
+                          f"{r.target} compiled {_mib(r.compiled):>9s} MiB, predicted {_mib(r.predicted):>9s} "
+                          f"({r.error:+.1%}); temp {_mib(r.temps)}/{_mib(r.p_temps)}"
+                          + ("" if r.cpu_error is None else f"; cpu {_mib(r.cpu_compiled)} ({r.cpu_error:+.1%})"),
+                          flush=True)
+                write_table(_table_order(load_rows(saved)), a.out, command.strip())
     print(f"table written to {a.out}")
     return rows
 

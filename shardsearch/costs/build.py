@@ -24,6 +24,7 @@ from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.overlap import exposed_comm
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
+from shardsearch.memory.combine import off_critical_path
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
 from shardsearch.strategies.elementwise import ELEMENTWISE
@@ -62,32 +63,6 @@ def combined_all_reduces(graph: OpGraph, chosen: list[Strategy] | None, options=
         1 for i in combined
         if any(c.kind is CollectiveKind.ALL_REDUCE for st in pick(i) for c in st.collectives)
     )
-
-
-# Work that waits on its operands: a collective feeding one of these is on the critical path.
-HEAVY = frozenset({"dot_general", "conv_general_dilated", "gather", "scatter-add", "scan", "while", "cond"})
-
-
-def off_critical_path(graph: OpGraph) -> set[int]:
-    """Operators from which no heavy operator (a matmul, a conv, ...) can be reached.
-
-    Their all-reduces (data parallelism's gradient all-reduces, typically: a weight
-    gradient flows only into the optimizer's elementwise update and reductions) are
-    independent of each other, and XLA's combiner merges them into a few big ones:
-    they pay bandwidth, not one launch latency each. A collective whose result feeds
-    more matmuls (an activation all-reduce of Megatron) is on the critical path and
-    pays its latency. Computed once per graph (shared: do not mutate).
-    """
-    return graph.analysis("off_critical_path", lambda: _off_critical_path(graph))
-
-
-def _off_critical_path(graph: OpGraph) -> set[int]:
-    users = graph.users()
-    feeds_heavy: set[int] = set()
-    for node in reversed(graph.nodes):
-        if any(graph.nodes[u].primitive in HEAVY or u in feeds_heavy for u, _ in users[node.id]):
-            feeds_heavy.add(node.id)
-    return {n.id for n in graph.nodes if n.kind is NodeKind.OP and n.id not in feeds_heavy}
 
 
 # Operators that run on the matrix units: priced at the per-dtype peak scaled by the

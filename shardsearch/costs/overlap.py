@@ -14,7 +14,8 @@ does, and the fidelity table shows the difference.
 
 XLA's combiner merges the independent gradient all-reduces, in program order, into
 buckets of up to ``COMBINE_THRESHOLD_BYTES`` (its GPU default), and a bucket is issued once
-its last member is ready: an all-reduce hides only under the compute after its bucket's
+its last member is ready (the memory model holds the same buckets' gradients live until
+then, ``memory/combine.py``): an all-reduce hides only under the compute after its bucket's
 last member. A step whose gradients fit one bucket all-reduces them once at the end of the
 backward pass, with nothing left to hide under (compiled for A100s: Mixtral-style test
 model, data parallel, one 339 KB all-reduce fully exposed, where each member priced under
@@ -36,6 +37,7 @@ import numpy as np
 from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost
 from cost_model.overlap import exposed_time
 from shardsearch.graph import OpGraph
+from shardsearch.memory.combine import COMBINE_THRESHOLD_BYTES
 from shardsearch.strategies import Strategy
 
 
@@ -55,10 +57,6 @@ def later_compute(graph: OpGraph, compute: list[np.ndarray]) -> np.ndarray:
         after_all += least[i]
         after_run += least[i]
     return window
-
-
-# XLA's kDefaultAllReduceCombineThreshold (xla/service/collective_utils.h).
-COMBINE_THRESHOLD_BYTES = 30 * 1024 * 1024 + 7
 
 
 def all_reduce_bytes(options: list[Strategy], memo: dict) -> np.ndarray:

@@ -18,13 +18,14 @@ from cost_model.mesh import MeshShape, Spec, local_bytes, replicated
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory.assign import Assignment, Home, Span, assign
 from shardsearch.memory.buffers import FUSIBLE, buffers
-from shardsearch.memory.schedule import scheduled
+from shardsearch.memory.combine import combined_buckets
 from shardsearch.memory.liveness import (
     carried_args,
     forward_end,
     kernel_end,
     resharded_copies,
 )
+from shardsearch.memory.schedule import scheduled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +73,10 @@ def step_buffers(
     *,
     node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None,
     donated: frozenset[int] = frozenset(),
+    buckets: Sequence[tuple[int, ...]] = (),
 ) -> StepBuffers:
-    """The buffers of ``graph`` run with these layouts (``memory_breakdown``'s arguments)."""
+    """The buffers of ``graph`` run with these layouts (``memory_breakdown``'s arguments;
+    ``buckets``: operators whose all-reduces XLA combines, ``combine.py``)."""
 
     def nbytes(ref: ValueRef, spec: Spec | None) -> float:
         info = graph.info(ref)
@@ -116,12 +119,22 @@ def step_buffers(
     ends = _own_layout_ends(graph, bufs, node_operand_specs or {})
     temps = [Span(v.ref.node, ends.get(v.ref, v.last), nbytes(v.ref, out_spec(v.ref))) for v in bufs.lives]
     refs = [(v.ref, False) for v in bufs.lives]
+    # A combined gradient is held unreduced until its bucket's last member is made, and
+    # its reduced copy is written then, live until its last reader.
+    index = {v.ref: i for i, v in enumerate(bufs.lives)}
+    for bucket in buckets:
+        for m in bucket:
+            i = index.get(ValueRef(m, 0))
+            if i is None:
+                continue
+            span = temps[i]
+            temps[i] = dataclasses.replace(span, last=max(bucket))
+            temps.append(Span(max(bucket), max(span.last, max(bucket)), span.nbytes))
+            refs.append((ValueRef(m, 0), False))
     for ref, spec, first, last in resharded_copies(graph, node_operand_specs, bufs):
         temps.append(Span(first, last, nbytes(ref, spec)))
         refs.append((ref, True))
     return StepBuffers(args, tuple(homes), tuple(results), tuple(temps), tuple(refs), t, end)
-
-
 
 
 def memory_breakdown(
@@ -142,23 +155,35 @@ def memory_breakdown(
     ``donated``: flat argument indices whose buffers the results may reuse
     (``jax.jit(donate_argnums=...)``).
     """
-    graph, node_out_specs, node_operand_specs, order = on_schedule(graph, node_out_specs, node_operand_specs)
-    sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
-                      donated=donated)
+    graph, sb, order, _ = scheduled_buffers(graph, in_specs, node_out_specs, mesh,
+                                            node_operand_specs=node_operand_specs, donated=donated)
     out = breakdown_of(sb, place(graph, sb))
     return dataclasses.replace(out, peak_node=old_id(order, out.peak_node))
 
 
-def on_schedule(graph: OpGraph, node_out_specs: Mapping[int, Sequence[Spec]],
-                node_operand_specs: Mapping[int, Mapping[int, Spec]] | None):
-    """The graph in the order XLA runs it (``schedule.scheduled``) with the layouts keyed
-    by its node ids, and per new id the old one (None: the order is the graph's)."""
-    scheduled_graph, order = scheduled(graph)
-    if order is None:
-        return graph, node_out_specs, node_operand_specs, None
-    new = {old: i for i, old in enumerate(order)}
-    return (scheduled_graph, {new[k]: v for k, v in node_out_specs.items()},
-            {new[k]: v for k, v in (node_operand_specs or {}).items()}, order)
+def scheduled_buffers(
+    graph: OpGraph,
+    in_specs: Sequence[Spec],
+    node_out_specs: Mapping[int, Sequence[Spec]],
+    mesh: MeshShape,
+    *,
+    node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None,
+    donated: frozenset[int] = frozenset(),
+) -> tuple[OpGraph, StepBuffers, tuple[int, ...] | None, Mapping[int, Sequence[Spec]]]:
+    """The graph in the order XLA runs it (``schedule.scheduled``: each update as soon as
+    its gradient is ready, combined all-reduces as buckets), its buffers
+    (``step_buffers``), per new node id the old one (None: the order is the graph's), and
+    ``node_out_specs`` keyed by the new ids."""
+    buckets = combined_buckets(graph, in_specs, node_out_specs, mesh, node_operand_specs)
+    new_graph, order = scheduled(graph, buckets)
+    if order is not None:
+        new = {old: i for i, old in enumerate(order)}
+        node_out_specs = {new[k]: v for k, v in node_out_specs.items()}
+        node_operand_specs = {new[k]: v for k, v in (node_operand_specs or {}).items()}
+        buckets = [tuple(sorted(new[m] for m in b)) for b in buckets]
+    sb = step_buffers(new_graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
+                      donated=donated, buckets=buckets)
+    return new_graph, sb, order, node_out_specs
 
 
 def old_id(order: Sequence[int] | None, node: int) -> int:

@@ -21,9 +21,8 @@ from shardsearch.memory.breakdown import (
     StepBuffers,
     breakdown_of,
     old_id,
-    on_schedule,
     place,
-    step_buffers,
+    scheduled_buffers,
 )
 from shardsearch.memory.liveness import carried_args
 
@@ -113,9 +112,8 @@ def breakdown_and_peak(
     top: int = 10,
 ) -> tuple[MemoryBreakdown, PeakExplained]:
     """``memory_breakdown`` and ``explain_peak`` of the same buffers, placed once."""
-    graph, node_out_specs, node_operand_specs, order = on_schedule(graph, node_out_specs, node_operand_specs)
-    sb = step_buffers(graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
-                      donated=donated)
+    graph, sb, order, node_out_specs = scheduled_buffers(graph, in_specs, node_out_specs, mesh,
+                                                         node_operand_specs=node_operand_specs, donated=donated)
     placed = place(graph, sb)
     figures, why = breakdown_of(sb, placed), explain_placed(graph, sb, placed, in_specs, node_out_specs, mesh, top)
     if order is None:

@@ -14,22 +14,29 @@ optimizer state) or a node so moved is moved to just after the last of its other
 operands (as soon as possible); a node that reads only arguments (``b1 * mu``) just
 before its first reader. Everything else keeps its place, so the order stays
 topological. Loop and cond members stay in place.
+
+A gradient whose all-reduce XLA combines with others (``combine.py``) is ready only when
+its bucket is: its readers are moved to after the bucket's last member.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping, Sequence
 
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory.liveness import carried_args, forward_end
 
 
-def memory_order(graph: OpGraph) -> tuple[int, ...] | None:
-    """Node ids in the order the step is taken to run; None when that is graph order."""
-    return graph.analysis("memory_order", lambda: _order(graph))
+def memory_order(graph: OpGraph, buckets: Sequence[tuple[int, ...]] = ()) -> tuple[int, ...] | None:
+    """Node ids in the order the step is taken to run, with ``buckets`` of combined
+    all-reduces (node ids); None when that is graph order."""
+    if buckets:
+        return _order(graph, {m: max(b) for b in buckets for m in b})
+    return graph.analysis("memory_order", lambda: _order(graph, {}))
 
 
-def _order(graph: OpGraph) -> tuple[int, ...] | None:
+def _order(graph: OpGraph, ready: Mapping[int, int]) -> tuple[int, ...] | None:
     t = forward_end(graph)
     if t < 0:
         return None
@@ -45,10 +52,12 @@ def _order(graph: OpGraph) -> tuple[int, ...] | None:
         if n.kind is not NodeKind.OP or n.id <= t or n.id in fixed:
             continue
         refs = [r for r in n.inputs if isinstance(r, ValueRef)]
-        if not any(r.node in carried or r.node in moved for r in refs):
+        if not any(r.node in carried or r.node in moved or r.node in ready for r in refs):
             continue
         moved.add(n.id)
-        others = [key[r.node] for r in refs if r.node not in inputs and r.node not in waiting]
+        # a combined gradient is read once its bucket's last member is made
+        others = [key.get(ready.get(r.node, r.node), (ready.get(r.node, r.node), 0, ready.get(r.node, r.node)))
+                  for r in refs if r.node not in inputs and r.node not in waiting]
         if not others:
             deferred.append(n.id)
             waiting.add(n.id)
@@ -68,15 +77,16 @@ def _order(graph: OpGraph) -> tuple[int, ...] | None:
     return None if order == tuple(range(len(graph.nodes))) else order
 
 
-def scheduled(graph: OpGraph) -> tuple[OpGraph, tuple[int, ...] | None]:
+def scheduled(graph: OpGraph, buckets: Sequence[tuple[int, ...]] = ()) -> tuple[OpGraph, tuple[int, ...] | None]:
     """``graph`` with its nodes renumbered in ``memory_order`` (regions left out: the
     memory model does not read them) and, per new id, the old id; ``(graph, None)`` when
     the order is the graph's own."""
-    return graph.analysis("memory_scheduled", lambda: _renumber(graph))
+    if buckets:
+        return _renumber(graph, memory_order(graph, buckets))
+    return graph.analysis("memory_scheduled", lambda: _renumber(graph, memory_order(graph)))
 
 
-def _renumber(graph: OpGraph) -> tuple[OpGraph, tuple[int, ...] | None]:
-    order = memory_order(graph)
+def _renumber(graph: OpGraph, order: tuple[int, ...] | None) -> tuple[OpGraph, tuple[int, ...] | None]:
     if order is None:
         return graph, None
     new = {old: i for i, old in enumerate(order)}
