@@ -32,11 +32,11 @@ def memory_order(graph: OpGraph, buckets: Sequence[tuple[int, ...]] = ()) -> tup
     """Node ids in the order the step is taken to run, with ``buckets`` of combined
     all-reduces (node ids); None when that is graph order."""
     if buckets:
-        return _order(graph, {m: max(b) for b in buckets for m in b})
+        return _order(graph, {m: b for b in buckets for m in b})
     return graph.analysis("memory_order", lambda: _order(graph, {}))
 
 
-def _order(graph: OpGraph, ready: Mapping[int, int]) -> tuple[int, ...] | None:
+def _order(graph: OpGraph, bucket_of: Mapping[int, tuple[int, ...]]) -> tuple[int, ...] | None:
     t = forward_end(graph)
     if t < 0:
         return None
@@ -52,11 +52,11 @@ def _order(graph: OpGraph, ready: Mapping[int, int]) -> tuple[int, ...] | None:
         if n.kind is not NodeKind.OP or n.id <= t or n.id in fixed:
             continue
         refs = [r for r in n.inputs if isinstance(r, ValueRef)]
-        if not any(r.node in carried or r.node in moved or r.node in ready for r in refs):
+        if not any(r.node in carried or r.node in moved or r.node in bucket_of for r in refs):
             continue
         moved.add(n.id)
-        # a combined gradient is read once its bucket's last member is made
-        others = [key.get(ready.get(r.node, r.node), (ready.get(r.node, r.node), 0, ready.get(r.node, r.node)))
+        # a combined gradient is read once every member of its bucket is made
+        others = [max(key.get(m, (m, 0, m)) for m in bucket_of.get(r.node, (r.node,)))
                   for r in refs if r.node not in inputs and r.node not in waiting]
         if not others:
             deferred.append(n.id)
@@ -74,6 +74,9 @@ def _order(graph: OpGraph, ready: Mapping[int, int]) -> tuple[int, ...] | None:
         first = min((key[r] for r in readers.get(d, ())), default=key[d])
         key[d] = (first[0], first[1], d)
     order = tuple(sorted(key, key=key.__getitem__))
+    position = {node: i for i, node in enumerate(order)}
+    if any(position[r] > position[n] for r, ns in readers.items() for n in ns):
+        return None  # not topological (a case the rules above miss): keep the graph's order
     return None if order == tuple(range(len(graph.nodes))) else order
 
 
