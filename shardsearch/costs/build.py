@@ -78,9 +78,17 @@ def compute_dtype(graph: OpGraph, node) -> str:
     operands (indices of a gather) do not set the rate when a float one is there; an
     operator without tensor operands (iota, a random draw) computes in its output dtype.
     """
-    dtypes = [graph.info(r).dtype for r in node.inputs if isinstance(r, ValueRef)]
-    floats = [d for d in dtypes if "float" in d.name] or dtypes or [o.dtype for o in node.outputs]
-    return max(floats, key=lambda d: d.itemsize).name if floats else "float32"
+    key = (tuple(graph.info(r).dtype for r in node.inputs if isinstance(r, ValueRef)),
+           tuple(o.dtype for o in node.outputs))
+    got = _COMPUTE_DTYPES.get(key)
+    if got is None:
+        dtypes, outs = key
+        floats = [d for d in dtypes if "float" in d.name] or list(dtypes) or list(outs)
+        got = _COMPUTE_DTYPES[key] = max(floats, key=lambda d: d.itemsize).name if floats else "float32"
+    return got
+
+
+_COMPUTE_DTYPES: dict = {}  # (operand dtypes, result dtypes) -> compute_dtype (dtype.name is slow)
 
 
 def node_costs(
@@ -122,9 +130,14 @@ def node_costs(
             ]))
             seen[key] += (np.array([sum(collective_local_bytes(mesh, c) for c in s.collectives)
                                     for s in strats]) / cluster.hbm_bandwidth,)
-        compute.append(seen[key][0] * node.trips)  # a scan body's operator runs every iteration
-        comm.append(seen[key][1] * node.trips)
-        local.append(seen[key][2] * node.trips)
+        if node.trips == 1:  # repeated layers share their rows (never written in place)
+            compute.append(seen[key][0])
+            comm.append(seen[key][1])
+            local.append(seen[key][2])
+        else:  # a scan body's operator runs every iteration
+            compute.append(seen[key][0] * node.trips)
+            comm.append(seen[key][1] * node.trips)
+            local.append(seen[key][2] * node.trips)
     if cluster.overlap_contention is not None:  # gradient reductions under the rest of the backward
         comm = exposed_comm(graph, strategies, cluster, mesh, combined, compute, comm)
     return CostTables(compute, comm, local)
@@ -272,7 +285,8 @@ def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: in
 LAYOUT_FOLLOWERS = frozenset({"transpose"})
 
 
-def _follow_mapping(graph, strategies, costs: CostTables, node) -> tuple[int, np.ndarray] | None:
+def _follow_mapping(graph, strategies, costs: CostTables, node, memo: dict | None = None,
+                    ) -> tuple[int, np.ndarray] | None:
     """An elementwise or layout op takes the layout of one operand (as Alpa does).
 
     Elementwise: the first operand of its own shape whose producer is an operator (a
@@ -294,15 +308,18 @@ def _follow_mapping(graph, strategies, costs: CostTables, node) -> tuple[int, np
         return None
     j, ref = next(((j, r) for j, r in candidates if graph.nodes[r.node].kind is NodeKind.OP), candidates[0])
     total = costs.compute[node.id] + costs.comm[node.id] + costs.local[node.id]
-    by_in: dict = {}
-    for t, s in enumerate(strategies[node.id]):
-        k = s.in_specs[j]
-        if k not in by_in or total[t] < total[by_in[k]]:
-            by_in[k] = t
-    mapping = [by_in.get(s.out_specs[ref.index]) for s in strategies[ref.node]]
-    if any(m is None for m in mapping):
-        return None
-    return ref.node, np.array(mapping, dtype=np.int64)
+    memo = {} if memo is None else memo
+    # repeated layers share strategy lists and costs: one mapping for all their copies
+    key = ("follow", id(strategies[node.id]), j, id(strategies[ref.node]), ref.index, total.tobytes())
+    if key not in memo:
+        by_in: dict = {}
+        for t, s in enumerate(strategies[node.id]):
+            k = s.in_specs[j]
+            if k not in by_in or total[t] < total[by_in[k]]:
+                by_in[k] = t
+        mapping = [by_in.get(s.out_specs[ref.index]) for s in strategies[ref.node]]
+        memo[key] = None if any(m is None for m in mapping) else np.array(mapping, dtype=np.int64)
+    return None if memo[key] is None else (ref.node, memo[key])
 
 
 def _node_name(node) -> str:
@@ -323,18 +340,56 @@ def build_problem(
     donated: frozenset[int] = frozenset(),
     copies_for: frozenset | None = frozenset(),
 ) -> tuple[Problem, CostTables]:
-    """``edge_memo``: reshard matrices by (shape, itemsize, layouts); pass the same dict
-    to rebuild the problem of the same graph, mesh and cluster without recomputing them.
+    """``edge_memo``: reshard matrices by (shape, itemsize, layouts), and the priced
+    nodes and edges per ``combined_share``; pass the same dict to rebuild the problem of
+    the same graph, strategies, mesh and cluster without recomputing them.
     ``donated``: flat argument indices whose buffers the step's results reuse.
     ``copies_for``: (value key, layout) pairs whose readers share one copy (copy nodes
     after the graph's nodes, ``costs.copies``; see ``costs.copies``); None: every pair
     two readers could share; the others are charged a reshard per reading edge."""
-    costs = node_costs(graph, strategies, cluster, mesh, combined_share)
     seen = {} if edge_memo is None else edge_memo
+    # What does not depend on copies_for or the budget is kept in the memo: a rebuild at
+    # another row budget (fit), a least-memory solve, or with copies added reuses it.
+    key = ("priced", combined_share, follow)
+    if key not in seen:
+        seen[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen)
+    costs, follows, edges, edge_costs, edge_local, reads = seen[key]
+    costs = dataclasses.replace(costs, compute=list(costs.compute))  # _charge_fed_inputs replaces entries
+    _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
+    key = ("memory", donated)
+    if key not in seen:
+        seen[key] = (_node_memory(graph, strategies, mesh, donated), _edge_memory(graph, strategies, mesh, edges))
+    node_memory, edge_memory = seen[key]
+    if "names" not in seen:
+        seen["names"] = [_node_name(n) for n in graph.nodes]
+    shared = Edges(list(edges), list(edge_costs), list(edge_local), dict(edge_memory))  # share_copies rewrites
+    copies = share_copies(len(graph.nodes), shared, reads, copies_for)
+    none = [np.zeros(2) for _ in copies]  # a copy node's own costs: its edges carry them
+    costs = dataclasses.replace(costs, compute=costs.compute + none, comm=costs.comm + none,
+                                local=costs.local + none, edge_local=shared.local, copies=tuple(copies),
+                                reads=tuple(reads))
+    problem = Problem(
+        node_costs=[c + m + lo for c, m, lo in zip(costs.compute, costs.comm, costs.local)],
+        node_memory=node_memory + none,
+        edge_memory=shared.memory,
+        edges=np.array(shared.pairs, dtype=np.int64).reshape(-1, 2),
+        edge_costs=shared.costs,
+        memory_budget=memory_budget,
+        follows=dict(follows),
+        names=seen["names"] + [_copy_name(graph, c) for c in copies],
+    )
+    return problem, costs
+
+
+def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follow: bool, combined_share: float,
+            seen: dict):
+    """Node costs, follows and the edges with their reshard prices and what each reads:
+    (costs, follows, edge pairs, edge costs, edge local costs, reads)."""
+    costs = node_costs(graph, strategies, cluster, mesh, combined_share)
     edges, edge_costs, edge_local, reads = [], [], [], []
     follows = {}
-
-    memo: dict = {}  # layouts per strategy list (_layouts)
+    memo: dict = {}  # layouts per strategy list (_layouts), follow mappings (_follow_mapping)
+    follows_free: dict = {}  # (edge matrix, mapping) -> whether the follower reads it for free
 
     def add_edge(ref: ValueRef, v: int, operand: int | None, times: int = 1) -> None:
         priced = _edge(graph, strategies, cluster, mesh, ref, v, operand, seen, memo)
@@ -342,14 +397,20 @@ def build_problem(
         for out, m in zip((edge_costs, edge_local), priced):
             out.append(m * times if times != 1 else m)
         follower = follows.get(v)
-        if follower is not None and follower[0] == ref.node and \
-                not priced[0][np.arange(len(follower[1])), follower[1]].any():
+        free = False
+        if follower is not None and follower[0] == ref.node:
+            # both arrays are kept alive (seen, memo) while this runs: their ids stay unique
+            k = (id(priced[0]), id(follower[1]))
+            if k not in follows_free:
+                follows_free[k] = not priced[0][np.arange(len(follower[1])), follower[1]].any()
+            free = follows_free[k]
+        if free:
             reads.append(None)  # v follows the producer into its layout: it never reads a copy
         else:
             reads.append(Read((ref.node, ref.index, times), ref.node, v, _dsts(strategies, v, operand, memo)))
 
     for node in graph.nodes:
-        mapping = _follow_mapping(graph, strategies, costs, node) if follow else None
+        mapping = _follow_mapping(graph, strategies, costs, node, memo) if follow else None
         if mapping is not None:
             follows[node.id] = mapping
         for j, ref in enumerate(node.inputs):
@@ -362,24 +423,7 @@ def build_problem(
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
             add_edge(out, graph.input_nodes[arg], None)
-    _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
-    shared = Edges(edges, edge_costs, edge_local, _edge_memory(graph, strategies, mesh, edges))
-    copies = share_copies(len(graph.nodes), shared, reads, copies_for)
-    none = [np.zeros(2) for _ in copies]  # a copy node's own costs: its edges carry them
-    costs = dataclasses.replace(costs, compute=costs.compute + none, comm=costs.comm + none,
-                                local=costs.local + none, edge_local=shared.local, copies=tuple(copies),
-                                reads=tuple(reads))
-    problem = Problem(
-        node_costs=[c + m + lo for c, m, lo in zip(costs.compute, costs.comm, costs.local)],
-        node_memory=_node_memory(graph, strategies, mesh, donated) + none,
-        edge_memory=shared.memory,
-        edges=np.array(shared.pairs, dtype=np.int64).reshape(-1, 2),
-        edge_costs=shared.costs,
-        memory_budget=memory_budget,
-        follows=follows,
-        names=[_node_name(n) for n in graph.nodes] + [_copy_name(graph, c) for c in copies],
-    )
-    return problem, costs
+    return costs, follows, edges, edge_costs, edge_local, reads
 
 
 def _copy_name(graph: OpGraph, copy: SharedCopy) -> str:
