@@ -131,9 +131,10 @@ def abstract(args):
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
 
 
-def compile_with_specs(train_step: Callable, args: tuple, mesh, specs: Sequence[Spec]):
-    """jax.jit of the step with one spec per flat leaf of ``args``; outputs keep the state's
-    shardings and the loss is replicated (as benchmarks.baselines.compile_baseline)."""
+def lower_with_specs(train_step: Callable, args: tuple, mesh, specs: Sequence[Spec]):
+    """jax.jit of the step with one spec per flat leaf of ``args``, lowered over ``mesh``;
+    outputs keep the state's shardings and the loss is replicated (as
+    benchmarks.baselines.compile_baseline)."""
     import jax
     from jax.sharding import NamedSharding
 
@@ -142,7 +143,12 @@ def compile_with_specs(train_step: Callable, args: tuple, mesh, specs: Sequence[
     shardings = [NamedSharding(mesh, to_partition_spec(s)) for s in specs]
     in_sh = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(args), shardings)
     out_sh = (in_sh[PARAMS], in_sh[OPT_STATE], NamedSharding(mesh, to_partition_spec(())))
-    return jax.jit(train_step, in_shardings=in_sh, out_shardings=out_sh).lower(*args).compile()
+    return jax.jit(train_step, in_shardings=in_sh, out_shardings=out_sh).lower(*args)
+
+
+def compile_with_specs(train_step: Callable, args: tuple, mesh, specs: Sequence[Spec]):
+    """``lower_with_specs``, compiled."""
+    return lower_with_specs(train_step, args, mesh, specs).compile()
 
 
 @dataclasses.dataclass(frozen=True)

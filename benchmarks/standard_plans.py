@@ -5,12 +5,16 @@ python -m benchmarks.standard_plans --cluster h100-8 --cluster 2x4-slow
 For every tests/models step and every benchmark suite's default configs, the argument
 layouts of the standard plans (replicated, data parallel, FSDP/ZeRO-3 and, where the model
 names its logical axes, Megatron tensor parallel) are handed to the search as pins, so the
-planner chooses only the intermediates around them. Each pinned plan is compiled and
-judged (``benchmarks.judge``) and its prediction set beside the judged figure: a pinned
+planner chooses only the intermediates around them. Each pinned plan is compiled for the
+cluster's GPUs (deviceless, ``shardsearch.target``) and judged with overlap
+(``benchmarks.judge.gpu``), and its prediction set beside the judged figure: a pinned
 standard plan predicted more than 10% off its program is a mispriced or missing strategy.
 The auto plan is judged next to the hand-written programs of the same argument layouts
-(``jax.jit`` with those in_shardings, XLA propagating the rest) and must be no slower than
-the best of replicated, data parallel and FSDP. Writes benchmarks/results/standard-plans.md.
+(``jax.jit`` with those in_shardings, XLA propagating the rest, compiled for the same GPUs)
+and must be no slower than the best of replicated, data parallel and FSDP. Where the plugin
+refuses a cluster's topology, that cluster's rows fall back to the CPU program judged
+without overlap, labelled. ``--cpu`` adds the CPU-compiled programs judged without overlap
+(``benchmarks.judge.judge``) as a second column. Writes benchmarks/results/standard-plans.md.
 """
 
 from __future__ import annotations
@@ -105,69 +109,144 @@ def pins_of(args, specs: Sequence) -> tuple:
     return tuple((path, to_partition_spec(spec)) for path, spec in zip(paths, specs))
 
 
+GPU, CPU = "gpu", "cpu"  # which judge a row's figure is from
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     model: str
     cluster: str
     plan: str  # AUTO, or a standard plan's name
     how: str  # "searched" (auto or pinned through the search) or "jax.jit" (its layouts, XLA the rest)
-    judged_s: float
+    judged_s: float  # the GPU program with overlap (or, judge == CPU, the CPU program without)
     compute_s: float
-    comm_s: float
+    comm_s: float  # every collective, no overlap
     predicted_s: float | None = None  # the planner's figure; searched rows only
     plan_s: float | None = None  # trace + search; searched rows only
     remat: int = 0  # XLA's "Involuntary full rematerialization" messages while compiling it
+    judge: str = GPU
+    cpu_judged_s: float | None = None  # the CPU program judged without overlap (--cpu)
+    predicted_compute_s: float | None = None  # the planner's compute; searched rows only
 
     @property
     def error(self) -> float | None:
         """predicted / judged - 1."""
         return None if self.predicted_s is None else self.predicted_s / self.judged_s - 1.0
 
+    @property
+    def cpu_ratio(self) -> float | None:
+        """predicted / CPU judged."""
+        return None if self.predicted_s is None or self.cpu_judged_s is None else self.predicted_s / self.cpu_judged_s
 
-def _judged_row(model, cluster, plan, how, compiled, **extra) -> Row:
-    from benchmarks.judge import judge
 
-    j = judge(compiled, cluster)
-    return Row(model, cluster.name, plan, how, j.total_s, j.compute_s, j.comm_s, **extra)
+def _compile_logged(lowered) -> tuple:
+    """(compiled, XLA's involuntary rematerializations while compiling it)."""
+    from benchmarks.judge.xla_log import involuntary_rematerializations, xla_log
+
+    with xla_log() as log:
+        compiled = lowered.compile()
+    return compiled, len(involuntary_rematerializations(log.text))
+
+
+def _compile_gpu(lowered) -> tuple:
+    """(compiled for the GPU target, rematerializations); a dot XLA's Triton emitter finds no
+    tile for without a device is compiled with cuBLAS gemms (as ``judge.lhs``)."""
+    from benchmarks.judge.lhs import _NO_TILE, CUBLAS_GEMMS
+    from benchmarks.judge.xla_log import involuntary_rematerializations, xla_log
+
+    with xla_log() as log:
+        try:
+            compiled = lowered.compile()
+        except Exception as e:  # jax raises JaxRuntimeError for compiler failures
+            if _NO_TILE not in str(e):
+                raise
+            compiled = lowered.compile(compiler_options=CUBLAS_GEMMS)
+    return compiled, len(involuntary_rematerializations(log.text))
+
+
+def judge_on_gpu(lowered, cluster) -> tuple[float, int]:
+    """(seconds with overlap, XLA's involuntary rematerializations) of a program lowered for
+    ``cluster``'s GPUs."""
+    from benchmarks.judge import judge_gpu
+
+    compiled, remat = _compile_gpu(lowered)
+    return judge_gpu(compiled, cluster).overlap_s, remat
+
+
+def judged_pair(cluster, lower_gpu: Callable, cpu_compiled=None, say: Callable[[str], None] = lambda m: None):
+    """(judge, total, compute, comm, remat, CPU total or None): the GPU program of
+    ``lower_gpu()`` judged with overlap; where the plugin refuses the target, the CPU
+    program (``cpu_compiled``: (compiled, remat)) judged without overlap, labelled CPU."""
+    from benchmarks.judge import judge, judge_gpu
+    from shardsearch.errors import TargetError
+
+    cpu = None if cpu_compiled is None else judge(cpu_compiled[0], cluster)
+    try:
+        compiled, remat = _compile_gpu(lower_gpu())
+    except TargetError as e:
+        if cpu is None:
+            raise
+        say(f"GPU target refused for {cluster.name} ({e}); judged on the CPU program")
+        return CPU, cpu.total_s, cpu.compute_s, cpu.comm_s, cpu_compiled[1], cpu.total_s
+    j = judge_gpu(compiled, cluster)
+    remat += 0 if cpu_compiled is None else cpu_compiled[1]
+    return GPU, j.overlap_s, j.compute_s, j.comm_s, remat, None if cpu is None else cpu.total_s
 
 
 def searched(case: Case, mesh, cluster, pins=None):
-    """(plan, compiled program, seconds to plan, XLA's involuntary rematerializations) of
-    the search, with the pins given."""
+    """(plan, the step, seconds to plan) of the search, with the pins given. The plan does
+    not depend on the mesh's devices: ``step.lower`` compiles it for the CPU mesh at hand,
+    ``step.lower_for_cluster`` for the cluster's GPUs."""
     import shardsearch as ss
-    from benchmarks.judge.xla_log import involuntary_rematerializations, xla_log
 
     t0 = time.perf_counter()
     step = ss.auto(case.train_step, mesh=mesh, cluster=cluster, pins=pins, cache=False, time_limit_s=TIME_LIMIT_S,
                    compare=False, pipeline=None)  # the recipes do not change the plan; one program over the mesh
     plan = step.plan_for(*case.args)
-    plan_s = time.perf_counter() - t0
-    with xla_log() as log:
-        compiled = step.lower(*case.args).compile()
-    return plan, compiled, plan_s, len(involuntary_rematerializations(log.text))
+    return plan, step, time.perf_counter() - t0
 
 
-def run_case(case: Case, clusters: Sequence, mesh, say: Callable[[str], None] = lambda m: None) -> list[Row]:
-    from benchmarks.models_vs_baselines import compile_with_specs
+def hand_lowered(case: Case, mesh, specs: Sequence):
+    """The jax.jit program of the step with ``specs`` as its argument layouts, lowered over ``mesh``."""
+    from benchmarks.models_vs_baselines import lower_with_specs
+
+    return lower_with_specs(case.train_step, case.args, mesh, specs)
+
+
+def run_case(case: Case, clusters: Sequence, mesh, say: Callable[[str], None] = lambda m: None,
+             cpu: bool = False) -> list[Row]:
+    """The rows of one case on every cluster: judged on GPU programs; ``cpu``: the CPU
+    programs judged without overlap as well."""
     from cost_model import MeshShape
+    from shardsearch.target import target_mesh
 
     mshape = MeshShape(tuple(mesh.axis_names), tuple(mesh.devices.shape))
     specs = case.standard_specs(mshape)
-    hand = {name: compile_with_specs(case.train_step, case.args, mesh, specs[name]) for name in specs}
+    hand_cpu = {name: _compile_logged(hand_lowered(case, mesh, specs[name])) for name in specs} if cpu else {}
     rows = []
     for cluster in clusters:
         for name in (AUTO, *specs):
             pins = None if name == AUTO else pins_of(case.args, specs[name])
-            plan, compiled, plan_s, remat = searched(case, mesh, cluster, pins)
-            rows.append(_judged_row(case.name, cluster, name, "searched", compiled,
-                                    predicted_s=plan.predicted.total_s, plan_s=plan_s, remat=remat))
-        rows += [_judged_row(case.name, cluster, name, "jax.jit", hand[name]) for name in specs]
+            plan, step, plan_s = searched(case, mesh, cluster, pins)
+            cpu_c = _compile_logged(step.lower(*case.args)) if cpu else None
+            judge_, total, comp, comm, remat, cpu_s = judged_pair(
+                cluster, lambda: step.lower_for_cluster(*case.args), cpu_c, say)
+            rows.append(Row(case.name, cluster.name, name, "searched", total, comp, comm,
+                            predicted_s=plan.predicted.total_s, plan_s=plan_s, remat=remat, judge=judge_,
+                            cpu_judged_s=cpu_s, predicted_compute_s=plan.predicted.compute_s))
+        for name in specs:
+            judge_, total, comp, comm, _, cpu_s = judged_pair(
+                cluster, lambda: hand_lowered(case, target_mesh(cluster, mshape), specs[name]), hand_cpu.get(name), say)
+            rows.append(Row(case.name, cluster.name, name, "jax.jit", total, comp, comm, judge=judge_,
+                            cpu_judged_s=cpu_s))
         got = {(r.plan, r.how): r for r in rows if r.cluster == cluster.name}
         auto = got[(AUTO, "searched")]
         best = min(got[(n, "jax.jit")].judged_s for n in MUST_BEAT)
-        say(f"{case.name} on {cluster.name}: auto {auto.judged_s * 1e3:.4f} ms judged "
-            f"({auto.predicted_s * 1e3:.4f} predicted), best of replicated/DP/FSDP {best * 1e3:.4f} ms; "
-            + ", ".join(f"pinned {n} {got[(n, 'searched')].error:+.1%}" for n in specs))
+        say(f"{case.name} on {cluster.name}: auto {auto.judged_s * 1e3:.4f} ms judged ({auto.judge}; "
+            f"{auto.predicted_s * 1e3:.4f} predicted), best of replicated/DP/FSDP {best * 1e3:.4f} ms; "
+            + ", ".join(f"pinned {n} {got[(n, 'searched')].error:+.1%} (compute "
+                        f"{got[(n, 'searched')].predicted_compute_s / got[(n, 'searched')].compute_s - 1:+.1%})"
+                        for n in specs))
     return rows
 
 
@@ -192,22 +271,29 @@ def _ms(s: float | None) -> str:
 
 def markdown(rows: Sequence[Row], mesh: str, notes: str = "") -> str:
     keys = list(dict.fromkeys((r.model, r.cluster) for r in rows))
+    cpu = any(r.cpu_judged_s is not None for r in rows)
     lines = [
         f"# The standard plans in the search space (mesh {mesh})",
         "",
         "Each standard plan's argument layouts pinned (`ss.auto(..., pins=...)`): the search "
-        "chooses the rest, the program is compiled and judged (`benchmarks.judge`: the optimized "
-        "HLO priced on the cluster). *pred/judged* is the planner's evaluation of that pinned plan "
-        f"over the judged program (within {FIDELITY:.0%} is the bar). *jax.jit* is the same argument "
-        "layouts compiled by XLA alone. The auto plan must be judged no slower than the best "
-        "jax.jit of replicated, data parallel and FSDP. *XLA remat*: \"Involuntary full "
-        "rematerialization\" messages while compiling the auto and pinned plans. Regenerate with "
-        "`python -m benchmarks.standard_plans --cluster h100-8 --cluster 2x4-slow`.",
+        "chooses the rest, the program is compiled for the cluster's GPUs (deviceless, "
+        "`step.lower_for_cluster`) and judged with overlap (`benchmarks.judge.judge_gpu`: each "
+        "kernel's roofline, the collectives replayed asynchronously). *pred/judged* is the planner's "
+        f"evaluation of that pinned plan over the judged program (within {FIDELITY:.0%} is the bar). "
+        "*jax.jit* is the same argument layouts compiled by XLA alone for the same GPUs. The auto plan "
+        "must be judged no slower than the best jax.jit of replicated, data parallel and FSDP. "
+        "*judge*: gpu, or cpu where the plugin refused the cluster's topology (the CPU program judged "
+        "without overlap). *XLA remat*: \"Involuntary full rematerialization\" messages while "
+        "compiling the auto and pinned plans. Regenerate with "
+        "`python -m benchmarks.standard_plans --cluster h100-8 --cluster 2x4-slow`"
+        + (" --cpu` (*CPU*: auto / best and each pinned plan's pred/judged on the CPU-compiled programs "
+           "judged without overlap, the bar before 2026-12-07)." if cpu else "`."),
         "",
-        "| model | cluster | auto ms | auto pred ms | best of R/DP/FSDP ms | auto / best | ok "
+        "| model | cluster | judge | auto ms | auto pred ms | best of R/DP/FSDP ms | auto / best | ok "
         "| R pinned ms (pred/judged) | DP pinned ms (pred/judged) | FSDP pinned ms (pred/judged) "
-        "| Megatron pinned ms (pred/judged) | R / DP / FSDP / Megatron jax.jit ms | XLA remat |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Megatron pinned ms (pred/judged) | R / DP / FSDP / Megatron jax.jit ms | XLA remat |"
+        + (" CPU: auto / best; R / DP / FSDP / Megatron pred/judged |" if cpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if cpu else ""),
     ]
     for model, cluster in keys:
         got = {(r.plan, r.how): r for r in rows if r.model == model and r.cluster == cluster}
@@ -221,15 +307,29 @@ def markdown(rows: Sequence[Row], mesh: str, notes: str = "") -> str:
             return f"{_ms(r.judged_s)} ({flag}{r.predicted_s / r.judged_s:.2f}{flag})"
 
         hand = " / ".join(_ms(got[(n, "jax.jit")].judged_s) if (n, "jax.jit") in got else "-" for n in STANDARD)
-        lines.append(
-            f"| {model} | {cluster} | {_ms(auto)} | {_ms(got[(AUTO, 'searched')].predicted_s)} | {_ms(best)} "
+        line = (
+            f"| {model} | {cluster} | {'/'.join(sorted({r.judge for r in got.values()}))} | {_ms(auto)} "
+            f"| {_ms(got[(AUTO, 'searched')].predicted_s)} | {_ms(best)} "
             f"| {auto / best:.3f} | {'yes' if auto <= best * (1 + 1e-9) else '**no**'} "
             f"| {' | '.join(pinned(n) for n in STANDARD)} | {hand} "
-            f"| {sum(r.remat for r in rows if r.model == model and r.cluster == cluster)} |"
+            f"| {sum(r.remat for r in got.values())} |"
         )
+        if cpu:
+            line += f" {_cpu_cell(got)} |"
+        lines.append(line)
     if notes:
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_cell(got: dict) -> str:
+    """``auto / best; R / DP / FSDP / Megatron pred/judged`` on the CPU programs."""
+    auto = got[(AUTO, "searched")].cpu_judged_s
+    hand = [got[(n, "jax.jit")].cpu_judged_s for n in MUST_BEAT if (n, "jax.jit") in got]
+    if auto is None or not hand or None in hand:
+        return "-"
+    ratios = [got[(n, "searched")].cpu_ratio if (n, "searched") in got else None for n in STANDARD]
+    return f"{auto / min(hand):.3f}; " + " / ".join("-" if x is None else f"{x:.2f}" for x in ratios)
 
 
 def all_cases(models: Sequence[str] | None = None) -> list[Callable[[], Case]]:
@@ -252,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", action="append", default=None, help="tests/models name or suite config; default: all")
     ap.add_argument("--out", type=Path, default=RESULTS / "standard-plans.md")
     ap.add_argument("--notes", type=Path, default=None, help="markdown appended to the report")
+    ap.add_argument("--cpu", action="store_true", help="also judge the CPU-compiled programs (without overlap)")
     a = ap.parse_args(argv)
     shape = tuple(int(t) for t in a.mesh.lower().split("x"))
     flag = f"--xla_force_host_platform_device_count={max(8, int(__import__('math').prod(shape)))}"
@@ -267,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for make in all_cases(a.model):
-        rows += run_case(make(), clusters, mesh, say)
+        rows += run_case(make(), clusters, mesh, say, cpu=a.cpu)
         # written after every case: a long run stopped early still leaves its rows
         a.out.write_text(markdown(rows, a.mesh, a.notes.read_text() if a.notes else ""))
     print(f"report written to {a.out}")
