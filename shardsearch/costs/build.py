@@ -21,6 +21,7 @@ from cost_model.reshard import reshard_matrices
 from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fusion, fused_bytes, region_inputs,
                                       whole_bytes)
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
+from shardsearch.costs.dot_merge import merged_dots, merged_time
 from shardsearch.costs.overlap import exposed_comm
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
@@ -104,6 +105,7 @@ def node_costs(
     no_latency = cluster.with_latency_share(combined_share)
     compute, comm, local = [], [], []
     ends_at, regions = ends_fusion(graph, users, graph_outputs), {}
+    merged = merged_dots(graph) if cluster.gpu_target is not None else {}  # XLA's GPU DotMerger
     # Repeated layers share their strategy lists (strategies/per_node.py caches them):
     # a node priced like an earlier one (same list, same fusion context) reuses its row.
     seen: dict = {}
@@ -116,13 +118,15 @@ def node_costs(
             if isinstance(r, ValueRef) and graph.nodes[r.node].primitive in FUSIBLE and not ends_at[r.node])
         dtype = compute_dtype(graph, node) if node.kind is NodeKind.OP else None
         matmul = node.kind is NodeKind.OP and node.primitive in MATMULS
-        key = (id(strats), fused, ends, starts, absorbed, node.id in combined, dtype, matmul)
+        k = merged.get(node.id, 1)
+        key = (id(strats), fused, ends, starts, absorbed, node.id in combined, dtype, matmul, k)
         if key not in seen:
             times = []
             for s in strats:
                 nbytes = (fused_bytes(graph, node, s, mesh, ends) if fused
                           else s.bytes_accessed - absorbed_bytes(graph, node, s, mesh, absorbed))
-                times.append(compute_time(cluster, s.flops, nbytes, dtype, matmul=matmul))
+                times.append(merged_time(cluster, s.flops, nbytes, dtype, k) if k > 1
+                             else compute_time(cluster, s.flops, nbytes, dtype, matmul=matmul))
             seen[key] = (np.array(times), np.array([
                 sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c)
                     for c in s.collectives)
