@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     cluster = Cluster.load(name)
                     # across nodes the replicated program is no contender and the slowest compile
-                    rows = run_config(suite, config, cluster, shape, target="gpu", pipeline=None,
+                    rows = run_config(suite, config, cluster, shape, target="gpu", pipeline=None, megatron_3d=False,
                                       reference=math.prod(shape) <= cluster.devices_per_node)
                     with saved.open("a") as f:
                         for r in rows:

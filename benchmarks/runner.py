@@ -1,6 +1,6 @@
 """Run shardsearch and the hand-written baselines on a suite; judge every compiled program.
 
-Across nodes (a mesh larger than one node, CPU target) two more rows: shardsearch with
+Across nodes (a mesh larger than one node, either target) two more rows: shardsearch with
 ``pipeline=None`` (its best plan without stages, when the chosen one is pipelined) and
 the hand Megatron 3-D recipe (``benchmarks.megatron3d``: a stage per node, tensor
 parallel inside) on the same pipeline runtime. A pipelined program is judged by
@@ -158,13 +158,13 @@ def run_config(
                      predicted_comm_s=plan.predicted.comm_s, **wall(compiled)))
     say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s"
         + (f" ({rows[-1].pipeline})" if rows[-1].pipeline else ""))
-    across = target == "cpu" and mshape.size > cluster.devices_per_node
-    if rows[-1].pipeline and target == "cpu":
-        rows.append(_intra_op_row(workload, mesh, cluster, base, ideal_s))
+    across = mshape.size > cluster.devices_per_node
+    if rows[-1].pipeline:
+        rows.append(_intra_op_row(workload, mesh, cluster, base, ideal_s, target))
         say(f"  {config} {base['mesh']}: shardsearch without pipeline judged {rows[-1].total_s:.4g} s")
     if across and megatron_3d:
         try:
-            rows.append(_megatron_3d_row(workload, mesh, mshape, cluster, base, ideal_s))
+            rows.append(_megatron_3d_row(workload, mesh, mshape, cluster, base, ideal_s, target))
             say(f"  {config} {base['mesh']}: {MEGATRON_3D} judged {rows[-1].total_s:.4g} s ({rows[-1].pipeline})")
         except (StageError, MicrobatchError) as err:  # fewer layers than nodes, or a step microbatches change
             say(f"  {config} {base['mesh']}: no {MEGATRON_3D} row: {err}")
@@ -191,21 +191,22 @@ def run_suite(suite: str, configs: Sequence[str], cluster: Cluster | str, meshes
     return rows
 
 
-def _intra_op_row(workload, mesh, cluster: Cluster, base: dict, ideal_s: float) -> Row:
+def _intra_op_row(workload, mesh, cluster: Cluster, base: dict, ideal_s: float, target: str = "cpu") -> Row:
     """shardsearch's best plan without stages (``pipeline=None``), judged like the others."""
     t0 = time.perf_counter()
     step = ss.auto(workload.train_step, mesh=mesh, cluster=cluster, cache=False, pipeline=None)
     plan = step.plan_for(*workload.args)
     plan_s = time.perf_counter() - t0
-    _, judged, compile_s = _judged(step.lower(*workload.args), cluster, "cpu")
+    _, judged, compile_s = _judged(step.lower(*workload.args), cluster, target)
     return _row({**base, "strategy": SHARDSEARCH_INTRA}, judged, cluster, ideal_s, compile_s, plan_s=plan_s,
                 predicted_s=plan.predicted.total_s)
 
 
-def _megatron_3d_row(workload, mesh, mshape: MeshShape, cluster: Cluster, base: dict, ideal_s: float) -> Row:
+def _megatron_3d_row(workload, mesh, mshape: MeshShape, cluster: Cluster, base: dict, ideal_s: float,
+                     target: str = "cpu") -> Row:
     """The hand 3-D recipe on the pipeline runtime (``benchmarks.megatron3d``)."""
     plan = plan_3d(workload, mshape, cluster)
-    _, judged, compile_s = _judged(plan.apply(workload.train_step, mesh=mesh).lower(*workload.args), cluster, "cpu")
+    _, judged, compile_s = _judged(plan.apply(workload.train_step, mesh=mesh).lower(*workload.args), cluster, target)
     return _row({**base, "strategy": MEGATRON_3D}, judged, cluster, ideal_s, compile_s,
                 predicted_s=plan.predicted.total_s)
 

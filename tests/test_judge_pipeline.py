@@ -32,6 +32,17 @@ def test_hand_replayed_two_stages_with_links():
     assert replay([1, 2], [2, 3], [0, 0], [0, 5], [(0.5, 0.5)], Schedule.GPIPE, 2) == pytest.approx(16.5)
 
 
+def test_once_per_step_transfers_delay_the_reader():
+    # the replay of test_hand_replayed_two_stages_with_links (GPipe: 14.0), plus a value sent
+    # once a step from stage 0 to stage 1 before its microbatches (4 s): stage 1's F0 [4,6]
+    # F1 [6,8] B0 [8,11] B1 [11,14]; link B1 [14,14.5]; stage 0's B1 [14.5,16.5]
+    args = ([1, 2], [2, 3], [0, 0], [0, 0], [(0.5, 0.5)], Schedule.GPIPE, 2)
+    assert replay(*args, [(0, 1, 4.0, False)]) == pytest.approx(16.5)
+    # a running total stage 0's update reads: sent when stage 1's last backward ends (11.5)
+    assert replay(*args, [(1, 0, 5.0, True)]) == pytest.approx(16.5)
+    assert replay(*args, [(1, 0, 1.0, True)]) == pytest.approx(14.0)  # arrives before stage 0's loop ends
+
+
 def test_links_within_one_node_are_fast():
     intra = link_seconds(1e6, (0, 1), (2, 3), SLOW)
     inter = link_seconds(1e6, (0, 1, 2, 3), (4, 5, 6, 7), SLOW)

@@ -29,6 +29,18 @@ the microbatches the schedule keeps in flight besides the one a backward reads (
 ``compute_s`` is the same replay with each program's compute alone and free links;
 ``comm_s = total_s - compute_s`` is what communication (collectives inside the stages
 and transfers between them) adds to the step.
+
+Values moved between stages once per step (``compiled.step_transfers``: a tied embedding
+sent to the head's stage, its gradient's running total sent back for the update) are
+priced on the same links: the reading stage starts its microbatches (or its POST, for
+a value only the update reads) no earlier than the source stage's PRE (or last backward)
+ended plus the transfer. Batch inputs are fed from the host, as to a flat plan: not charged.
+
+A step compiled for the cluster's GPUs (``shardsearch.target``; detected from the
+programs' devices, or ``gpu=True``) has each program judged by ``judge_gpu`` on its
+stage's devices; ``total_s`` then replays the programs' no-overlap times and
+``overlap_s`` their times with overlap (each program's own scheduled replay), the figure
+GPU rows are ranked by; ``exposed_comm_s = overlap_s - compute_s``.
 """
 
 from __future__ import annotations
@@ -36,6 +48,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
+import jax
+
+from benchmarks.judge.gpu import judge_gpu
 from benchmarks.judge.price import Judged, judge
 from cost_model.cluster import Cluster
 from shardsearch.pipeline.assignment import StageKind
@@ -50,8 +65,10 @@ class JudgedStage:
     devices: tuple[int, ...]  # cluster devices of the stage's submesh
     programs: Mapping[str, Judged]  # plan key ("forward", "backward", "pre", "post.1", ...) -> judged
     stash_bytes: float = 0.0  # per device: what the forward program(s) of one microbatch return
+    time_field: str = "total_s"  # what a program takes: "overlap_s" for a GPU program (with overlap)
 
-    def _sum(self, prefix: str, field: str = "total_s") -> float:
+    def _sum(self, prefix: str, field: str | None = None) -> float:
+        field = field or self.time_field
         return sum(getattr(j, field) for k, j in self.programs.items() if k.split(".")[0] == prefix)
 
     @property
@@ -101,10 +118,17 @@ class JudgedPipeline:
     compute_s: float  # the replay with compute alone
     formula_s: float  # sum t + sum x + (M - 1) max(t, x), plus the slowest PRE and POST
     memory_per_stage: tuple[float, ...]  # per device, under the schedule
+    step_transfer_s: tuple[tuple[int, int, float, bool], ...] = ()  # once per step: (src, dst, seconds, after loop)
+    overlap_s: float | None = None  # GPU programs: the replay with each program's time with overlap
+    xla_estimate_s: float | None = None  # (no XLA estimate of a whole pipeline)
 
     @property
     def comm_s(self) -> float:
         return self.total_s - self.compute_s
+
+    @property
+    def exposed_comm_s(self) -> float | None:
+        return None if self.overlap_s is None else max(self.overlap_s - self.compute_s, 0.0)
 
     @property
     def memory_bytes(self) -> float:
@@ -130,8 +154,8 @@ class JudgedPipeline:
     def bubble(self) -> float:
         """Share of device-seconds the stages idle in the step."""
         busy = sum(len(st.devices) * (self.num_microbatches * st.micro_s + st.step_s) for st in self.stages)
-        return max(0.0, 1.0 - busy / (self.total_s * sum(len(st.devices) for st in self.stages))) \
-            if self.total_s > 0 else 0.0
+        step = self.overlap_s if self.overlap_s is not None else self.total_s
+        return max(0.0, 1.0 - busy / (step * sum(len(st.devices) for st in self.stages))) if step > 0 else 0.0
 
     def breakdown(self) -> str:
         """Where the step goes, in ms: per stage one microbatch's forward + backward and the
@@ -140,6 +164,8 @@ class JudgedPipeline:
         parts = [f"s{i} {ms(st.forward_s)}+{ms(st.backward_s)} x{self.num_microbatches}, once {ms(st.step_s)}"
                  for i, st in enumerate(self.stages)]
         parts += [f"link{i} {ms(f)}/{ms(b)} x{self.num_microbatches}" for i, (f, b) in enumerate(self.transfer_s)]
+        if self.step_transfer_s:
+            parts.append(f"once-per-step transfers {ms(sum(x[2] for x in self.step_transfer_s))}")
         return "; ".join(parts) + f"; bubble {self.bubble:.0%}"
 
     def describe(self) -> str:
@@ -158,10 +184,15 @@ def link_seconds(nbytes: float, src: Sequence[int], dst: Sequence[int], cluster:
 
 
 def replay(forward: Sequence[float], backward: Sequence[float], pre: Sequence[float], post: Sequence[float],
-           links: Sequence[tuple[float, float]], schedule: Schedule, num_microbatches: int) -> float:
-    """Seconds from the first PRE to the last POST (see the module notes)."""
+           links: Sequence[tuple[float, float]], schedule: Schedule, num_microbatches: int,
+           step_links: Sequence[tuple[int, int, float, bool]] = ()) -> float:
+    """Seconds from the first PRE to the last POST (see the module notes). ``step_links``:
+    once-per-step transfers (source stage, reading stage, seconds, read only by POST)."""
     n = len(forward)
     free = list(pre)  # when each stage can start its next program
+    for src, dst, seconds, after in step_links:
+        if not after:
+            free[dst] = max(free[dst], pre[src] + seconds)
     link_free = {(b, d): 0.0 for b in range(n - 1) for d in (0, 1)}  # (boundary, direction)
     done: dict[tuple[int, StageKind, int], float] = {}
 
@@ -180,16 +211,25 @@ def replay(forward: Sequence[float], backward: Sequence[float], pre: Sequence[fl
                 ready = max(ready, arrive(s, 1, done[(s + 1, B, m)]))
             seconds = backward[s]
         done[(s, kind, m)] = free[s] = max(free[s], ready) + seconds
-    return max(f + p for f, p in zip(free, post))
+    start = list(free)  # POST: after the stage's own loop and the running totals it reads
+    for src, dst, seconds, after in step_links:
+        if after:
+            start[dst] = max(start[dst], free[src] + seconds)
+    return max(f + p for f, p in zip(start, post))
 
 
-def judge_pipeline(compiled, cluster: Cluster, *, device_ids: Sequence[int] | None = None) -> JudgedPipeline:
+def judge_pipeline(compiled, cluster: Cluster, *, device_ids: Sequence[int] | None = None,
+                   gpu: bool | None = None) -> JudgedPipeline:
     """Price ``compiled`` (a pipelined step's ``lower(...).compile()``) on ``cluster``.
-    ``device_ids``: the cluster device of each jax device id, where they differ."""
+    ``device_ids``: the cluster device of each jax device id, where they differ. ``gpu``:
+    the programs were compiled for the cluster's GPUs (default: told by their devices)."""
+    if gpu is None:
+        gpu = _is_gpu(compiled)
     stages = []
     for st in compiled.stages:
         devices = tuple(device_ids[d] for d in st.devices) if device_ids is not None else tuple(st.devices)
-        programs = {k: judge(c, cluster, device_ids=devices) for k, c in st.programs.items()}
+        price = judge_gpu if gpu else judge
+        programs = {k: price(c, cluster, device_ids=devices) for k, c in st.programs.items()}
         stash = sum(_output_bytes(c) for k, c in st.programs.items() if k.split(".")[0] == "forward")
         stages.append(JudgedStage(devices, programs, stash))
     schedule = Schedule(compiled.schedule)
@@ -197,17 +237,33 @@ def judge_pipeline(compiled, cluster: Cluster, *, device_ids: Sequence[int] | No
     xbytes = tuple((float(f), float(b)) for f, b in compiled.transfers)
     xs = tuple((link_seconds(f, stages[i].devices, stages[i + 1].devices, cluster),
                 link_seconds(b, stages[i].devices, stages[i + 1].devices, cluster)) for i, (f, b) in enumerate(xbytes))
+    once = tuple((src, dst, link_seconds(nbytes, stages[src].devices, stages[dst].devices, cluster), after)
+                 for src, dst, nbytes, after in getattr(compiled, "step_transfers", ()))
 
-    def run(field: str, links) -> float:
+    def run(field: str, links, step_links) -> float:
         part = lambda name: [st._sum(name, field) for st in stages]  # noqa: E731
-        return replay(part("forward"), part("backward"), part("pre"), part("post"), links, schedule, m)
+        return replay(part("forward"), part("backward"), part("pre"), part("post"), links, schedule, m, step_links)
 
-    total = run("total_s", xs)
-    compute = run("compute_s", [(0.0, 0.0)] * len(xs))
+    total = run("total_s", xs, once)
+    compute = run("compute_s", [(0.0, 0.0)] * len(xs), ())
+    overlap = run("overlap_s", xs, once) if gpu else None
+    if gpu:
+        stages = [dataclasses.replace(st, time_field="overlap_s") for st in stages]
     formula = (max(st.pre_s for st in stages) + step_time([st.micro_s for st in stages], [f + b for f, b in xs], m)
                + max(st.post_s for st in stages))
     memory = tuple(st.memory_bytes(in_flight(schedule, n - s, m)) for s, st in enumerate(stages))
-    return JudgedPipeline(tuple(stages), m, schedule, xbytes, xs, total, compute, formula, memory)
+    return JudgedPipeline(tuple(stages), m, schedule, xbytes, xs, total, compute, formula, memory, once, overlap)
+
+
+def _is_gpu(compiled) -> bool:
+    """Whether the stages' programs were compiled for GPUs (a deviceless target's devices)."""
+    for st in compiled.stages:
+        for c in st.programs.values():
+            for sh in jax.tree.leaves(c.input_shardings):
+                devices = getattr(sh, "device_set", None)
+                if devices:
+                    return next(iter(devices)).platform in ("cuda", "gpu", "rocm")
+    return False
 
 
 def _output_bytes(compiled) -> float:

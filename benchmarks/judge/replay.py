@@ -116,7 +116,8 @@ class _Clocks:
 
 
 class _Replay:
-    def __init__(self, hlo_text: str, cluster: Cluster, num_devices: int, contention: float):
+    def __init__(self, hlo_text: str, cluster: Cluster, num_devices: int, contention: float, device_ids=None):
+        self.device_ids = device_ids
         self.module = parse_module(hlo_text)
         self.pricer = KernelPricer(self.module, intended_dtypes(self.module), cluster)
         self.collectives: dict[str, HloCollective] = {c.name: c for c in parse_collectives(hlo_text)}
@@ -129,7 +130,7 @@ class _Replay:
     def _collective_s(self, name: str) -> float:
         if name not in self._seconds:
             c = self.collectives.get(name)
-            priced = price_collective(c, self.cluster, self.num_devices) if c is not None else None
+            priced = price_collective(c, self.cluster, self.num_devices, self.device_ids) if c is not None else None
             self._seconds[name] = priced.seconds if priced is not None and priced.group_size > 1 else 0.0
         return self._seconds[name]
 
@@ -197,9 +198,11 @@ class _Replay:
                    if i.opcode not in FREE and i.opcode not in _STARTS + _DONES + _COLLECTIVES)
 
 
-def replay(hlo_text: str, cluster: Cluster, num_devices: int, *, contention: float = CONTENTION) -> Replayed:
-    """Replay the scheduled program ``hlo_text`` (optimized HLO of a GPU compile) on ``cluster``."""
-    r = _Replay(hlo_text, cluster, num_devices, contention)
+def replay(hlo_text: str, cluster: Cluster, num_devices: int, *, contention: float = CONTENTION,
+           device_ids=None) -> Replayed:
+    """Replay the scheduled program ``hlo_text`` (optimized HLO of a GPU compile) on ``cluster``.
+    ``device_ids``: the cluster device of each device position (a pipeline stage's), as in ``price``."""
+    r = _Replay(hlo_text, cluster, num_devices, contention, device_ids)
     entry = entry_of(r.module)
     if entry is not None:
         r.run(entry)

@@ -12,7 +12,9 @@ plan and runs steps with ``pipeline.runtime.PipelineRunner``.
 ``"post.1"``: ``Program.key``, as in ``StagePlan.programs``), so that a judge can tell
 a forward from a backward and match each program to its plan; ``num_microbatches``, ``schedule``
 and ``transfers``: per boundary between stages s and s + 1, the bytes sent across it per
-microbatch, (forward, backward).
+microbatch, (forward, backward); ``step_transfers``: the values moved between stages once per
+step (``step_transfer_bytes``: a tied embedding to the head's stage, its gradient's running
+total back to the stage that updates it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from shardsearch.apply.mesh import to_partition_spec
 from shardsearch.pipeline.assignment import StageKind
 from shardsearch.pipeline.pipelined import programs_of
 from shardsearch.pipeline.plan_data import PipelinePlan
-from shardsearch.pipeline.programs import Form, StagePrograms
+from shardsearch.pipeline.programs import Form, Key, StagePrograms
 from shardsearch.pipeline.runtime import PipelineRunner, compile_program
 from shardsearch.pipeline.transfer import _union_sharding
 
@@ -83,6 +85,42 @@ def boundary_bytes(sp: StagePrograms) -> tuple[tuple[int, int], ...]:
     return tuple((f, b) for f, b in out)
 
 
+def step_transfer_bytes(sp: StagePrograms, input_nodes) -> tuple[tuple[int, int, int, bool], ...]:
+    """(source stage, reading stage, bytes, after the loop) of each value that moves between
+    stages once per step: an argument read on a stage other than its own, a PRE or POST
+    result, a running total (ACC), a per-microbatch value read whole after the loop (LAST,
+    STACK) or a value sliced per microbatch (SLICE) made on another stage; not a batch
+    input, which the host feeds to every stage that reads it, as it feeds a flat plan. ``after the
+    loop``: a POST program reads it (else PRE or per-microbatch work waits for it). Each
+    value is counted once per reading stage (the runtime moves it once per step); a stage's
+    own layers of a layer-stacked argument are a view, not a move."""
+    made = {}
+    for p in sp.programs:
+        for key in p.outputs:
+            made.setdefault(key, p.stage)
+    arg = {n: i for i, n in enumerate(input_nodes)}
+    out, seen = [], set()
+    for p in sp.programs:
+        for n, key in zip(p.graph.input_nodes, p.inputs):
+            if key.form is Form.MICRO:
+                continue  # per microbatch: ``boundary_bytes``
+            if key.form is Form.SLICE and key.ref.node in arg:
+                continue  # a batch input: fed from the host to each stage that reads it, as to a flat plan
+            if key.form is Form.WHOLE and key.ref.node in arg:
+                if key.part is not None:
+                    continue
+                src = sp.arg_stage[arg[key.ref.node]]
+            else:
+                source = {Form.LAST: Form.MICRO, Form.STACK: Form.MICRO, Form.SLICE: Form.WHOLE}.get(key.form, key.form)
+                src = made.get(Key(key.ref, source, part=key.part))
+            if src is None or src == p.stage or (key.ref, key.part, key.form, p.stage) in seen:
+                continue
+            seen.add((key.ref, key.part, key.form, p.stage))
+            nbytes = p.graph.nodes[n].outputs[0].nbytes * (sp.num_microbatches if key.form is Form.SLICE else 1)
+            out.append((src, p.stage, int(nbytes), p.kind is StageKind.POST))
+    return tuple(out)
+
+
 class PipelinedStep:
     def __init__(self, graph, plan, mesh: Mesh, *, constrain: bool = True):
         self.plan, self.pipeline = plan, plan.pipeline
@@ -93,6 +131,7 @@ class PipelinedStep:
             compiled.append(compile_program(p, self.pipeline.stages[p.stage].programs[p.key], self.meshes[p.stage],
                                             constrain=constrain))
         self.compiled = compiled
+        self.input_nodes = tuple(graph.input_nodes)
         self.runner = PipelineRunner(self.programs, compiled, self.meshes, self.pipeline.schedule,
                                      input_nodes=graph.input_nodes, in_tree=graph.in_tree, out_tree=graph.out_tree)
 
@@ -117,6 +156,7 @@ class PipelineCompiled:
     num_microbatches: int
     schedule: str
     transfers: tuple[tuple[int, int], ...]
+    step_transfers: tuple[tuple[int, int, int, bool], ...] = ()  # once per step: (src, dst, bytes, after loop)
 
 
 class PipelineLowered:
@@ -138,4 +178,4 @@ class PipelineLowered:
                 by_key[c.program.key] = compiled
             stages.append(CompiledStage(tuple(int(d.id) for d in mesh.devices.flat), per_micro, per_step, by_key))
         return PipelineCompiled(tuple(stages), step.pipeline.num_microbatches, step.pipeline.schedule.value,
-                                boundary_bytes(step.programs))
+                                boundary_bytes(step.programs), step_transfer_bytes(step.programs, step.input_nodes))
