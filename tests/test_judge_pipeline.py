@@ -34,13 +34,19 @@ def test_hand_replayed_two_stages_with_links():
 
 def test_once_per_step_transfers_delay_the_reader():
     # the replay of test_hand_replayed_two_stages_with_links (GPipe: 14.0), plus a value sent
-    # once a step from stage 0 to stage 1 before its microbatches (4 s): stage 1's F0 [4,6]
-    # F1 [6,8] B0 [8,11] B1 [11,14]; link B1 [14,14.5]; stage 0's B1 [14.5,16.5]
+    # once a step from stage 0 to stage 1 before its microbatches (4 s, from the step's
+    # start): it holds the forward link [0,4], so F0's activations cross [4,4.5], F1's
+    # [4.5,5]; stage 1 F0 [4.5,6.5] F1 [6.5,8.5] B0 [8.5,11.5] B1 [11.5,14.5];
+    # link B1 [14.5,15]; stage 0's B1 [15,17]
     args = ([1, 2], [2, 3], [0, 0], [0, 0], [(0.5, 0.5)], Schedule.GPIPE, 2)
-    assert replay(*args, [(0, 1, 4.0, False)]) == pytest.approx(16.5)
-    # a running total stage 0's update reads: sent when stage 1's last backward ends (11.5)
-    assert replay(*args, [(1, 0, 5.0, True)]) == pytest.approx(16.5)
-    assert replay(*args, [(1, 0, 1.0, True)]) == pytest.approx(14.0)  # arrives before stage 0's loop ends
+    assert replay(*args, [(0, 1, 4.0, False, True)]) == pytest.approx(17.0)
+    # made by stage 0's PRE (2 s): it leaves at 2
+    pre = ([1, 2], [2, 3], [2, 0], [0, 0], [(0.5, 0.5)], Schedule.GPIPE, 2)
+    assert replay(*pre, [(0, 1, 4.0, False, False)]) == pytest.approx(replay(*pre) + 2.0 + 1.0)
+    # a running total stage 0's update reads: sent when stage 1's last backward ends (11.5),
+    # after B1's cotangent has crossed the backward link [11.5,12]: arrives 17
+    assert replay(*args, [(1, 0, 5.0, True, False)]) == pytest.approx(17.0)
+    assert replay(*args, [(1, 0, 1.0, True, False)]) == pytest.approx(14.0)  # arrives before stage 0's loop ends
 
 
 def test_links_within_one_node_are_fast():

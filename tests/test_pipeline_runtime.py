@@ -263,8 +263,8 @@ def test_tied_embedding_gradient_crosses_stages_once_a_step():
     # the batch is fed from the host to both stages, as to a flat plan
     once = step_transfer_bytes(sp, graph.input_nodes)
     table = gpt.VOCAB * gpt.WIDTH * 4
-    assert (0, 1, table, False) in once and (1, 0, table, True) in once
-    assert all(nbytes < table for src, dst, nbytes, after in once if nbytes != table)
+    assert (0, 1, table, False, True) in once and (1, 0, table, True, False) in once
+    assert all(nbytes < table for src, dst, nbytes, *_ in once if nbytes != table)
     sums = [p for p in sp.programs if p.kind is StageKind.POST and p.stage == 0
             and any(k.form.value == "acc" and k.ref.node in {q.ref.node for r in sp.programs if r.stage == 1
                                                                 for q in r.outputs} for k in p.inputs)]

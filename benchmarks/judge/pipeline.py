@@ -32,9 +32,11 @@ and transfers between them) adds to the step.
 
 Values moved between stages once per step (``compiled.step_transfers``: a tied embedding
 sent to the head's stage, its gradient's running total sent back for the update) are
-priced on the same links: the reading stage starts its microbatches (or its POST, for
-a value only the update reads) no earlier than the source stage's PRE (or last backward)
-ended plus the transfer. Batch inputs are fed from the host, as to a flat plan: not charged.
+priced on the same links, which they hold while they cross: the reading stage starts its
+microbatches (or its POST, for a value only the update reads) when the value has arrived;
+it leaves at the step's start (an argument), when its source's PRE ends, or (read by POST)
+when its source's last backward ends. Batch inputs are fed from the host, as to a flat
+plan: not charged.
 
 A step compiled for the cluster's GPUs (``shardsearch.target``; detected from the
 programs' devices, or ``gpu=True``) has each program judged by ``judge_gpu`` on its
@@ -118,7 +120,7 @@ class JudgedPipeline:
     compute_s: float  # the replay with compute alone
     formula_s: float  # sum t + sum x + (M - 1) max(t, x), plus the slowest PRE and POST
     memory_per_stage: tuple[float, ...]  # per device, under the schedule
-    step_transfer_s: tuple[tuple[int, int, float, bool], ...] = ()  # once per step: (src, dst, seconds, after loop)
+    step_transfer_s: tuple[tuple, ...] = ()  # once a step: (src, dst, seconds, after the loop, an argument)
     overlap_s: float | None = None  # GPU programs: the replay with each program's time with overlap
     xla_estimate_s: float | None = None  # (no XLA estimate of a whole pipeline)
 
@@ -133,6 +135,15 @@ class JudgedPipeline:
     @property
     def memory_bytes(self) -> float:
         return max(self.memory_per_stage, default=0.0)
+
+    @property
+    def flops(self) -> float:
+        """Per device over the step: every stage's programs, each as often as it runs,
+        averaged over the pipeline's devices (as ``Judged.flops`` is per device)."""
+        m, n = self.num_microbatches, sum(len(st.devices) for st in self.stages)
+        work = sum(len(st.devices) * j.flops * (m if k.split(".")[0] in ("forward", "backward") else 1)
+                   for st in self.stages for k, j in st.programs.items())
+        return work / n if n else 0.0
 
     @property
     def num_stages(self) -> int:
@@ -185,14 +196,14 @@ def link_seconds(nbytes: float, src: Sequence[int], dst: Sequence[int], cluster:
 
 def replay(forward: Sequence[float], backward: Sequence[float], pre: Sequence[float], post: Sequence[float],
            links: Sequence[tuple[float, float]], schedule: Schedule, num_microbatches: int,
-           step_links: Sequence[tuple[int, int, float, bool]] = ()) -> float:
+           step_links: Sequence[tuple] = ()) -> float:
     """Seconds from the first PRE to the last POST (see the module notes). ``step_links``:
-    once-per-step transfers (source stage, reading stage, seconds, read only by POST)."""
+    once-per-step transfers (source stage, reading stage, seconds, read only by POST, an
+    argument): one read before the loop leaves when the step starts (an argument) or when
+    its source's PRE ends, and goes first on the links it crosses (the microbatches'
+    transfers queue behind it); one read by POST leaves when its source's loop ends."""
     n = len(forward)
     free = list(pre)  # when each stage can start its next program
-    for src, dst, seconds, after in step_links:
-        if not after:
-            free[dst] = max(free[dst], pre[src] + seconds)
     link_free = {(b, d): 0.0 for b in range(n - 1) for d in (0, 1)}  # (boundary, direction)
     done: dict[tuple[int, StageKind, int], float] = {}
 
@@ -200,6 +211,18 @@ def replay(forward: Sequence[float], backward: Sequence[float], pre: Sequence[fl
         start = max(link_free[(b, direction)], sent)
         link_free[(b, direction)] = start + links[b][direction]
         return link_free[(b, direction)]
+
+    def carry(src: int, dst: int, sent: float, seconds: float) -> float:
+        """A once-per-step transfer over every boundary between ``src`` and ``dst``."""
+        path = [(b, int(src > dst)) for b in range(min(src, dst), max(src, dst))]
+        end = max([sent] + [link_free[k] for k in path]) + seconds
+        for k in path:
+            link_free[k] = end
+        return end
+
+    for src, dst, seconds, after, *arg in step_links:
+        if not after:
+            free[dst] = max(free[dst], carry(src, dst, 0.0 if arg and arg[0] else pre[src], seconds))
 
     for s, kind, m in dispatch_order(schedule, n, num_microbatches):
         if kind is F:
@@ -212,9 +235,9 @@ def replay(forward: Sequence[float], backward: Sequence[float], pre: Sequence[fl
             seconds = backward[s]
         done[(s, kind, m)] = free[s] = max(free[s], ready) + seconds
     start = list(free)  # POST: after the stage's own loop and the running totals it reads
-    for src, dst, seconds, after in step_links:
+    for src, dst, seconds, after, *arg in step_links:
         if after:
-            start[dst] = max(start[dst], free[src] + seconds)
+            start[dst] = max(start[dst], carry(src, dst, free[src], seconds))
     return max(f + p for f, p in zip(start, post))
 
 
@@ -237,8 +260,8 @@ def judge_pipeline(compiled, cluster: Cluster, *, device_ids: Sequence[int] | No
     xbytes = tuple((float(f), float(b)) for f, b in compiled.transfers)
     xs = tuple((link_seconds(f, stages[i].devices, stages[i + 1].devices, cluster),
                 link_seconds(b, stages[i].devices, stages[i + 1].devices, cluster)) for i, (f, b) in enumerate(xbytes))
-    once = tuple((src, dst, link_seconds(nbytes, stages[src].devices, stages[dst].devices, cluster), after)
-                 for src, dst, nbytes, after in getattr(compiled, "step_transfers", ()))
+    once = tuple((src, dst, link_seconds(nbytes, stages[src].devices, stages[dst].devices, cluster), *rest)
+                 for src, dst, nbytes, *rest in getattr(compiled, "step_transfers", ()))
 
     def run(field: str, links, step_links) -> float:
         part = lambda name: [st._sum(name, field) for st in stages]  # noqa: E731

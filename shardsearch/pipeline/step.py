@@ -85,13 +85,14 @@ def boundary_bytes(sp: StagePrograms) -> tuple[tuple[int, int], ...]:
     return tuple((f, b) for f, b in out)
 
 
-def step_transfer_bytes(sp: StagePrograms, input_nodes) -> tuple[tuple[int, int, int, bool], ...]:
-    """(source stage, reading stage, bytes, after the loop) of each value that moves between
+def step_transfer_bytes(sp: StagePrograms, input_nodes) -> tuple[tuple[int, int, int, bool, bool], ...]:
+    """(source stage, reading stage, bytes, after the loop, an argument) of each value that moves between
     stages once per step: an argument read on a stage other than its own, a PRE or POST
     result, a running total (ACC), a per-microbatch value read whole after the loop (LAST,
     STACK) or a value sliced per microbatch (SLICE) made on another stage; not a batch
     input, which the host feeds to every stage that reads it, as it feeds a flat plan. ``after the
-    loop``: a POST program reads it (else PRE or per-microbatch work waits for it). Each
+    loop``: a POST program reads it (else PRE or per-microbatch work waits for it); ``an
+    argument``: it can leave when the step starts (else when its source program ends). Each
     value is counted once per reading stage (the runtime moves it once per step); a stage's
     own layers of a layer-stacked argument are a view, not a move."""
     made = {}
@@ -117,7 +118,7 @@ def step_transfer_bytes(sp: StagePrograms, input_nodes) -> tuple[tuple[int, int,
                 continue
             seen.add((key.ref, key.part, key.form, p.stage))
             nbytes = p.graph.nodes[n].outputs[0].nbytes * (sp.num_microbatches if key.form is Form.SLICE else 1)
-            out.append((src, p.stage, int(nbytes), p.kind is StageKind.POST))
+            out.append((src, p.stage, int(nbytes), p.kind is StageKind.POST, key.ref.node in arg))
     return tuple(out)
 
 
@@ -156,7 +157,7 @@ class PipelineCompiled:
     num_microbatches: int
     schedule: str
     transfers: tuple[tuple[int, int], ...]
-    step_transfers: tuple[tuple[int, int, int, bool], ...] = ()  # once per step: (src, dst, bytes, after loop)
+    step_transfers: tuple[tuple[int, int, int, bool, bool], ...] = ()  # once a step: step_transfer_bytes
 
 
 class PipelineLowered:
