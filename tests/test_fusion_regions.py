@@ -33,3 +33,20 @@ def test_a_reduction_reads_the_residual_stream_not_every_layer_before_it():
     assert abs(eight / two - 1) < 0.01  # was 4x: every earlier layer's matmul output
     # it reads what its own layer's add reads: the stream and the matmul output, 16 MB each per device
     assert two <= 1.5 * 2 * 2048 * 1024 * 4 / Cluster.load("h100-8").hbm_bandwidth
+
+
+def conv_input_grad(x, k):
+    """The gradient of a convolution by its input: a convolution with the flipped kernel."""
+    conv = lambda x: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x))))(x)
+
+
+def test_a_kernel_flip_is_folded_into_the_gpu_convolution():
+    args = (jax.ShapeDtypeStruct((8, 16, 16, 64), jnp.float32), jax.ShapeDtypeStruct((3, 3, 64, 64), jnp.float32))
+    graph = trace(conv_input_grad, args)
+    mesh = MeshShape(("data",), (2,))
+    (rev,) = [n.id for n in graph.nodes if n.primitive == "rev"]
+    per_node = graph_strategies(graph, mesh).per_node
+    gpu = build.node_costs(graph, per_node, Cluster.load("h100-8"), mesh, 1.0).compute[rev]
+    other = build.node_costs(graph, per_node, Cluster.load("tpu-v5e-256"), mesh, 1.0).compute[rev]
+    assert not gpu.any() and other.all()  # cuDNN's backward-input call reads the kernel unflipped

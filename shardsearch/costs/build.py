@@ -18,8 +18,8 @@ from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, comp
 from cost_model.collectives import collective_local_bytes
 from cost_model.mesh import local_bytes
 from cost_model.reshard import reshard_matrices
-from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fusion, fused_bytes, region_inputs,
-                                      whole_bytes)
+from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fusion, folded_reverses, fused_bytes,
+                                      region_inputs, whole_bytes)
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.dot_merge import merged_dots, merged_time
 from shardsearch.costs.overlap import exposed_comm
@@ -105,7 +105,9 @@ def node_costs(
     no_latency = cluster.with_latency_share(combined_share)
     compute, comm, local = [], [], []
     ends_at, regions = ends_fusion(graph, users, graph_outputs), {}
-    merged = merged_dots(graph) if cluster.gpu_target is not None else {}  # XLA's GPU DotMerger
+    gpu = cluster.gpu_target is not None  # rewrites of XLA's GPU compiler
+    merged = merged_dots(graph) if gpu else {}  # its DotMerger
+    folded = folded_reverses(graph, users) if gpu else frozenset()  # its convolution rewriter
     # Repeated layers share their strategy lists (strategies/per_node.py caches them):
     # a node priced like an earlier one (same list, same fusion context) reuses its row.
     seen: dict = {}
@@ -119,15 +121,16 @@ def node_costs(
         dtype = compute_dtype(graph, node) if node.kind is NodeKind.OP else None
         matmul = node.kind is NodeKind.OP and node.primitive in MATMULS
         k = merged.get(node.id, 1)
-        key = (id(strats), fused, ends, starts, absorbed, node.id in combined, dtype, matmul, k)
+        free = node.id in folded
+        key = (id(strats), fused, ends, starts, absorbed, node.id in combined, dtype, matmul, k, free)
         if key not in seen:
             times = []
-            for s in strats:
+            for s in strats if not free else ():
                 nbytes = (fused_bytes(graph, node, s, mesh, ends) if fused
                           else s.bytes_accessed - absorbed_bytes(graph, node, s, mesh, absorbed))
                 times.append(merged_time(cluster, s.flops, nbytes, dtype, k) if k > 1
                              else compute_time(cluster, s.flops, nbytes, dtype, matmul=matmul))
-            seen[key] = (np.array(times), np.array([
+            seen[key] = (np.array(times) if not free else np.zeros(len(strats)), np.array([
                 sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c)
                     for c in s.collectives)
                 for s in strats
