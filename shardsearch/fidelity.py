@@ -51,6 +51,16 @@ def planned_collectives(graph: OpGraph, chosen: Sequence, mesh: MeshShape) -> tu
     merges the identical copies (the solver, pricing edge by edge, pays for each)."""
     table: dict = {}
     moved: set = set()
+    # repeated layers repeat their strategies and reshards: each is listed once
+    # ((kind, axes label, bytes) of the collectives that move something), added per use
+    listed: dict = {}
+
+    def add_all(key, collectives) -> None:
+        if key not in listed:
+            listed[key] = [(c.kind.value, axes_label(mesh, c.axes), c.nbytes) for c in collectives()
+                           if mesh.group_size(c.axes) > 1]
+        for kind, label, nbytes in listed[key]:
+            _add(table, kind, label, nbytes)
 
     def reshard(ref: ValueRef, dst) -> None:
         info = graph.info(ref)
@@ -58,16 +68,16 @@ def planned_collectives(graph: OpGraph, chosen: Sequence, mesh: MeshShape) -> tu
         if (ref, dst) in moved:
             return
         moved.add((ref, dst))
-        for c in reshard_collectives(mesh, info.shape, info.dtype.itemsize, src, dst):
-            if mesh.group_size(c.axes) > 1:
-                _add(table, c.kind.value, axes_label(mesh, c.axes), c.nbytes)
+        if src == dst:
+            return  # nothing moves
+        add_all((info.shape, info.dtype.itemsize, src, dst),
+                lambda: reshard_collectives(mesh, info.shape, info.dtype.itemsize, src, dst))
 
     for n in graph.nodes:
         if n.kind is not NodeKind.OP:
             continue
-        for c in chosen[n.id].collectives:
-            if mesh.group_size(c.axes) > 1:
-                _add(table, c.kind.value, axes_label(mesh, c.axes), c.nbytes)
+        st = chosen[n.id]
+        add_all(("strategy", id(st)), lambda: st.collectives)  # (chosen keeps each alive: ids stay unique)
         for j, ref in enumerate(n.inputs):
             if isinstance(ref, ValueRef):
                 reshard(ref, chosen[n.id].in_specs[j])

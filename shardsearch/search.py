@@ -116,7 +116,8 @@ def accumulated(traced: OpGraph, phash: str, whole: MemoryBudgetError, *, mesh, 
 
 def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
                config: SearchConfig, log=None, start: float | None = None, pipeline=None,
-               cutoff: float | None = None, donated: frozenset[int] = frozenset()) -> Searched:
+               cutoff: float | None = None, donated: frozenset[int] = frozenset(),
+               reshard_memo: dict | None = None) -> Searched:
     """The plan of a traced (or transformed) ``graph``; ``phash``: the traced program's
     hash, which the plan records (``plan.apply`` checks it); ``pipeline``: the plan's
     ``PipelinePlan`` when ``graph`` runs microbatches. One traced program is planned on
@@ -124,7 +125,8 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     seconds per step; raise ``solve.AboveCutoff`` when the solver proves no plan is
     cheaper (the first solve of the latency fixed point prices merged all-reduces lowest,
     so its bound holds for all). ``donated``: flat argument indices whose buffers the
-    results reuse. A plan whose peak (``shardsearch.memory``) is over ``memory_budget``
+    results reuse. ``reshard_memo``: a dict kept between plans on the same ``mesh`` and
+    ``cluster`` (the stage search's unit solves): reshard matrices priced once for all. A plan whose peak (``shardsearch.memory``) is over ``memory_budget``
     is never returned: the search tightens the solver's memory row until one fits
     (``shardsearch.fit``), or raises MemoryBudgetError saying what the least is."""
     t0 = time.perf_counter() if start is None else start
@@ -148,7 +150,7 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
         elif log:
             log(f"remat={config.remat!r}: the step has no repeated layers to recompute")
     base = _Candidate(graph, forced, pinned, mesh=mesh, cluster=cluster, config=config, log=log, deadline=deadline,
-                      donated=donated, phash=phash, t0=t0, cutoff=cutoff)
+                      donated=donated, phash=phash, t0=t0, cutoff=cutoff, reshard_memo=reshard_memo)
     chosen, cand = base.attempt(None, first=True), base
     if memory_budget is not None and chosen.peak > memory_budget:
         if log:
@@ -198,7 +200,8 @@ class _Candidate:
     """One program to plan (the traced step, or it with layers recomputed: ``remat``):
     its strategies, tie labels and solver, and a solve under a memory row budget."""
 
-    def __init__(self, graph, remat, pinned, *, mesh, cluster, config, log, deadline, donated, phash, t0, cutoff):
+    def __init__(self, graph, remat, pinned, *, mesh, cluster, config, log, deadline, donated, phash, t0, cutoff,
+                 reshard_memo=None):
         self.graph, self.remat, self.mesh, self.cluster, self.donated = graph, remat, mesh, cluster, donated
         self.phash, self.t0, self.cutoff = phash, t0, cutoff
         strategies = graph_strategies(graph, mesh)
@@ -214,7 +217,7 @@ class _Candidate:
             if log:
                 log(f"repeated layers: {len(graph.nodes) - len(np.unique(self.ties))} nodes tied to an earlier copy")
         self.solver = _Solver(graph, self.strategies.per_node, cluster, mesh, config, self.ties, log, deadline,
-                              donated)
+                              donated, reshard_memo)
 
     def attempt(self, row_budget: float | None, multiplier: float | None = None, *, least_memory: bool = False,
                 first: bool = False) -> Attempt:
@@ -292,10 +295,10 @@ class _Solver:
     """Solves of one graph's problem under different memory budgets on the row, sharing
     the reshard matrices and the latency fixed point's share between them."""
 
-    def __init__(self, graph, strategies, cluster, mesh, config, ties, log, deadline, donated):
+    def __init__(self, graph, strategies, cluster, mesh, config, ties, log, deadline, donated, edge_memo=None):
         self.graph, self.strategies, self.cluster, self.mesh = graph, strategies, cluster, mesh
         self.config, self.ties, self.log, self.deadline, self.donated = config, ties, log, deadline, donated
-        self.edge_memo: dict = {}
+        self.edge_memo: dict = {} if edge_memo is None else edge_memo  # (build_problem's)
         # The merged all-reduce of gradients pays one launch latency for all its members,
         # which depends on the plan: solve with each member paying 1/k of it, where k is
         # the number the previous solution merged, until k settles (a fixed point).

@@ -347,28 +347,34 @@ def build_problem(
     donated: frozenset[int] = frozenset(),
     copies_for: frozenset | None = frozenset(),
 ) -> tuple[Problem, CostTables]:
-    """``edge_memo``: reshard matrices by (shape, itemsize, layouts), and the priced
-    nodes and edges per ``combined_share``; pass the same dict to rebuild the problem of
-    the same graph, strategies, mesh and cluster without recomputing them.
+    """``edge_memo``: reshard matrices by (shape, itemsize, layouts), and the last graph's
+    priced nodes and edges per ``combined_share``; pass the same dict to rebuild a problem
+    on the same mesh and cluster without recomputing them (any graph: the reshard
+    matrices are shared, the rest is the last graph's).
     ``donated``: flat argument indices whose buffers the step's results reuse.
     ``copies_for``: (value key, layout) pairs whose readers share one copy (copy nodes
     after the graph's nodes, ``costs.copies``; see ``costs.copies``); None: every pair
     two readers could share; the others are charged a reshard per reading edge."""
     seen = {} if edge_memo is None else edge_memo
-    # What does not depend on copies_for or the budget is kept in the memo: a rebuild at
-    # another row budget (fit), a least-memory solve, or with copies added reuses it.
+    # What does not depend on copies_for or the budget is kept in the memo for this graph
+    # (the last one built; kept with it, so identity is a safe test): a rebuild at another
+    # row budget (fit), a least-memory solve, or with copies added reuses it.
+    mine = seen.get("graph")
+    if mine is None or mine[0] is not graph or mine[1] is not strategies:
+        mine = seen["graph"] = (graph, strategies, {})
+    built = mine[2]
     key = ("priced", combined_share, follow)
-    if key not in seen:
-        seen[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen)
-    costs, follows, edges, edge_costs, edge_local, reads = seen[key]
+    if key not in built:
+        built[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen)
+    costs, follows, edges, edge_costs, edge_local, reads = built[key]
     costs = dataclasses.replace(costs, compute=list(costs.compute))  # _charge_fed_inputs replaces entries
     _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
     key = ("memory", donated)
-    if key not in seen:
-        seen[key] = (_node_memory(graph, strategies, mesh, donated), _edge_memory(graph, strategies, mesh, edges))
-    node_memory, edge_memory = seen[key]
-    if "names" not in seen:
-        seen["names"] = [_node_name(n) for n in graph.nodes]
+    if key not in built:
+        built[key] = (_node_memory(graph, strategies, mesh, donated), _edge_memory(graph, strategies, mesh, edges))
+    node_memory, edge_memory = built[key]
+    if "names" not in built:
+        built["names"] = [_node_name(n) for n in graph.nodes]
     shared = Edges(list(edges), list(edge_costs), list(edge_local), dict(edge_memory))  # share_copies rewrites
     copies = share_copies(len(graph.nodes), shared, reads, copies_for)
     none = [np.zeros(2) for _ in copies]  # a copy node's own costs: its edges carry them
@@ -383,7 +389,7 @@ def build_problem(
         edge_costs=shared.costs,
         memory_budget=memory_budget,
         follows=dict(follows),
-        names=seen["names"] + [_copy_name(graph, c) for c in copies],
+        names=built["names"] + [_copy_name(graph, c) for c in copies],
     )
     return problem, costs
 

@@ -81,6 +81,10 @@ class UnitPricer:
                                           time_limit_s=min(config.time_limit_s, UNIT_TIME_LIMIT_S))
         self._solved: dict = {}
         self._micro: dict = {}
+        self._pieces: dict = {}  # (unit, m) -> its forward, backward and once-per-step SubGraphs
+        self._once: dict = {}
+        self._hashes: dict = {}  # id(graph) -> (graph, its program hash)
+        self._reshards: dict = {}  # submesh -> build_problem's memo, shared by the solves on it
         self.solves = 0
         per_kind = [[] for _ in units.units]
         for n, (u, k) in enumerate(zip(umap.unit, umap.kind)):
@@ -98,11 +102,14 @@ class UnitPricer:
         from shardsearch.search import plan_graph  # the planner: jax-side, imported on use
         from shardsearch.trace import program_hash
 
-        key = (program_hash(graph), mesh, tuple(pins))
+        if id(graph) not in self._hashes:  # (the graph kept with its hash: its id stays unique)
+            self._hashes[id(graph)] = (graph, program_hash(graph))
+        key = (self._hashes[id(graph)][1], mesh, tuple(pins))
         if key not in self._solved:
             self.solves += 1
             config = dataclasses.replace(self.config, pins=_pins(graph, pins))
-            found = plan_graph(graph, key[0], mesh=mesh, cluster=self.cluster, memory_budget=None, config=config)
+            found = plan_graph(graph, key[0], mesh=mesh, cluster=self.cluster, memory_budget=None, config=config,
+                               reshard_memo=self._reshards.setdefault(mesh, {}))  # priced once per submesh
             self._solved[key] = found.plan
         return self._solved[key]
 
@@ -110,18 +117,12 @@ class UnitPricer:
         if self.units.units[unit].iteration is not None:
             return self._iteration_cost(m, sub)
         micro = self._micro_graph(m)
-        # the forward and the backward apart, as the stage runs them (two programs: what the
-        # forward leaves for the backward is written out, whatever could fuse across them)
-        fwd, bwd = ([micro.node_map[n] for n, k in self._nodes[unit] if k is kind and n in micro.node_map]
-                    for kind in (StageKind.FORWARD, StageKind.BACKWARD))
-        once = [n for n, k in self._nodes[unit] if k in (StageKind.PRE, StageKind.POST)]
-        fs, bs = subgraph(micro.graph, fwd), subgraph(micro.graph, bwd)
+        fwd, bwd, once, fs, bs, os_ = self._unit_pieces(unit, m)
         f_plan = self._solve(fs.graph, sub) if fwd else None
         # the backward reads what the forward left for it in the layout the forward left it
         # in (as the stage planner hands it on: stage_plan._handover_pins)
         b_plan = self._solve(bs.graph, sub, _handover(fs, f_plan, bs) if f_plan else ()) if bwd else None
         f, b = (x.predicted if x else None for x in (f_plan, b_plan))
-        os_ = subgraph(self.graph, once)
         o = self._solve(os_.graph, sub, _once_pins(micro, fs, f_plan, bs, b_plan, os_)).predicted if once else None
         if f is None and b is None and o is None:
             return UnitCost(0.0, 0.0, 0.0, 0.0, 0.0)
@@ -134,6 +135,22 @@ class UnitPricer:
             activation_bytes=act,
             temp_bytes=max(peak - act, 0.0),
         )
+
+    def _unit_pieces(self, unit: int, m: int) -> tuple:
+        """(forward, backward and once-per-step nodes, and each as a SubGraph) of a unit at
+        ``m`` microbatches: the same on every submesh, so made once."""
+        if (unit, m) not in self._pieces:
+            micro = self._micro_graph(m)
+            # the forward and the backward apart, as the stage runs them (two programs: what the
+            # forward leaves for the backward is written out, whatever could fuse across them)
+            fwd, bwd = ([micro.node_map[n] for n, k in self._nodes[unit] if k is kind and n in micro.node_map]
+                        for kind in (StageKind.FORWARD, StageKind.BACKWARD))
+            once = [n for n, k in self._nodes[unit] if k in (StageKind.PRE, StageKind.POST)]
+            if unit not in self._once:  # of the step itself: the same for every m
+                self._once[unit] = subgraph(self.graph, once)
+            self._pieces[unit, m] = (fwd, bwd, once, subgraph(micro.graph, fwd), subgraph(micro.graph, bwd),
+                                     self._once[unit])
+        return self._pieces[unit, m]
 
     def _iteration_cost(self, m: int, sub: MeshShape) -> UnitCost:
         """One layer of a scan over layers: the loop bodies (forward and backward) planned

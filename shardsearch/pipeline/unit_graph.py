@@ -33,9 +33,11 @@ def subgraph(graph: OpGraph, nodes: Iterable[int]) -> SubGraph:
     keep = sorted(set(nodes))
     inside = set(keep)
     outside_reads = set()
-    for n in graph.nodes:
-        if n.id not in inside:
-            outside_reads |= {(r.node, r.index) for r in n.inputs if isinstance(r, ValueRef) and r.node in inside}
+    users = graph.users()  # from the piece's own nodes: a unit is a small share of a deep model
+    for i in keep:
+        for c, j in users[i]:
+            if c not in inside:
+                outside_reads.add((i, graph.nodes[c].inputs[j].index))
     outside_reads |= {(r.node, r.index) for r in graph.outputs if isinstance(r, ValueRef) and r.node in inside}
 
     new_nodes: list[OpNode] = []

@@ -305,7 +305,7 @@ def solve(problem: Problem, *, time_limit_s: float = 30.0, num_workers: int = 8,
             # A budget stops the reduction from eliminating any node whose memory depends
             # on its strategy, so the core grows tenfold. Solve without it first: if that
             # plan fits, it is also the best plan within the budget (exact).
-            free = solve(dataclasses.replace(problem, memory_budget=None), time_limit_s=time_limit_s,
+            free = solve(problem.without_budget(), time_limit_s=time_limit_s,
                          log=log, cutoff=cutoff, **options)
             if evaluate(problem, free.choice).feasible:
                 say("solve: the best plan without the memory budget fits it")

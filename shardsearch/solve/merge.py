@@ -103,6 +103,7 @@ class _Graph:
 
     def __init__(self, costs, mems):
         self.cost, self.mem = costs, mems
+        self.splits: dict = {}  # id(matrix) -> (matrix, _split of it): repeated layers share matrices
         self.adj: dict[int, dict[int, np.ndarray]] = {v: {} for v in costs}
         self.madj: dict[int, dict[int, np.ndarray]] = {v: {} for v in costs}
         self.queue: collections.deque[int] = collections.deque()
@@ -113,8 +114,9 @@ class _Graph:
             self.queued.add(v)
             self.queue.append(v)
 
-    def add_edge(self, a: int, b: int, m: np.ndarray, mm: np.ndarray | None = None) -> None:
-        """``mm``: the edge's memory matrix, if any."""
+    def add_edge(self, a: int, b: int, m: np.ndarray, mm: np.ndarray | None = None, shared: bool = False) -> None:
+        """``mm``: the edge's memory matrix, if any; ``shared``: the matrices are the
+        problem's own (other edges may hold the same objects), not made by the reduction."""
         if a == b:  # self-edge: only the diagonal can be chosen
             self.cost[a] = self.cost[a] + np.diag(m)
             if mm is not None:
@@ -125,8 +127,9 @@ class _Graph:
             m = old + m
         if old_mm is not None:
             mm = old_mm if mm is None else old_mm + mm
-        parts = _split(m)
-        mparts = (np.zeros(m.shape[0]), np.zeros(m.shape[1])) if mm is None else _split(mm)
+        split = self.split if shared and old is None and old_mm is None else _split
+        parts = split(m)
+        mparts = (np.zeros(m.shape[0]), np.zeros(m.shape[1])) if mm is None else split(mm)
         if parts is None or mparts is None:
             self.adj[a][b], self.adj[b][a] = m, m.T
             if mm is not None:
@@ -141,6 +144,13 @@ class _Graph:
                 adj[b].pop(a, None)
         self.push(a)
         self.push(b)
+
+    def split(self, m: np.ndarray):
+        """``_split(m)``, once per matrix object (kept alive here, so its id stays unique)."""
+        hit = self.splits.get(id(m))
+        if hit is None:
+            hit = self.splits[id(m)] = (m, _split(m))
+        return hit[1]
 
     def remove(self, v: int) -> list[int]:
         nbrs = list(self.adj.pop(v))
@@ -181,20 +191,25 @@ def reduce_problem(problem: Problem) -> Reduction:
     if budget is not None and most <= budget:
         budget = None  # no assignment can exceed it
 
+    fold_memo: dict = {}  # repeated layers share matrices and follow mappings: fold each once
+
     def folded(a: int, b: int, m) -> np.ndarray:
-        m = np.asarray(m, dtype=np.float64)
-        if maps[a] is not None:
-            m = m[maps[a], :]
-        if maps[b] is not None:
-            m = m[:, maps[b]]
-        return m
+        key = (id(m), id(maps[a]), id(maps[b]))  # all alive while this runs (problem, maps)
+        if key not in fold_memo:
+            f = np.asarray(m, dtype=np.float64)
+            if maps[a] is not None:
+                f = f[maps[a], :]
+            if maps[b] is not None:
+                f = f[:, maps[b]]
+            fold_memo[key] = f
+        return fold_memo[key]
 
     g = _Graph(costs, mems)
     edges = np.asarray(problem.edges, dtype=np.int64).reshape(-1, 2)
     for e, (a, b) in enumerate(edges):
         mm = problem.edge_memory.get(e) if budget is not None else None  # memory matters only under a budget
         g.add_edge(root[a], root[b], folded(a, b, problem.edge_costs[e]),
-                   None if mm is None else folded(a, b, mm))
+                   None if mm is None else folded(a, b, mm), shared=True)
 
     g.queue.clear()
     g.queued.clear()

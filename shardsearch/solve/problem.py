@@ -49,7 +49,21 @@ class Problem:
 
     def validate(self) -> None:
         """Raise ProblemError naming the first inconsistent array; a builder bug otherwise
-        surfaces deep inside the solver as an IndexError."""
+        surfaces deep inside the solver as an IndexError. Checked once per Problem (the
+        solver and its reductions each ask; a deep model's check takes a fraction of a
+        second): a Problem is not changed after it is built."""
+        if self.__dict__.get("_validated"):
+            return
+        self._check()
+        self.__dict__["_validated"] = True  # not a field: equality and replace() ignore it
+
+    def without_budget(self) -> "Problem":
+        """This problem with no memory budget (checked if this one was)."""
+        out = dataclasses.replace(self, memory_budget=None)
+        out.__dict__["_validated"] = self.__dict__.get("_validated", False)
+        return out
+
+    def _check(self) -> None:
         n = self.num_nodes
         if len(self.node_memory) != n:
             raise ProblemError(f"{n} node_costs but {len(self.node_memory)} node_memory entries")
