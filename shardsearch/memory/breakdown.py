@@ -119,22 +119,42 @@ def step_buffers(
     ends = _own_layout_ends(graph, bufs, node_operand_specs or {})
     temps = [Span(v.ref.node, ends.get(v.ref, v.last), nbytes(v.ref, out_spec(v.ref))) for v in bufs.lives]
     refs = [(v.ref, False) for v in bufs.lives]
-    # A combined gradient is held unreduced until its bucket's last member is made, and
-    # its reduced copy is written then, live until its last reader.
+    # A bucket of combined all-reduces (combine.py), as XLA's GPU compiler runs it: each
+    # gradient is held unreduced until the bucket's last member is made, copied then into
+    # one buffer of the whole bucket, all-reduced in place there, and sliced back out into
+    # a reduced copy per gradient for its readers (the buffer lives until its last slice)
     index = {v.ref: i for i, v in enumerate(bufs.lives)}
+    first_reader = _first_readers(graph, {m for b in buckets for m in b})
     for bucket in buckets:
+        t_all, held, last = max(bucket), 0.0, max(bucket) + 1
         for m in bucket:
             i = index.get(ValueRef(m, 0))
             if i is None:
                 continue
             span = temps[i]
-            temps[i] = dataclasses.replace(span, last=max(bucket))
-            temps.append(Span(max(bucket), max(span.last, max(bucket)), span.nbytes))
+            temps[i] = dataclasses.replace(span, last=t_all)
+            temps.append(Span(t_all + 1, max(span.last, t_all + 1), span.nbytes))
             refs.append((ValueRef(m, 0), False))
+            held, last = held + span.nbytes, max(last, first_reader.get(m, last))
+        if held:
+            temps.append(Span(t_all, last, held))
+            refs.append((ValueRef(t_all, 0), False))
     for ref, spec, first, last in resharded_copies(graph, node_operand_specs, bufs):
         temps.append(Span(first, last, nbytes(ref, spec)))
         refs.append((ref, True))
     return StepBuffers(args, tuple(homes), tuple(results), tuple(temps), tuple(refs), t, end)
+
+
+def _first_readers(graph: OpGraph, nodes: set[int]) -> dict[int, int]:
+    """The first node reading each of ``nodes``' first result (its slice out of the bucket
+    is made just before it)."""
+    out: dict[int, int] = {}
+    if nodes:
+        for n in graph.nodes:
+            for r in n.inputs:
+                if isinstance(r, ValueRef) and r.node in nodes and r.node not in out:
+                    out[r.node] = n.id
+    return out
 
 
 def memory_breakdown(
