@@ -1,5 +1,7 @@
 """The stage DP against brute force on small cases, and against uniform pipelines on a large one."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,21 @@ def test_96_layers_on_64_devices_beats_every_uniform_pipeline():
             continue
         bounds = np.linspace(0, units, stages + 1).round().astype(int)
         assert got.step_s <= price_pipeline(costs, bounds, [m] * stages, **kw) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("one_way", [0.5e-3, 5e-3])
+def test_once_per_step_transfers_cost_what_the_judge_replays(one_way):
+    """A tied table sent to the second of two stages as the step starts and its gradient's
+    running total sent back after the loop: the stage search's price of them is what the
+    benchmark judge's replay of the schedule adds (hidden under the first stage's first
+    forward and last backward where they fit)."""
+    from benchmarks.judge.pipeline import replay
+    from shardsearch.pipeline.stage_search import once_exposed
+
+    f, b, x, m = [1e-3, 1.2e-3], [2e-3, 2.4e-3], 0.3e-3, 8  # forward a third of each stage
+    run = functools.partial(replay, f, b, [0.0, 0.0], [0.0, 0.0], [(x, x)], Schedule.ONE_F_ONE_B, m)
+    alone = run()
+    assert alone == pytest.approx(step_time([f[0] + b[0], f[1] + b[1]], [2 * x], m))
+    tied = run([(0, 1, one_way, False, True), (1, 0, one_way, True, False)])  # (src, dst, s, after loop, arg)
+    assert tied - alone == pytest.approx(float(once_exposed(2 * one_way, f[0] + b[0])), abs=1e-12)
+    assert (tied > alone) == (one_way > f[0])

@@ -8,7 +8,8 @@ positions, submesh shape, layer units, predicted time and memory, their programs
 plans), the assignment of nodes to stages, M and the schedule. The top-level plan's
 argument / result layouts are those of the programs that read / make them on their
 stage (the owner's first); its prediction is the pipeline's (``stage_search.step_time``
-with the transfers between stages, ``boundary_times``). ``stages``: per stage, (device
+with the transfers between stages, ``boundary_times``, and what the fill and drain leave
+of the once-per-step ones, ``stage_search.once_exposed``). ``stages``: per stage, (device
 positions in the mesh's order, submesh shape), e.g. ``pipelined.even_stages``.
 ``config.pins`` fix the layout each stage program reads a pinned argument in
 (``stage_pins``). A per-microbatch program's predicted memory counts the running totals
@@ -29,7 +30,7 @@ from shardsearch.pipeline.assignment import StageAssignment, StageKind
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
 from shardsearch.pipeline.plan_data import PipelinePlan, StagePlan
 from shardsearch.pipeline.programs import Form, Key, StagePrograms, split_as_assigned, stage_programs
-from shardsearch.pipeline.stage_search import Links, Schedule, bubble_fraction, step_time
+from shardsearch.pipeline.stage_search import Links, Schedule, bubble_fraction, once_exposed, step_time
 
 
 def _top_specs(sp: StagePrograms, plans: list, graph) -> tuple[list, list]:
@@ -165,7 +166,8 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
               for s in range(s_count)]
     stage_s = [t + o / num_microbatches for t, o in zip(micro_s, once_s)]
     per_micro_x, per_step_x = boundary_times(assignment, [devices for devices, _ in stages], cluster)
-    total = step_time(stage_s, per_micro_x, num_microbatches) + sum(per_step_x)
+    total = step_time(stage_s, per_micro_x, num_microbatches) + float(np.sum(
+        once_exposed(per_step_x, stage_s[:-1])))  # what the fill and drain leave of them
     sizes = [math.prod(shape) for _, shape in stages]
     stage_plans = tuple(
         StagePlan(devices=tuple(stages[s][0]), shape=tuple(stages[s][1]), layers=tuple(assignment.unit_ranges[s]),

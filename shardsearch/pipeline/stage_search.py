@@ -10,11 +10,11 @@ on the devices right after stage ``s - 1``'s), minimizing the step time
 
 where ``x_b`` is the time to move the activations and their cotangents across boundary
 ``b`` per microbatch (a link is a pipeline stage of its own: it overlaps with compute),
-plus, once a step, what crosses each boundary whole (a tied embedding and its gradient),
-and each stage's once-per-step work (its optimizer update) is spread over the M
-microbatches. A stage fits in memory when ``static + in_flight * activation + temp``
-stays within the budget, with ``in_flight = min(S - s, M)`` microbatches on stage ``s`` of
-``S`` under 1F1B and ``M`` under GPipe.
+plus, once a step, what crosses each boundary whole (a tied embedding and its gradient)
+beyond what the pipeline's fill and drain hide (``once_exposed``), and each stage's
+once-per-step work (its optimizer update) is spread over the M microbatches. A stage fits
+in memory when ``static + in_flight * activation + temp`` stays within the budget, with
+``in_flight = min(S - s, M)`` microbatches on stage ``s`` of ``S`` under 1F1B and ``M`` under GPipe.
 
 Submeshes (``submesh_choices``): a piece of one node (``(1, 2^k)`` devices, placed at a
 multiple of its size) or whole nodes (``(n, devices_per_node)``, placed at a node
@@ -38,6 +38,8 @@ import heapq
 import itertools
 
 import numpy as np
+
+from shardsearch.pipeline.links import Links, once_exposed  # noqa: F401 (Links: re-exported)
 
 INF = np.inf
 # Under 1F1B a stage's memory depends on how many stages follow it; the DP tracks that
@@ -111,36 +113,6 @@ class StageCosts:
 
 
 @dataclasses.dataclass(frozen=True)
-class Links:
-    """Transfer prices between stages (cost_model.Cluster's intra/inter-node links)."""
-
-    intra_bandwidth: float  # bytes/s per device
-    intra_latency: float
-    inter_bandwidth: float
-    inter_latency: float
-
-    @classmethod
-    def of(cls, cluster) -> "Links":
-        return cls(cluster.intra_node.bandwidth, cluster.intra_node.latency,
-                   cluster.inter_node.bandwidth, cluster.inter_node.latency)
-
-    def time(self, nbytes, senders: int, same_node: bool):
-        """Forward send and backward return of ``nbytes`` (a number or an array), ``senders``
-        devices in parallel; nothing to send costs nothing."""
-        bw, lat = (self.intra_bandwidth, self.intra_latency) if same_node else (self.inter_bandwidth,
-                                                                                  self.inter_latency)
-        nbytes = np.asarray(nbytes, dtype=float)
-        return np.where(nbytes > 0, 2.0 * (nbytes / (senders * bw) + lat), 0.0)
-
-    def once(self, nbytes, senders: int, same_node: bool):
-        """``nbytes`` in all (both ways together) sent once a step: a latency each way."""
-        bw, lat = (self.intra_bandwidth, self.intra_latency) if same_node else (self.inter_bandwidth,
-                                                                                  self.inter_latency)
-        nbytes = np.asarray(nbytes, dtype=float)
-        return np.where(nbytes > 0, nbytes / (senders * bw) + 2.0 * lat, 0.0)
-
-
-@dataclasses.dataclass(frozen=True)
 class StageChoice:
     """The chosen pipeline: stage ``s`` runs units ``ranges[s]`` on ``submeshes[s]`` at
     device offset ``offsets[s]`` (devices ``offsets[s] .. offsets[s] + size - 1``)."""
@@ -157,7 +129,7 @@ class StageChoice:
     memory_bytes: tuple[float, ...]  # per stage, per device, under the schedule
     micro_s: tuple[float, ...] = ()  # per stage: forward + backward of one microbatch
     once_s: tuple[float, ...] = ()  # per stage: its once-per-step work
-    step_transfer_s: tuple[float, ...] = ()  # per boundary: what crosses it once a step (in step_s)
+    step_transfer_s: tuple[float, ...] = ()  # per boundary: what its once-a-step transfers add to step_s
 
     @property
     def num_stages(self) -> int:
@@ -197,7 +169,7 @@ class _Tables:
     pm: np.ndarray  # (P,) submesh of each placement
     po: np.ndarray  # (P,) its start offset
     link: np.ndarray  # (U+1, P): link time after a stage placed at p that ends before unit j
-    once_link: np.ndarray  # (U+1, P): the same link's once-per-step transfers (in the sum only)
+    once_link: np.ndarray  # (U+1, P): the same link's once-per-step transfers (``once_exposed`` of them in the sum)
     groups: np.ndarray  # (G, W): placements starting at each offset in ``offsets``, padded with P
     offsets: np.ndarray  # (G,) the offsets some placement starts at
     levels: int  # exact levels 1..levels-1, then one merged level
@@ -264,7 +236,8 @@ def _dp(t: _Tables, t_max: float, num_devices: int):
     inside = np.arange(u)[:, None] + 1 + np.arange(band)[None, :] <= u
     cost = np.where(inside[:, :, None], np.take_along_axis(cost, ahead[:, :, None], axis=1), INF)  # (U, band, P)
     nmax = np.take_along_axis(t.nmax[:, :, t.pm], ahead[:, :, None], axis=1)
-    link = np.where(t.link <= t_max, t.link, INF) + t.once_link  # (U+1, P)
+    link = np.where(t.link <= t_max, t.link, INF)  # (U+1, P)
+    once = once_exposed(t.once_link[ahead], cost)  # (U, band, P): after stage [i, j) at p
     after = t.after
 
     def by_offset(val: np.ndarray, j: np.ndarray, rows) -> None:
@@ -281,7 +254,7 @@ def _dp(t: _Tables, t_max: float, num_devices: int):
         if rows <= 0:
             break
         c = np.where(nmax[:rows] >= level, cost[:rows], INF)
-        total = c + (f[level - 1][:, after] + link)[ahead[:rows]]  # (rows, band, P)
+        total = c + (f[level - 1][:, after] + link)[ahead[:rows]] + once[:rows]  # (rows, band, P)
         k = np.argmin(total, axis=1)
         val = np.take_along_axis(total, k[:, None, :], axis=1)[:, 0, :]
 
@@ -294,7 +267,7 @@ def _dp(t: _Tables, t_max: float, num_devices: int):
     c = np.where(nmax >= nlev, cost, INF)
     nxt = np.minimum(f[nlev - 1], f[nlev])[:, after] + link  # (U+1, P)
     for i in range(u - 1, -1, -1):
-        total = c[i] + nxt[ahead[i]]
+        total = c[i] + nxt[ahead[i]] + once[i]
         k = np.argmin(total, axis=0)
         val = total[k, np.arange(n_place)]
 
@@ -328,6 +301,11 @@ def _backtrack(t: _Tables, f, arg, level: int, num_devices: int):
 def _link_time(t: _Tables, m: int, o: int, j: int, table: str = "link") -> float:
     p = np.flatnonzero((t.pm == m) & (t.po == o))[0]
     return float(getattr(t, table)[j, p])
+
+
+def _once_time(t: _Tables, i: int, j: int, m: int, o: int) -> float:
+    """``once_exposed`` of the boundary after stage ``[i, j)`` on submesh ``m`` at ``o``."""
+    return float(once_exposed(_link_time(t, m, o, j, "once_link"), t.cost[i, j, m]))
 
 
 def _relaxed_devices(t: _Tables, t_max: float) -> float:
@@ -432,7 +410,7 @@ def _choice(t: _Tables, stages, subs, costs: StageCosts, m_micro: int, schedule:
     offsets = tuple(o for _, _, o in stages)
     stage_s = tuple(float(t.cost[i, j, m]) for (i, j), m in zip(ranges, ms))
     transfer_s = tuple(_link_time(t, m, o, j) for ((_, j), m, o) in stages[:-1])
-    once_x = tuple(_link_time(t, m, o, j, "once_link") for ((_, j), m, o) in stages[:-1])
+    once_x = tuple(_once_time(t, i, j, m, o) for ((i, j), m, o) in stages[:-1])
     total = step_time(stage_s, transfer_s, m_micro) + sum(once_x)
     n = len(stages)
     memory = tuple(float(costs.static_bytes[i, j, m] + costs.temp_bytes[i, j, m]
@@ -457,7 +435,7 @@ def _price(t: _Tables, bounds, ms, num_devices: int, m_micro: int) -> float:
         stage_s.append(t.cost[i, j, m])
         if j < u:
             transfer_s.append(_link_time(t, m, o, j))
-            once_x += _link_time(t, m, o, j, "once_link")
+            once_x += _once_time(t, i, j, m, o)
         o += int(t.sizes[m])
     return step_time(stage_s, transfer_s, m_micro) + once_x if o == num_devices else INF
 
