@@ -166,7 +166,8 @@ class PipelineLowered:
     def __init__(self, step: PipelinedStep):
         self.step = step
 
-    def compile(self) -> PipelineCompiled:
+    def compile(self, compiler_options: dict | None = None) -> PipelineCompiled:
+        """``compiler_options``: passed to every program's ``Lowered.compile``."""
         step = self.step
         stages = []
         for s, mesh in enumerate(step.meshes):
@@ -174,7 +175,7 @@ class PipelineLowered:
             for c in step.compiled:
                 if c.program.stage != s:
                     continue
-                compiled = c.fn.lower(*c.abstract_inputs()).compile()
+                compiled = c.fn.lower(*c.abstract_inputs()).compile(compiler_options)
                 (per_micro if c.program.kind in (StageKind.FORWARD, StageKind.BACKWARD) else per_step).append(compiled)
                 by_key[c.program.key] = compiled
             stages.append(CompiledStage(tuple(int(d.id) for d in mesh.devices.flat), per_micro, per_step, by_key))
