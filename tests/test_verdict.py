@@ -33,9 +33,10 @@ def megatron():
 
 @pytest.fixture(scope="module")
 def fsdp():
-    # many rows and wide layers, the state donated, on devices with 1.2 GB: some of the
-    # state must be split (replicated, the step peaks at 1.7 GB)
-    return _plan(8192, 4096, (4, 1), memory_budget=1.2e9, donate_argnums=(0, 1))
+    # many rows and wide layers, the state donated, on devices with 1 GB: some of the
+    # parameters must be split (replicated, the step peaks at 1.7 GB; with 1.2 GB, ZeRO-1
+    # fits: the optimizer state split, its gathers hidden under the step)
+    return _plan(8192, 4096, (4, 1), memory_budget=1.0e9, donate_argnums=(0, 1))
 
 
 def test_the_verdict_names_data_parallel(data_parallel):

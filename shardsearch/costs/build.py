@@ -22,10 +22,10 @@ from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fus
                                       region_inputs, whole_bytes)
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.dot_merge import merged_dots, merged_time
-from shardsearch.costs.overlap import exposed_comm
+from shardsearch.costs.overlap import earlier_compute, exposed_comm, exposed_reshard, ready_at_start
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
-from shardsearch.memory.combine import off_critical_path
+from shardsearch.memory.combine import HEAVY, off_critical_path
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
 from shardsearch.strategies.elementwise import ELEMENTWISE
@@ -147,6 +147,9 @@ def node_costs(
             local.append(seen[key][2] * node.trips)
     if cluster.overlap_contention is not None:  # gradient reductions under the rest of the backward
         comm = exposed_comm(graph, strategies, cluster, mesh, combined, compute, comm)
+        # an asynchronous collective's reads and writes of the device's memory run beside the
+        # kernels: they are the contention its exposed time already counts, not kernel time
+        local = [np.zeros_like(lo) if i in combined else lo for i, lo in enumerate(local)]
     return CostTables(compute, comm, local)
 
 
@@ -403,9 +406,20 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
     follows = {}
     memo: dict = {}  # layouts per strategy list (_layouts), follow mappings (_follow_mapping)
     follows_free: dict = {}  # (edge matrix, mapping) -> whether the follower reads it for free
+    overlap = cluster.overlap_contention is not None
+    if overlap:  # an argument's resharding (FSDP's gathers) runs under the compute before its reader
+        ready, before = ready_at_start(graph, HEAVY), earlier_compute(graph, costs.compute)
+        no_latency = cluster.with_latency_share(0.0)
 
     def add_edge(ref: ValueRef, v: int, operand: int | None, times: int = 1) -> None:
         priced = _edge(graph, strategies, cluster, mesh, ref, v, operand, seen, memo)
+        if overlap and operand is not None and times == 1 and ref.node in ready and v not in ready \
+                and priced[0].any():
+            links = priced[0] - priced[1]
+            bandwidth = _edge(graph, strategies, no_latency, mesh, ref, v, operand, seen.setdefault("bw", {}), memo)
+            # its reader's whole past: XLA's scheduler moves the light producer up with it
+            hidden = exposed_reshard(links, bandwidth[0] - bandwidth[1], float(before[v]), cluster.overlap_contention)
+            priced = (hidden, np.zeros_like(hidden))  # its buffers' traffic: in the contention
         edges.append((ref.node, v))
         for out, m in zip((edge_costs, edge_local), priced):
             out.append(m * times if times != 1 else m)
