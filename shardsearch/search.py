@@ -20,9 +20,10 @@ from shardsearch.fit import Attempt, NoFit, arguments_floor, donated_args, fit, 
 from shardsearch.graph import OpGraph
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.microbatch import split_microbatches
-from shardsearch.pipeline.program import microbatched
+from shardsearch.pipeline.program import micro_remat_choices, microbatched
 from shardsearch.plan import Plan, assemble_plan
 from shardsearch.progress import StageLog, warn_user
+from shardsearch.remat import POLICIES as REMAT_POLICIES
 from shardsearch.remat import choices as remat_choices
 from shardsearch.remat import remat_graph
 from shardsearch.repeats import tie_labels
@@ -74,7 +75,8 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log, donate_argnu
     graph, pipeline = microbatched(graph, config.num_microbatches, mesh)
     try:
         found = plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
-                           log=log, start=t0, pipeline=pipeline, donated=donated_args(graph, donate_argnums))
+                           log=log, start=t0, pipeline=pipeline, donated=donated_args(graph, donate_argnums),
+                           traced=traced)
     except MemoryBudgetError as whole:
         if not (config.accumulate and config.num_microbatches == 1 and config.pipeline in (None, "auto")):
             raise
@@ -93,8 +95,10 @@ def _search(fn, args, *, mesh, cluster, memory_budget, config, log, donate_argnu
 def accumulated(traced: OpGraph, phash: str, whole: MemoryBudgetError, *, mesh, cluster, memory_budget, config,
                 log, donate_argnums) -> Searched:
     """The step as the fewest microbatches whose plan fits ``memory_budget`` (gradient
-    accumulation, ``pipeline.program``), each count planned as any step is; ``whole``:
-    the error of the unsplit step, raised again when no count fits or the step cannot be split."""
+    accumulation, ``pipeline.program``), each count planned as any step is (with
+    ``config.remat``, each microbatch may recompute its layers: the fewest microbatches
+    that fit under some remat policy win); ``whole``: the error of the unsplit step,
+    raised again when no count fits or the step cannot be split."""
     try:
         counts = [m for m in split_microbatches(traced).counts() if m > 1]
     except MicrobatchError:
@@ -107,7 +111,7 @@ def accumulated(traced: OpGraph, phash: str, whole: MemoryBudgetError, *, mesh, 
         try:
             return plan_graph(graph, phash, mesh=mesh, cluster=cluster, memory_budget=memory_budget,
                               config=config, log=log, pipeline=pipeline,
-                              donated=donated_args(graph, donate_argnums))
+                              donated=donated_args(graph, donate_argnums), traced=traced)
         except MemoryBudgetError as err:
             last = err
     raise MemoryBudgetError(f"{whole} Splitting the batch into microbatches (up to {counts[-1] if counts else 1}) "
@@ -117,7 +121,7 @@ def accumulated(traced: OpGraph, phash: str, whole: MemoryBudgetError, *, mesh, 
 def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
                config: SearchConfig, log=None, start: float | None = None, pipeline=None,
                cutoff: float | None = None, donated: frozenset[int] = frozenset(),
-               reshard_memo: dict | None = None) -> Searched:
+               reshard_memo: dict | None = None, traced: OpGraph | None = None) -> Searched:
     """The plan of a traced (or transformed) ``graph``; ``phash``: the traced program's
     hash, which the plan records (``plan.apply`` checks it); ``pipeline``: the plan's
     ``PipelinePlan`` when ``graph`` runs microbatches. One traced program is planned on
@@ -128,7 +132,9 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     results reuse. ``reshard_memo``: a dict kept between plans on the same ``mesh`` and
     ``cluster`` (the stage search's unit solves): reshard matrices priced once for all. A plan whose peak (``shardsearch.memory``) is over ``memory_budget``
     is never returned: the search tightens the solver's memory row until one fits
-    (``shardsearch.fit``), or raises MemoryBudgetError saying what the least is."""
+    (``shardsearch.fit``), or raises MemoryBudgetError saying what the least is.
+    ``traced``: the traced step ``graph`` accumulates microbatches of (``pipeline``), so
+    each microbatch's layers can be recomputed; without it only the unsplit step's are."""
     t0 = time.perf_counter() if start is None else start
     log = log or StageLog(False)
     pinned = resolve_pins(config.pins, graph, mesh)
@@ -138,15 +144,14 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
         if log:
             log(f"plan {key} from the cache ({cache.cache_dir()}), traced in {time.perf_counter() - t0:.2f} s")
         if hit.remat is not None:
-            graph = remat_graph(graph, hit.remat)
+            graph = _with_remat(graph, hit.remat, traced, pipeline, mesh)
         return Searched(graph, hit.with_trees(graph.in_tree, graph.out_tree))  # (its pipeline is the key's)
     deadline = t0 + config.time_limit_s
     forced = None
     if isinstance(config.remat, str):  # every layer recomputed, as the caller asked
-        _, forced_plans = remat_choices(graph, (config.remat,))
+        forced_plans = list(_remat_variants(graph, traced, pipeline, mesh, (config.remat,)))
         if forced_plans:
-            forced = forced_plans[0]
-            graph = remat_graph(graph, forced)
+            forced, graph = forced_plans[0]
         elif log:
             log(f"remat={config.remat!r}: the step has no repeated layers to recompute")
     base = _Candidate(graph, forced, pinned, mesh=mesh, cluster=cluster, config=config, log=log, deadline=deadline,
@@ -156,7 +161,7 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
         if log:
             log(f"the best plan peaks at {chosen.peak / 2**30:.3f} GiB per device, over the "
                 f"{memory_budget / 2**30:.3f} GiB budget: fitting it")
-        cand, chosen = _fit(base, chosen, memory_budget, config, log)
+        cand, chosen = _fit(base, chosen, memory_budget, config, log, (traced, pipeline))
     graph, strategies, ties, solver = cand.graph, cand.strategies, cand.ties, cand.solver
     if cluster.overlap_contention is not None and chosen.peak > cluster.memory_bytes:
         # XLA's scheduler keeps a step within the device's memory and gives up overlap to do
@@ -164,7 +169,7 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
         return plan_graph(base.graph, phash, mesh=mesh,
                           cluster=dataclasses.replace(cluster, overlap_contention=None),
                           memory_budget=memory_budget, config=config, log=log, start=t0, pipeline=pipeline,
-                          cutoff=cutoff, donated=donated)
+                          cutoff=cutoff, donated=donated, traced=traced)
     problem, costs, solution = chosen.extra.problem, chosen.extra.costs, chosen.extra.solution
     plan = dataclasses.replace(chosen.plan, stats=dataclasses.replace(chosen.plan.stats,
                                                                       search_s=time.perf_counter() - t0))
@@ -239,9 +244,38 @@ class _Candidate:
                    floor=lambda: self.attempt(None, least_memory=True))
 
 
-def _fit(base: _Candidate, free: Attempt, budget: float, config: SearchConfig, log):
+def _remat_variants(graph: OpGraph, traced: OpGraph | None, pipeline, mesh, policies=REMAT_POLICIES):
+    """(RematPlan, the step rewritten by it) for each policy, least recompute first, made
+    one at a time: the unsplit step's layers, or, when ``graph`` accumulates ``pipeline``'s
+    microbatches of ``traced``, each microbatch's (``pipeline.program``)."""
+    if pipeline is None or pipeline.num_microbatches <= 1 or pipeline.num_stages > 1:
+        for remat in remat_choices(graph, policies)[1]:
+            yield remat, remat_graph(graph, remat)
+        return
+    if traced is None:
+        return
+    m = pipeline.num_microbatches
+    try:
+        remats = micro_remat_choices(traced, m, policies)
+    except MicrobatchError:
+        return
+    for remat in remats:
+        yield remat, microbatched(traced, m, mesh, remat)[0]
+
+
+def _with_remat(graph: OpGraph, remat, traced: OpGraph | None, pipeline, mesh) -> OpGraph:
+    """``graph`` (the traced step, or its accumulation of ``pipeline``'s microbatches) with ``remat`` applied."""
+    if not remat.in_microbatch:
+        return remat_graph(graph, remat)
+    if traced is None:
+        raise ValueError("a plan that recomputes layers inside microbatches needs the traced step")
+    return microbatched(traced, pipeline.num_microbatches, mesh, remat)[0]
+
+
+def _fit(base: _Candidate, free: Attempt, budget: float, config: SearchConfig, log, source=(None, None)):
     """The cheapest (candidate, attempt) within ``budget``: the traced step's sharding fitted
-    to it, and, with ``config.remat``, the step with its layers recomputed under each policy
+    to it, and, with ``config.remat``, the step (or each of its microbatches: ``source`` is
+    (traced step, PipelinePlan) of an accumulation) with its layers recomputed under each policy
     (least recompute first; a policy whose unconstrained plan fits ends the list, and one
     whose unconstrained plan already costs more than a fitting plan is not fitted).
     Each candidate has ``config.time_limit_s`` of its own: a budget that binds costs more
@@ -254,9 +288,7 @@ def _fit(base: _Candidate, free: Attempt, budget: float, config: SearchConfig, l
     except NoFit as none:
         least = (base, none.least_attempt)
     if config.remat is True and arguments_floor(base.graph, base.mesh.size) <= budget:
-        _, remats = remat_choices(base.graph)
-        for remat in remats:
-            graph = remat_graph(base.graph, remat)
+        for remat, graph in _remat_variants(base.graph, *source, base.mesh):
             deadline = time.perf_counter() + config.time_limit_s
             cand = _Candidate(graph, remat, resolve_pins(config.pins, graph, base.mesh), mesh=base.mesh,
                               cluster=base.cluster, config=config, log=log, deadline=deadline, donated=base.donated,

@@ -133,3 +133,30 @@ def test_a_tight_budget_is_never_slower_than_the_fitting_sweep():
     fitted = ss.auto(case.train_step, mesh=mesh, memory_budget=budget, **OPTIONS)
     assert compiled_peak_bytes(fitted.lower(*case.args).compile()) <= budget
     assert fitted.plan_for(*case.args).predicted.total_s <= min(fitting)[0] * 1.001, min(fitting)
+
+
+def test_microbatches_recompute_their_layers_when_neither_fits_alone(tmp_path):
+    """A budget (0.15x of the free plan's compiled memory, 4 layers at seq 256) that neither
+    the whole batch with its layers recomputed nor microbatches alone meet: each
+    microbatch recomputes its layers (the rewrite applied to the per-microbatch program).
+    Compiled within the budget, equal to jax.jit, and kept by a plan file."""
+    case = gpt.make(optimizer=SGD, layers=4, width=32, seq=256, heads=4, vocab=64, batch=8)
+    mesh = make_mesh((2,))
+    free = ss.auto(case.train_step, mesh=mesh, **OPTIONS)
+    budget = 0.15 * compiled_peak_bytes(free.lower(*case.args).compile())
+    fitted = ss.auto(case.train_step, mesh=mesh, memory_budget=budget, remat="nothing_saveable", **OPTIONS)
+    plan = fitted.plan_for(*case.args)
+    assert plan.remat is not None and plan.remat.in_microbatch and plan.remat.layers == (0, 1, 2, 3)
+    assert plan.pipeline is not None and plan.pipeline.num_microbatches > 1
+    assert "of each microbatch" in plan.summary()
+    assert compiled_peak_bytes(fitted.lower(*case.args).compile()) <= budget
+    want, want_loss = _jit_steps(case.train_step, case.args, 2)
+    got, loss = _run(fitted, case.args, 2)
+    assert_trees_close(got, want)
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-4)
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    loaded = ss.Plan.load(path)
+    assert loaded.remat == plan.remat
+    got, _ = _run(loaded.apply(case.train_step, mesh=mesh), case.args, 2)
+    assert_trees_close(got, want)

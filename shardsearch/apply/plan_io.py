@@ -126,7 +126,7 @@ def _remat(d: dict | None):
     from shardsearch.remat import RematPlan
 
     return RematPlan(str(d["policy"]), tuple(int(c) for c in d["layers"]), tuple(int(x) for x in d["run"]),
-                     int(d.get("residual_bytes", 0)))
+                     int(d.get("residual_bytes", 0)), bool(d.get("in_microbatch", False)))
 
 
 def _alternatives(d: dict, mesh: MeshShape) -> tuple:

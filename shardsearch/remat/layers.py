@@ -54,8 +54,10 @@ def forward_layers(graph: OpGraph, run: Repeat | None = None) -> ForwardLayers |
     for rep in runs:
         if rep.start + rep.copies * rep.period > len(graph.nodes):
             continue
-        if any(graph.nodes[n].kind is not NodeKind.OP for n in range(rep.start, rep.start + rep.period)):
+        if all(graph.nodes[n].kind is not NodeKind.OP for n in range(rep.start, rep.start + rep.period)):
             continue  # a run of arguments (parameters of equal shapes), not of layers
+        # (a per-microbatch program makes each layer's parameters where the layer first
+        # reads them: its layers hold argument nodes, which are never residuals)
         found = _layers_of(graph, rep, users, spans)
         if found is not None:
             return found
@@ -74,7 +76,7 @@ def _layers_of(graph: OpGraph, rep: Repeat, users, spans) -> ForwardLayers | Non
         base = s + c * p
         residuals, first, nbytes = [], None, 0
         for n in range(base, base + p):
-            if n - base in carry:
+            if n - base in carry or graph.nodes[n].kind is not NodeKind.OP:
                 continue
             late = sorted({(u, j) for u, j in users[n] if u >= end})
             if not late:

@@ -45,12 +45,16 @@ class RematPlan:
 
     policy: str
     layers: tuple[int, ...]
-    run: tuple[int, int, int]  # the forward run's (start, period, copies) in the traced graph
+    run: tuple[int, int, int]  # the forward run's (start, period, copies) in the graph it rewrites
     residual_bytes: int = 0  # what the recomputed layers kept before (global shapes)
+    # True: the plan accumulates microbatches and each microbatch recomputes its layers
+    # (``run`` is then in the per-microbatch program, ``pipeline.program.remat_program``)
+    in_microbatch: bool = False
 
     def describe(self) -> str:
+        where = " of each microbatch" if self.in_microbatch else ""
         return (f"layers {_ranges(self.layers)} of {self.run[2]} recompute their activations in the backward "
-                f"pass ({self.policy})")
+                f"pass{where} ({self.policy})")
 
 
 def _ranges(xs) -> str:
@@ -85,15 +89,16 @@ def _recomputed(graph: OpGraph, layer: Layer, policy: str) -> list[int]:
             continue
         need.add(n)
         for r in graph.nodes[n].inputs:
-            if isinstance(r, ValueRef) and r.node in inside and not _saved(graph.nodes[r.node], policy):
+            if (isinstance(r, ValueRef) and r.node in inside and graph.nodes[r.node].kind is NodeKind.OP
+                    and not _saved(graph.nodes[r.node], policy)):
                 stack.append(r.node)
     return sorted(need)
 
 
-def plan_for(fwd: ForwardLayers, policy: str, layers) -> RematPlan:
+def plan_for(fwd: ForwardLayers, policy: str, layers, in_microbatch: bool = False) -> RematPlan:
     chosen = tuple(sorted(layers))
     run = (fwd.run.start, fwd.run.period, fwd.run.copies)
-    return RematPlan(policy, chosen, run, sum(fwd.layers[c].residual_bytes for c in chosen))
+    return RematPlan(policy, chosen, run, sum(fwd.layers[c].residual_bytes for c in chosen), in_microbatch)
 
 
 def remat_graph(graph: OpGraph, plan: RematPlan) -> OpGraph:
@@ -132,7 +137,9 @@ def remat_graph(graph: OpGraph, plan: RematPlan) -> OpGraph:
     outputs = tuple(ref(r) for r in graph.outputs)
     regions = {k: tuple(remap_region(r, ids, ref) for r in getattr(graph, k)) for k in ("loops", "remats", "conds",
                                                                                        "whiles")}
-    return dataclasses.replace(graph, nodes=nodes, outputs=outputs, **regions)
+    # (a per-microbatch program makes its inputs where first read, among the operators)
+    input_nodes = tuple(ids[i] for i in graph.input_nodes)
+    return dataclasses.replace(graph, nodes=nodes, outputs=outputs, input_nodes=input_nodes, **regions)
 
 
 def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again, made) -> None:
@@ -200,7 +207,7 @@ def _dead_after(graph: OpGraph, fwd: ForwardLayers, plan: RematPlan) -> set[int]
         copied = _recomputed(graph, fwd.layers[c], plan.policy)
         outputs |= {r.node for n in copied for r in graph.nodes[n].inputs
                     if isinstance(r, ValueRef) and r.node not in set(copied)}
-    candidates = [n for c in plan.layers for n in fwd.layers[c].nodes]
+    candidates = [n for c in plan.layers for n in fwd.layers[c].nodes if graph.nodes[n].kind is NodeKind.OP]
     dead: set[int] = set()
     changed = True
     while changed:
@@ -221,11 +228,13 @@ def _will_copy(graph, fwd, plan, n) -> bool:
     return not _saved(graph.nodes[n], plan.policy)  # a residual not kept is copied
 
 
-def choices(graph: OpGraph, policies=POLICIES) -> tuple[ForwardLayers | None, list[RematPlan]]:
+def choices(graph: OpGraph, policies=POLICIES, in_microbatch: bool = False
+            ) -> tuple[ForwardLayers | None, list[RematPlan]]:
     """The forward layers and the remat plans the search tries, least recompute first:
-    each of ``policies`` on every layer."""
+    each of ``policies`` on every layer. ``in_microbatch``: ``graph`` is the
+    per-microbatch program of an accumulation (``RematPlan.in_microbatch``)."""
     fwd = forward_layers(graph)
     if fwd is None:
         return None, []
     every = range(len(fwd.layers))
-    return fwd, [plan_for(fwd, p, every) for p in policies]
+    return fwd, [plan_for(fwd, p, every, in_microbatch) for p in policies]
