@@ -18,6 +18,7 @@ from shardsearch.errors import MemoryBudgetError, MicrobatchError
 from shardsearch.fallbacks import fallback_warning, with_fallback_saving
 from shardsearch.fit import Attempt, NoFit, arguments_floor, donated_args, fit, no_fit_error, step_peak
 from shardsearch.graph import OpGraph
+from shardsearch.memory import carried_args
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.microbatch import split_microbatches
 from shardsearch.pipeline.program import micro_remat_choices, microbatched
@@ -235,8 +236,17 @@ class _Candidate:
         )
         plan = dataclasses.replace(plan, remat=self.remat)
         used = evaluate(problem, solution.choice)
-        return Attempt(plan, used.total, used.memory, step_peak(self.graph, plan, self.donated), row_budget,
+        return Attempt(plan, used.total, used.memory, self._peak(plan), row_budget,
                        _Solved(problem, costs, solution))
+
+    def _peak(self, plan) -> float:
+        """``step_peak`` of the plan: assemble_plan has it for no argument and every carried
+        argument donated (the same liveness model), the usual cases."""
+        if not self.donated:
+            return plan.predicted.peak_bytes
+        if self.donated == carried_args(self.graph):
+            return plan.predicted.peak_donated_bytes
+        return step_peak(self.graph, plan, self.donated)
 
     def fit(self, free: Attempt, budget: float, deadline: float, log) -> Attempt:
         self.solver.deadline = deadline

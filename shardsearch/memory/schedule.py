@@ -85,7 +85,14 @@ def scheduled(graph: OpGraph, buckets: Sequence[tuple[int, ...]] = ()) -> tuple[
     memory model does not read them) and, per new id, the old id; ``(graph, None)`` when
     the order is the graph's own."""
     if buckets:
-        return _renumber(graph, memory_order(graph, buckets))
+        # a plan's peak is asked for several times (with and without donation, the fit):
+        # the last buckets' schedule is kept (one entry: each is a graph as large as this one)
+        key = tuple(tuple(b) for b in buckets)
+        last = graph.analysis("memory_scheduled_buckets", dict)  # (this cache's own: written here)
+        if key not in last:
+            last.clear()
+            last[key] = _renumber(graph, memory_order(graph, buckets))
+        return last[key]
     return graph.analysis("memory_scheduled", lambda: _renumber(graph, memory_order(graph)))
 
 
