@@ -148,7 +148,7 @@ def _compile_logged(lowered) -> tuple:
     return compiled, len(involuntary_rematerializations(log.text))
 
 
-def _compile_gpu(lowered) -> tuple:
+def compile_gpu(lowered) -> tuple:
     """(compiled for the GPU target, rematerializations); a dot XLA's Triton emitter finds no
     tile for without a device is compiled with cuBLAS gemms (as ``judge.lhs``)."""
     from benchmarks.judge.lhs import _NO_TILE, CUBLAS_GEMMS
@@ -169,7 +169,7 @@ def judge_on_gpu(lowered, cluster) -> tuple[float, int]:
     ``cluster``'s GPUs."""
     from benchmarks.judge import judge_gpu
 
-    compiled, remat = _compile_gpu(lowered)
+    compiled, remat = compile_gpu(lowered)
     return judge_gpu(compiled, cluster).overlap_s, remat
 
 
@@ -182,7 +182,7 @@ def judged_pair(cluster, lower_gpu: Callable, cpu_compiled=None, say: Callable[[
 
     cpu = None if cpu_compiled is None else judge(cpu_compiled[0], cluster)
     try:
-        compiled, remat = _compile_gpu(lower_gpu())
+        compiled, remat = compile_gpu(lower_gpu())
     except TargetError as e:
         if cpu is None:
             raise
