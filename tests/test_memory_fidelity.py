@@ -64,3 +64,30 @@ def test_updates_follow_their_gradients_and_combined_all_reduces(batch, shape):
         compiled = compiled_peak_bytes(plan.apply(step, mesh=mesh, donate_argnums=donate).lower(*args).compile())
         predicted = plan.predicted.peak_donated_bytes if donate else plan.predicted.peak_bytes
         assert abs(predicted - compiled) <= 0.10 * compiled, (donate, predicted, compiled)
+
+
+def test_a_scans_stacks_live_through_its_loop_and_its_operands_until_it_ends():
+    # XLA runs a scan as a while loop whose state holds the stacked outputs (written slice
+    # by slice from the first iteration on) and its operands (until the last iteration)
+    import jax
+    import jax.numpy as jnp
+
+    from shardsearch.graph import ValueRef
+    from shardsearch.memory.breakdown import scan_starts
+    from shardsearch.trace import trace
+
+    def step(w, xs):
+        def body(h, x):
+            y = jnp.tanh(h @ w + x)
+            return y, y * 2.0
+
+        h, ys = jax.lax.scan(body, jnp.zeros((4, 8)), xs)
+        return (h.sum() + ys.sum()) * 1.0
+
+    graph = trace(step, (jax.ShapeDtypeStruct((8, 8), jnp.float32), jax.ShapeDtypeStruct((3, 4, 8), jnp.float32)))
+    (loop,) = graph.loops
+    starts, in_stack, until = scan_starts(graph)
+    assert starts == {s: min(loop.members) for s in loop.stacks} and loop.stacks
+    assert {r for r in loop.ys if isinstance(r, ValueRef)} <= in_stack
+    assert until and all(t == max(loop.members) for t in until.values())
+    assert all(r.node not in loop.members for r in until)

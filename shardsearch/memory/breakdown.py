@@ -12,7 +12,7 @@ into the heap (``assign.py``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from cost_model.mesh import MeshShape, Spec, local_bytes, replicated
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
@@ -74,9 +74,17 @@ def step_buffers(
     node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None,
     donated: frozenset[int] = frozenset(),
     buckets: Sequence[tuple[int, ...]] = (),
+    written_from: Mapping[int, int] | None = None,
+    in_stack: Iterable[ValueRef] = (),
+    read_until: Mapping[ValueRef, int] | None = None,
 ) -> StepBuffers:
     """The buffers of ``graph`` run with these layouts (``memory_breakdown``'s arguments;
-    ``buckets``: operators whose all-reduces XLA combines, ``combine.py``)."""
+    ``buckets``: operators whose all-reduces XLA combines, ``combine.py``;
+    ``written_from``: nodes whose buffer is live before they run, from that position,
+    ``in_stack``: values written straight into such a buffer, ``read_until``: values
+    live at least until a position (a loop's operands): ``scan_starts``)."""
+    early = written_from or {}
+    stacked = set(in_stack or ())
 
     def nbytes(ref: ValueRef, spec: Spec | None) -> float:
         info = graph.info(ref)
@@ -101,7 +109,7 @@ def step_buffers(
     for k, (ref, arg) in enumerate(zip(graph.outputs, aliases)):
         if not isinstance(ref, ValueRef):
             continue  # a literal
-        made = ref.node if graph.nodes[ref.node].kind is NodeKind.OP else 0
+        made = early.get(ref.node, ref.node) if graph.nodes[ref.node].kind is NodeKind.OP else 0
         shares = made if graph.nodes[ref.node].primitive in FUSIBLE else -1
         if arg is not None and arg in donated:  # written into its argument's buffer
             last_read = bufs.last_read.get((graph.input_nodes[arg], 0), -1)
@@ -117,7 +125,9 @@ def step_buffers(
         homes.append(Home(size, ((made, end),), shares))
 
     ends = _own_layout_ends(graph, bufs, node_operand_specs or {})
-    temps = [Span(v.ref.node, ends.get(v.ref, v.last), nbytes(v.ref, out_spec(v.ref))) for v in bufs.lives]
+    until = read_until or {}
+    temps = [Span(early.get(v.ref.node, v.ref.node), max(ends.get(v.ref, v.last), until.get(v.ref, -1)),
+                  0.0 if v.ref in stacked else nbytes(v.ref, out_spec(v.ref))) for v in bufs.lives]
     refs = [(v.ref, False) for v in bufs.lives]
     # A bucket of combined all-reduces (combine.py), as XLA's GPU compiler runs it: each
     # gradient is held unreduced until the bucket's last member is made, copied then into
@@ -143,6 +153,30 @@ def step_buffers(
         temps.append(Span(first, last, nbytes(ref, spec)))
         refs.append((ref, True))
     return StepBuffers(args, tuple(homes), tuple(results), tuple(temps), tuple(refs), t, end)
+
+
+def scan_starts(graph: OpGraph) -> tuple[dict[int, int], set[ValueRef], dict[ValueRef, int]]:
+    """What a scan's while loop keeps live that its nodes alone do not show.
+
+    Its stacked outputs (``scan_stack``): XLA writes each iteration's slice into the whole
+    stacked buffer, which is live from the loop's start, not from its end, and the body's
+    per-iteration outputs are written straight into it (no buffer of their own). Its
+    operands (the stacked inputs it slices, the initial carries, the values its body
+    reads from outside) are elements of the loop's state: live until the loop ends, not
+    until the first iteration has read them. Per stack node the loop's first node, the
+    body values written into stacks, and per operand the loop's last node."""
+    starts, ys, until = {}, set(), {}
+    for loop in graph.loops:
+        members = set(loop.members)
+        first, last = min(members), max(members)
+        starts.update((st, first) for st in loop.stacks)
+        ys.update(r for r in loop.ys if isinstance(r, ValueRef) and r.node in members)
+        ys.update(ValueRef(sl, 0) for sl in loop.slices)  # read in place from the stacked operand
+        for m in members:
+            for r in graph.nodes[m].inputs:
+                if isinstance(r, ValueRef) and r.node not in members:
+                    until[r] = max(until.get(r, last), last)
+    return starts, ys, until
 
 
 def _first_readers(graph: OpGraph, nodes: set[int]) -> dict[int, int]:
@@ -195,14 +229,18 @@ def scheduled_buffers(
     (``step_buffers``), per new node id the old one (None: the order is the graph's), and
     ``node_out_specs`` keyed by the new ids."""
     buckets = combined_buckets(graph, in_specs, node_out_specs, mesh, node_operand_specs)
+    starts, ys, until = scan_starts(graph)
     new_graph, order = scheduled(graph, buckets)
     if order is not None:
         new = {old: i for i, old in enumerate(order)}
         node_out_specs = {new[k]: v for k, v in node_out_specs.items()}
         node_operand_specs = {new[k]: v for k, v in (node_operand_specs or {}).items()}
         buckets = [tuple(sorted(new[m] for m in b)) for b in buckets]
+        starts = {new[k]: new[v] for k, v in starts.items()}
+        ys = {ValueRef(new[r.node], r.index) for r in ys}
+        until = {ValueRef(new[r.node], r.index): new[t] for r, t in until.items()}
     sb = step_buffers(new_graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
-                      donated=donated, buckets=buckets)
+                      donated=donated, buckets=buckets, written_from=starts, in_stack=ys, read_until=until)
     return new_graph, sb, order, node_out_specs
 
 
