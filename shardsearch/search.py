@@ -13,6 +13,7 @@ from shardsearch import cache
 from shardsearch.compare.run import price_recipes
 from shardsearch.config import SearchConfig
 from shardsearch.costs import build_problem, combined_all_reduces
+from shardsearch.costs.build import hidden_reshard_count
 from shardsearch.costs.copies import copy_labels, shared_reads
 from shardsearch.errors import MemoryBudgetError, MicrobatchError
 from shardsearch.fallbacks import fallback_warning, with_fallback_saving
@@ -345,6 +346,9 @@ class _Solver:
         # which depends on the plan: solve with each member paying 1/k of it, where k is
         # the number the previous solution merged, until k settles (a fixed point).
         self.share = 1.0 / max(combined_all_reduces(graph, None, strategies), 1)
+        # Hidden reshards of values ready at the step's start (FSDP's gathers) merge the
+        # same way (XLA's all-gather combiner): from a whole launch each, the same fixed point.
+        self.gather_share = 1.0
         # Readers that need a value in one layout share one copy (costs/copies.py): the
         # copies a plan would share are added to the problem and it is solved again, in
         # the fixed point below, until the plan shares none it is charged twice for.
@@ -360,14 +364,17 @@ class _Solver:
     def build(self, row_budget):
         return build_problem(self.graph, self.strategies, self.cluster, self.mesh, row_budget,
                              follow=self.config.follow_elementwise, combined_share=self.share,
-                             edge_memo=self.edge_memo, donated=self.donated, copies_for=self.copies_for)
+                             edge_memo=self.edge_memo, donated=self.donated, copies_for=self.copies_for,
+                             gather_share=self.gather_share)
 
-    def rebuild(self, copies_for: frozenset):
+    def rebuild(self, copies_for: frozenset, gather_share: float | None = None):
         """The problem without a memory row, with copies for ``copies_for`` (the recipes'
-        completions add their own shared reads this way)."""
+        completions add their own shared reads, and settle their hidden reshards' latency
+        share, this way)."""
         return build_problem(self.graph, self.strategies, self.cluster, self.mesh, None,
                              follow=self.config.follow_elementwise, combined_share=self.share,
-                             edge_memo=self.edge_memo, donated=self.donated, copies_for=copies_for)
+                             edge_memo=self.edge_memo, donated=self.donated, copies_for=copies_for,
+                             gather_share=self.gather_share if gather_share is None else gather_share)
 
     def solve(self, row_budget, multiplier=None, *, least_memory=False, cutoff=None):
         if least_memory:  # memory priced above any time: the plan with the least row memory
@@ -380,7 +387,7 @@ class _Solver:
             used = evaluate(problem, solution.choice)
             return problem, costs, dataclasses.replace(solution, objective=used.total, bound=-np.inf,
                                                        status="FEASIBLE")
-        seen, earlier, solution = set(), [], None
+        seen, seen_gathers, earlier, solution = set(), set(), [], None
         while True:
             problem, costs = self.build(row_budget)
             solution = solve(problem, **self._options(
@@ -395,7 +402,10 @@ class _Solver:
             # a tenth of one (a few microseconds at most): another solve would not move it.
             # With none at all, a dearer latency only makes every other plan dearer.
             settled = k == 0 or abs(k * self.share - 1.0) <= 0.1 or k in seen
-            if settled and not new_copies:
+            # the same for the hidden reshards (priced from a whole launch each: none is settled)
+            g = hidden_reshard_count(costs, solution.choice)
+            gathers_settled = abs(max(g, 1) * self.gather_share - 1.0) <= 0.1 or g in seen_gathers
+            if settled and gathers_settled and not new_copies:
                 break
             if time.perf_counter() >= self.deadline:
                 break  # out of time: a solve given the one second left would do worse than this one
@@ -405,6 +415,11 @@ class _Solver:
                 self.share = 1.0 / max(k, 1)
                 if self.log:
                     self.log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
+            if not gathers_settled:
+                seen_gathers.add(g)
+                self.gather_share = 1.0 / max(g, 1)
+                if self.log:
+                    self.log(f"{g} gathers of values ready at the start merge: re-pricing their latency at 1/{g} each")
             if new_copies:
                 self.copies_for |= new_copies
                 if self.log:

@@ -14,6 +14,7 @@ from shardsearch.graph import NodeKind, OpGraph
 from shardsearch.memory import carried_args, memory_breakdown
 from shardsearch.solve import solve
 from shardsearch.costs import CostTables
+from shardsearch.costs.build import hidden_reshard_count
 from shardsearch.costs.copies import copy_labels, shared_reads
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
@@ -25,12 +26,13 @@ MIN_SOLVE_S = 1.0
 def price_recipes(graph: OpGraph, per_node: list[list[Strategy]], problem: Problem, costs: CostTables, *,
                   mesh: MeshShape, memory_budget: float | None, config, ties, log, time_left_s: float,
                   copies_for: frozenset = frozenset(),
-                  rebuild: Callable[[frozenset], tuple[Problem, CostTables]] | None = None) -> tuple[Alternative, ...]:
+                  rebuild: Callable[[frozenset, float | None], tuple[Problem, CostTables]] | None = None) -> tuple[Alternative, ...]:
     """``plan.alternatives()``: each recipe completed by the solver within the time the
     search has left (``time_left_s``, shared by the recipes, at least ``MIN_SOLVE_S`` each).
     As in the search, values a completion reads twice in one new layout get one shared copy
-    (``rebuild``: the problem with copies for those values) and it is completed again, so a
-    recipe costs what the search pinned to it would find. ``ties``: the graph's tie labels."""
+    (``rebuild``: the problem with copies for those values, and the latency share of the
+    recipe's own hidden reshards) and it is completed again, so a recipe costs what the
+    search pinned to it would find. ``ties``: the graph's tie labels."""
     from shardsearch.plan import _collective_memory_s, _resharded_operands
 
     if mesh.size <= 1:
@@ -49,13 +51,17 @@ def price_recipes(graph: OpGraph, per_node: list[list[Strategy]], problem: Probl
 
     def complete(keep):
         current, tables, copies = problem, costs, copies_for
+        share, tried = None, set()  # the hidden reshards' latency share, settled per recipe as in the search
         while True:
             choice, status = completed(current, keep, solver(tables))
             new = shared_reads(tables.reads, current.edge_costs, choice) if rebuild is not None else frozenset()
-            if not new or time.perf_counter() >= deadline:
+            g = hidden_reshard_count(tables, choice)
+            resettle = rebuild is not None and g > 0 and g not in tried and (share is None or abs(g * share - 1) > 0.1)
+            if not new and not resettle or time.perf_counter() >= deadline:
                 return current, choice, status
-            copies = copies | new
-            current, tables = rebuild(copies)
+            tried.add(g)
+            copies, share = copies | new, 1.0 / g if resettle else share
+            current, tables = rebuild(copies, share)
             costs_of[id(current)] = tables
 
     def split_compute(priced: Problem, choice: np.ndarray) -> float:

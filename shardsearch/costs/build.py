@@ -47,6 +47,15 @@ class CostTables:
     # several readers share (costs.copies), each with two strategies (no copy, copy).
     copies: tuple[SharedCopy, ...] = ()
     reads: tuple = ()  # per Problem edge before the copies', what it reads (costs.copies.Read) or None
+    # The edges priced as hidden reshards of values ready at the step's start (FSDP's
+    # gathers): (producer, reader, which strategy pairs move data, the reader's layouts).
+    hidden_reshards: tuple = ()
+
+
+def hidden_reshard_count(costs: CostTables, choice) -> int:
+    """How many hidden reshards a plan makes (one per value and layout): XLA's combiner
+    merges them, so each pays this share of one launch latency (the search's fixed point)."""
+    return len({(u, dsts[choice[v]]) for u, v, moves, dsts in costs.hidden_reshards if moves[choice[u], choice[v]]})
 
 
 def _priced_on(c, off_path: bool, cluster: Cluster, combined: Cluster) -> Cluster:
@@ -349,6 +358,7 @@ def build_problem(
     edge_memo: dict | None = None,
     donated: frozenset[int] = frozenset(),
     copies_for: frozenset | None = frozenset(),
+    gather_share: float = 1.0,
 ) -> tuple[Problem, CostTables]:
     """``edge_memo``: reshard matrices by (shape, itemsize, layouts), and the last graph's
     priced nodes and edges per ``combined_share``; pass the same dict to rebuild a problem
@@ -357,7 +367,9 @@ def build_problem(
     ``donated``: flat argument indices whose buffers the step's results reuse.
     ``copies_for``: (value key, layout) pairs whose readers share one copy (copy nodes
     after the graph's nodes, ``costs.copies``; see ``costs.copies``); None: every pair
-    two readers could share; the others are charged a reshard per reading edge."""
+    two readers could share; the others are charged a reshard per reading edge.
+    ``gather_share``: the share of a launch latency each hidden reshard pays
+    (``hidden_reshard_count``)."""
     seen = {} if edge_memo is None else edge_memo
     # What does not depend on copies_for or the budget is kept in the memo for this graph
     # (the last one built; kept with it, so identity is a safe test): a rebuild at another
@@ -366,9 +378,9 @@ def build_problem(
     if mine is None or mine[0] is not graph or mine[1] is not strategies:
         mine = seen["graph"] = (graph, strategies, {})
     built = mine[2]
-    key = ("priced", combined_share, follow)
+    key = ("priced", combined_share, gather_share, follow)
     if key not in built:
-        built[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen)
+        built[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen, gather_share)
     costs, follows, edges, edge_costs, edge_local, reads = built[key]
     costs = dataclasses.replace(costs, compute=list(costs.compute))  # _charge_fed_inputs replaces entries
     _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
@@ -398,7 +410,7 @@ def build_problem(
 
 
 def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follow: bool, combined_share: float,
-            seen: dict):
+            seen: dict, gather_share: float = 1.0):
     """Node costs, follows and the edges with their reshard prices and what each reads:
     (costs, follows, edge pairs, edge costs, edge local costs, reads)."""
     costs = node_costs(graph, strategies, cluster, mesh, combined_share)
@@ -410,6 +422,7 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
     if overlap:  # an argument's resharding (FSDP's gathers) runs under the compute before its reader
         ready, before = ready_at_start(graph, HEAVY), earlier_compute(graph, costs.compute)
         no_latency = cluster.with_latency_share(0.0)
+    hidden_reshards = []
 
     def add_edge(ref: ValueRef, v: int, operand: int | None, times: int = 1) -> None:
         priced = _edge(graph, strategies, cluster, mesh, ref, v, operand, seen, memo)
@@ -418,7 +431,9 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
             links = priced[0] - priced[1]
             bandwidth = _edge(graph, strategies, no_latency, mesh, ref, v, operand, seen.setdefault("bw", {}), memo)
             # its reader's whole past: XLA's scheduler moves the light producer up with it
-            hidden = exposed_reshard(links, bandwidth[0] - bandwidth[1], float(before[v]), cluster.overlap_contention)
+            hidden = exposed_reshard(links, bandwidth[0] - bandwidth[1], float(before[v]), cluster.overlap_contention,
+                                     gather_share)
+            hidden_reshards.append((ref.node, v, links > 0, _dsts(strategies, v, operand, memo)))
             priced = (hidden, np.zeros_like(hidden))  # its buffers' traffic: in the contention
         edges.append((ref.node, v))
         for out, m in zip((edge_costs, edge_local), priced):
@@ -450,6 +465,7 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
             add_edge(out, graph.input_nodes[arg], None)
+    costs = dataclasses.replace(costs, hidden_reshards=tuple(hidden_reshards))
     return costs, follows, edges, edge_costs, edge_local, reads
 
 

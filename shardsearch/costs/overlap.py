@@ -95,13 +95,15 @@ def ready_at_start(graph: OpGraph, heavy: frozenset[str]) -> set[int]:
     return ready
 
 
-def exposed_reshard(links: np.ndarray, bandwidth: np.ndarray, window_s: float, contention: float) -> np.ndarray:
+def exposed_reshard(links: np.ndarray, bandwidth: np.ndarray, window_s: float, contention: float,
+                    latency_share: float = 1.0) -> np.ndarray:
     """A reshard's link seconds (``links``, of which ``bandwidth`` is the bandwidth time)
-    when it can run under ``window_s`` of compute: its launch latency in full (XLA's
-    all-gather combiner merges such gathers, which is not priced: with the merged
-    all-reduces' share of a launch, a pinned data-parallel step gathered its batch to run
+    when it can run under ``window_s`` of compute: ``latency_share`` of its launch latency
+    (XLA's all-gather combiner merges these independent gathers: the search settles the
+    share on the plan's count of them, as for the merged gradient all-reduces; the
+    all-reduces' own share made a pinned data-parallel step gather its batch to run
     replicated), its bandwidth time as it is exposed."""
-    return links - bandwidth + exposed_time(bandwidth, window_s, contention)
+    return (links - bandwidth) * latency_share + exposed_time(bandwidth, window_s, contention)
 
 
 # XLA's kDefaultAllReduceCombineThreshold (xla/service/collective_utils.h).
