@@ -133,10 +133,21 @@ def formulation_size(p: Problem) -> tuple[int, int]:
             if np.all(m == m.flat[0]):
                 seen[id(mat)] = (0, 0)
             else:
-                g = np.unique(m, axis=0)
-                h = np.unique(g, axis=1).shape[1]
-                seen[id(mat)] = (g.shape[0] * h, g.shape[0] + h)
+                g, h = _distinct_rows_columns(m)
+                seen[id(mat)] = (g * h, g + h)
         variables += seen[id(mat)][0]
         constraints += seen[id(mat)][1]
     constraints += sum(len(m) for _, m in p.follows.values()) + (p.memory_budget is not None)
     return variables, constraints
+
+
+def _distinct_rows_columns(m: np.ndarray) -> tuple[int, int]:
+    """(distinct rows of ``m``, distinct columns of those rows): what
+    ``np.unique(m, axis=0)`` and then ``axis=1`` count (equal values, -0.0 == 0.0), by
+    hashing each row's bytes (np.unique sorts, ten times slower on these small matrices)."""
+    m = np.ascontiguousarray(np.asarray(m, dtype=np.float64) + 0.0)  # + 0.0: -0.0 becomes 0.0
+    first: dict = {}
+    for i, row in enumerate(m):
+        first.setdefault(row.tobytes(), i)
+    g = np.ascontiguousarray(m[list(first.values())].T)
+    return len(first), len({col.tobytes() for col in g})
