@@ -100,19 +100,21 @@ def test_gradients_that_fit_one_bucket_wait_for_the_last_one():
 
 
 def test_fsdp_gathers_hide_under_the_compute_before_their_reader():
-    """A weight's all-gather waits on nothing the step computes: XLA's scheduler starts it
-    early and combines it with the others (compiled for 8 x H100, gpt-medium-bf16 with FSDP
+    """A weight's all-gather waits on nothing the step computes (the weights are state the
+    step carries, not the batch): XLA's scheduler starts it early and combines it with the others (compiled for 8 x H100, gpt-medium-bf16 with FSDP
     pinned: 2.7 ms of all-gathers, 0.27 ms of stalls); only the contention and the first
     gather, before which nothing runs, are left to pay."""
     h100 = Cluster.load("h100-8")
     args = mlp_args(4096, 4)
-    fsdp = ss.plan(mlp_step, *args, mesh=(8,), cluster=h100, pins=tuple((f"[0][{i}]", P("data", None)) for i in range(4)))
-    dp = ss.plan(mlp_step, *args, mesh=(8,), cluster=h100, pins=tuple((f"[0][{i}]", P()) for i in range(4)))
-    kinds = {c[0]: c for c in fsdp.predicted.collectives}
-    assert kinds["all-reduce"] in dp.predicted.collectives  # the same gradient all-reduces
-    _, axes, count, nbytes = kinds["all-gather"]
-    gathers = count * collective_time(h100, fsdp.mesh, "all-gather", axes, nbytes / count)  # 0.28 ms
-    assert 0 < fsdp.predicted.comm_s - dp.predicted.comm_s < 0.5 * gathers  # priced in full: 1.05 x
+    step = lambda params, x: (mlp_step(params, x),)  # noqa: E731  the new weights: the state the step carries
+    fsdp = ss.plan(step, *args, mesh=(8,), cluster=h100, pins=tuple((f"[0][{i}]", P("data", None)) for i in range(4)))
+    dp = ss.plan(step, *args, mesh=(8,), cluster=h100, pins=tuple((f"[0][{i}]", P()) for i in range(4)))
+    full = {kind: count * collective_time(h100, fsdp.mesh, kind, axes, nbytes / count)
+            for kind, axes, count, nbytes in fsdp.predicted.collectives}
+    assert {"all-gather", "all-reduce"} <= set(full)  # 4 gathers of 32 MB: 0.28 ms in full
+    # data parallel's gradient all-reduces (a fifth more bytes than FSDP's) as they hide,
+    # FSDP's all-to-alls in full: what is left of its gathers is under a quarter of them
+    assert fsdp.predicted.comm_s < dp.predicted.comm_s + full.get("all-to-all", 0.0) + 0.25 * full["all-gather"]
 
 
 def test_a_plan_too_big_for_the_devices_is_planned_without_overlap():

@@ -420,7 +420,7 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
     follows_free: dict = {}  # (edge matrix, mapping) -> whether the follower reads it for free
     overlap = cluster.overlap_contention is not None
     if overlap:  # an argument's resharding (FSDP's gathers) runs under the compute before its reader
-        ready, before = ready_at_start(graph, HEAVY), earlier_compute(graph, costs.compute)
+        ready, before = ready_at_start(graph, HEAVY, carried_args(graph)), earlier_compute(graph, costs.compute)
         no_latency = cluster.with_latency_share(0.0)
     hidden_reshards = []
 
