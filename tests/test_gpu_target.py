@@ -143,3 +143,25 @@ def test_pipelined_plan_compiles_per_stage_for_the_gpus_and_is_judged_with_overl
         assert st.time_field == "overlap_s" and st.micro_s > 0
         assert all(j.overlap_s is not None and j.num_devices == 4 for j in st.programs.values())
         assert not any(c.crosses_nodes for j in st.programs.values() for c in j.collectives)
+
+
+@needs_plugin
+def test_a_gpu_the_machines_cuda_assembler_cannot_build_for_says_so(monkeypatch):
+    # V100 (sm_70) with a CUDA 13 ptxas on PATH: XLA's raw "ptxas too old" becomes a TargetError
+    step = ss.auto(mlp_step, mesh=(8,), cluster="v100-8x8-eth")
+    lowered = step.lower_for_cluster(*mlp_args(layers=1))
+    assert isinstance(lowered, jax.stages.Lowered)
+
+    def refuse(self, compiler_options=None, **kwargs):
+        raise jax.errors.JaxRuntimeError("UNIMPLEMENTED: /usr/local/bin/ptxas ptxas too old. Falling back")
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", refuse)
+    with pytest.raises(ss.TargetError, match=r"\(/usr/local/bin/ptxas\) cannot compile for .*V100.*CUDA 12"):
+        lowered.compile()
+
+    def other(self, compiler_options=None, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", other)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):  # not ours to explain
+        lowered.compile()
