@@ -16,7 +16,9 @@ best ``M * k_s`` ways divided per microbatch, so ``t_s`` is at least its operato
 ``t(M * k_s) >= t(M * D)``; and device-time does not shrink when work is split (a matmul
 split finer runs at a lower efficiency, its bytes divide at best evenly), so
 ``sum_s k_s t_s >= sum_micro t(M) + sum_once t(1) / M`` and ``max_s t_s`` is at least
-that over ``D``. Transfers and communication inside stages only add to it. On small
+that over ``D``. Transfers and communication inside stages only add to it. A matmul that
+XLA's GPU DotMerger runs with ``k - 1`` others (``costs.dot_merge``) counts as ``1/k`` of
+the merged one at every split, as the planner prices it (at most its own time). On small
 models the first term is what declines: every microbatch pays each small operator's
 fixed cost again. Numpy and the cost model only; one pass over the graph's operators.
 """
@@ -31,10 +33,11 @@ from shardsearch.pipeline.states import Phase
 
 
 def operator_times(graph: OpGraph, cluster: Cluster):
-    """Per operator: (node, flops, dtype, matmul, bytes time, trips) of its replicated
+    """Per operator: (node, flops, dtype, matmul, bytes time, trips, merged dots) of its replicated
     strategy, whole batch, one device, as ``costs.build.node_costs`` prices it (fusion
     included), from the strategies on a one-device mesh (the fewest to list)."""
     from shardsearch.costs.build import MATMULS, compute_dtype, node_costs
+    from shardsearch.costs.dot_merge import merged_dots
     from shardsearch.strategies.per_node import graph_strategies
 
     mesh = MeshShape(("one",), (1,))
@@ -42,6 +45,7 @@ def operator_times(graph: OpGraph, cluster: Cluster):
     firsts: dict[int, list] = {}  # one list per shared strategy list, as node_costs caches by it
     replicated = [firsts.setdefault(id(s), [s[0]]) for s in per_node]
     full = node_costs(graph, replicated, cluster, mesh, 1.0).compute
+    merged = merged_dots(graph) if cluster.gpu_target is not None else {}
     out = []
     for n in graph.nodes:
         if n.kind is not NodeKind.OP:
@@ -50,13 +54,15 @@ def operator_times(graph: OpGraph, cluster: Cluster):
         dtype, matmul = compute_dtype(graph, n), n.primitive in MATMULS
         flop_s = compute_time(cluster, s.flops, 0.0, dtype, matmul=matmul) * n.trips
         whole = float(full[n.id][0])
-        out.append((n.id, s.flops, dtype, matmul, whole if whole > flop_s * (1 + 1e-9) else 0.0, n.trips))
+        out.append((n.id, s.flops, dtype, matmul, whole if whole > flop_s * (1 + 1e-9) else 0.0, n.trips,
+                    merged.get(n.id, 1) if matmul else 1))
     return out
 
 
 def _time(cluster: Cluster, op, ways: float) -> float:
-    _, flops, dtype, matmul, bytes_s, trips = op
-    return max(compute_time(cluster, flops / ways, 0.0, dtype, matmul=matmul) * trips, bytes_s / ways)
+    _, flops, dtype, matmul, bytes_s, trips, k = op
+    flop_s = compute_time(cluster, k * flops / ways, 0.0, dtype, matmul=matmul) / k
+    return max(flop_s * trips, bytes_s / ways)
 
 
 def pipeline_floor(graph: OpGraph, phases, cluster: Cluster, mesh: MeshShape, counts) -> float:
