@@ -25,6 +25,10 @@ CLUSTERS = ("h100-8", "2x4-slow")
 # Models whose pinned plans are checked here (each costs two more plans and compiles);
 # the benchmark checks them all.
 PRICED = ("gpt", "mixtral", "resnet")
+# The searched program is the traced graph re-run under jax.jit, which XLA's GPU compiler
+# fuses a little differently from the user's function even where every layout is the same
+# (bert on h100-8, both replicated: 269.50 vs 269.39 us judged, +0.04%): a tie.
+TIE = 1e-3
 pytestmark = pytest.mark.skipif(not plugin_installed(), reason='needs pip install "shardsearch[gpu-aot]"')
 
 
@@ -40,7 +44,7 @@ def test_auto_plan_is_judged_no_slower_than_the_standard_plans(model):
         auto, remat = judge_on_gpu(step.lower_for_cluster(*case.args), cluster)
         gpus = target_mesh(cluster, MESH)
         best = min(judge_on_gpu(hand_lowered(case, gpus, specs[n]), cluster)[0] for n in MUST_BEAT)
-        assert auto <= best * (1 + 1e-6), f"{model} on {name}: auto {auto:.4g} s, best standard plan {best:.4g} s"
+        assert auto <= best * (1 + TIE), f"{model} on {name}: auto {auto:.4g} s, best standard plan {best:.4g} s"
         assert remat == 0
 
 
