@@ -18,7 +18,6 @@ from cost_model.reshard import reshard_path
 from shardsearch.apply.blockwise import blockwise_bind
 from shardsearch.apply.mesh import to_partition_spec
 from shardsearch.graph import OpGraph, ValueRef
-from shardsearch.remat.rewrite import LABEL_PREFIX as REMAT_LABEL
 from shardsearch.trace import eval_graph
 
 if TYPE_CHECKING:  # the plan module imports this one (plan.apply)
@@ -96,14 +95,6 @@ def constrained_runner(graph: OpGraph, plan: Plan, mesh: Mesh, *, constrain: boo
         if not wanted:
             return operands
         inputs = graph.nodes[node_id].inputs
-        home = _recomputed_argument(graph, node_id, arg_index)
-        if home is not None:
-            # a weight a recomputed layer reads (shardsearch.remat), plus its zero: added in
-            # the argument's own layout and moved after, so XLA gathers it again here
-            # instead of merging the gather with the forward's and keeping that copy
-            spec = plan.flat_in_specs[home]
-            return [jax.lax.with_sharding_constraint(x, _named(mesh, spec)) if getattr(x, "ndim", 0) else x
-                    for x in operands]
         return [moved(x, planned(inputs[j]), wanted[j]) if j in wanted else x for j, x in enumerate(operands)]
 
     def arriving(node_id: int, j: int):
@@ -122,15 +113,6 @@ def constrained_runner(graph: OpGraph, plan: Plan, mesh: Mesh, *, constrain: boo
         return outs
 
     return run
-
-
-def _recomputed_argument(graph: OpGraph, node_id: int, arg_index) -> int | None:
-    """The flat argument index when ``node_id`` is a remat rewrite's argument-plus-zero."""
-    node = graph.nodes[node_id]
-    if not node.label.startswith(REMAT_LABEL) or node.primitive not in ("add", "or"):
-        return None
-    first = node.inputs[0]
-    return arg_index.get(first.node) if isinstance(first, ValueRef) else None
 
 
 def _place(x, sharding: NamedSharding) -> jax.Array:

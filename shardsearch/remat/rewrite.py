@@ -7,7 +7,7 @@ graph, so the ordinary search prices it and ``trace.eval_graph`` runs it:
   backward reads are made again from the layer's inputs, by copies of the forward nodes
   that made them; the backward reads the copies, so the forward's values die at the end
   of the forward instead of living until the backward;
-- each input of the copies (weights included) has a zero added, made from a scalar
+- each input of the copies passes an ``optimization_barrier`` together with a scalar
   made from a backward value at that point (as ``jax.checkpoint(prevent_cse=True)`` does):
   XLA cannot merge the copies with the forward nodes (CSE) nor run them before the
   backward gets there;
@@ -36,8 +36,7 @@ from shardsearch.repeats import Repeat
 from shardsearch.trace import ops
 
 POLICIES = REMAT_POLICIES
-LABEL_PREFIX = "remat of layer"
-LABEL = LABEL_PREFIX + " {c}"
+LABEL = "remat of layer {c}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +110,6 @@ def remat_graph(graph: OpGraph, plan: RematPlan) -> OpGraph:
     nodes: list[OpNode] = []
     ids: dict[int, int] = {}
     again: dict[ValueRef, ValueRef] = {}  # residual -> its recomputed value
-    # argument -> its copy through the zero, for the copies and the backward after them
-    args_again: dict[ValueRef, ValueRef] = {}
 
     def ref(r):
         return r if isinstance(r, LiteralValue) else ValueRef(ids[r.node], r.index)
@@ -127,18 +124,13 @@ def remat_graph(graph: OpGraph, plan: RematPlan) -> OpGraph:
         return add(OpNode(0, NodeKind.OP, t.primitive, t.params, (), t.outputs, label, t.payload), inputs)
 
     dead = _dead_after(graph, fwd, plan)
-    results = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
     for node in graph.nodes:
         if node.id in chosen:
-            _recompute(graph, chosen[node.id], node, plan.policy, ref, traced, add, again, ids, args_again)
+            _recompute(graph, chosen[node.id], node, plan.policy, ref, traced, add, again, ids)
         if node.id in dead:
             continue
         if node.id >= fwd.end:
-            # (what makes a result, the update of a weight, reads the weight itself: the
-            # copy through the zero may be gathered, and would be kept until the update)
-            weights = {} if node.id in results else args_again
-            inputs = [again.get(r) or weights.get(r) or ref(r) if isinstance(r, ValueRef) else r
-                      for r in node.inputs]
+            inputs = [again[r] if isinstance(r, ValueRef) and r in again else ref(r) for r in node.inputs]
         else:
             inputs = [ref(r) for r in node.inputs]
         ids[node.id] = add(node, inputs)
@@ -150,14 +142,8 @@ def remat_graph(graph: OpGraph, plan: RematPlan) -> OpGraph:
     return dataclasses.replace(graph, nodes=nodes, outputs=outputs, input_nodes=input_nodes, **regions)
 
 
-def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again, made, args_again) -> None:
-    """Copies of ``layer``'s nodes that make its residuals, placed before node ``at``.
-
-    The layer's array arguments (its weights) pass the zero too, and the backward after
-    ``at`` reads them so (``args_again``): a weight the plan gathers is then gathered
-    again for the copies and the backward, from a value XLA cannot merge with the
-    forward's, instead of the forward's gathered copy being kept for them (GPT-39B
-    widths, FSDP: 1.5 GiB per layer kept, 27 GiB compiled against 9.45 predicted)."""
+def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again, made) -> None:
+    """Copies of ``layer``'s nodes that make its residuals, placed before node ``at``."""
     label = LABEL.format(c=layer.index)
     todo = _recomputed(graph, layer, policy)
     # a zero made from a backward value ``at`` reads: each input of the copies has it
@@ -187,9 +173,8 @@ def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again,
             return r
         if r.node in copies:
             return ValueRef(copies[r.node], r.index)
-        kind = graph.nodes[r.node].kind
-        if kind is NodeKind.CONST or (kind is NodeKind.INPUT and not graph.info(r).shape):
-            return ref(r)  # constants (replicated) and scalar arguments: nothing to gather
+        if graph.nodes[r.node].kind is not NodeKind.OP:
+            return ref(r)  # arguments: what reads only them is cheap, and XLA may share it
         if r not in through:  # a value from outside the recomputed nodes: plus the zero
             x = graph.info(r)
             z = zero(x.dtype)
@@ -198,8 +183,6 @@ def _recompute(graph, layer: Layer, at: OpNode, policy, ref, traced, add, again,
                                                   TensorInfo((), x.dtype)), [z], label))
             through[r] = ValueRef(traced(ops.binary("add", x) if x.dtype != np.dtype(bool)
                                          else ops.binary("or", x), [ref(r), z], label))
-        if kind is NodeKind.INPUT:
-            args_again[r] = through[r]
         return through[r]
 
     for n in todo:
