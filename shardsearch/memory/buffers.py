@@ -44,6 +44,13 @@ ALWAYS_DUPLICATED = frozenset({"broadcast_in_dim", "iota"})
 FUSIBLE = ELEMENTWISE | frozenset({
     "broadcast_in_dim", "iota", "transpose", "select_n", "slice", "pad", "concatenate", "rev",
     "dynamic_slice", "clamp"})
+# Ops XLA counts as cheap (InstructionFusion::IsExpensive is false): duplicated into every
+# kernel that can fuse them rather than written once; tanh, exp, log, div ... are not.
+CHEAP = frozenset({
+    "add", "add_any", "sub", "mul", "neg", "max", "min", "abs", "sign", "floor", "ceil", "round", "select_n",
+    "clamp", "convert_element_type", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "is_finite",
+    "integer_pow", "square", "broadcast_in_dim", "iota", "transpose", "slice", "pad", "concatenate", "rev",
+    "dynamic_slice", "reduce_precision", "copy", "copy_p", "stop_gradient"})
 # Reductions read fused producers inside their own kernel when they reduce the minor dim.
 REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
                         "argmax", "argmin"})
@@ -176,7 +183,8 @@ def _buffers(graph: OpGraph) -> Buffers:
             ref = ValueRef(*v)
             absorbing = {r for r in direct if _absorbs(graph, r, ref)}
             inside = _union(operand_reads[r] for r in absorbing)
-            once = len(inside) <= 1 or node.primitive in ALWAYS_DUPLICATED or node.id in expanding
+            once = len(inside) <= 1 or node.primitive in ALWAYS_DUPLICATED or node.id in expanding \
+                or (node.primitive in CHEAP and _duplicable(graph, node))
             if absorbing == direct and once:
                 fused.add(v)  # computed inside every kernel that reads it
                 own = inside
