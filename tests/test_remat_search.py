@@ -34,6 +34,24 @@ def _run(step_fn, args, n):
     return state[:2], loss
 
 
+def _fits_equals_jit_and_round_trips(fitted, plan, case, mesh, budget, tmp_path):
+    """Compiled within ``budget``, equal to jax.jit after 2 SGD steps, and a plan file keeps
+    the remat choice: applying it recomputes the same layers, within the budget again."""
+    assert compiled_peak_bytes(fitted.lower(*case.args).compile()) <= budget
+    want, want_loss = _jit_steps(case.train_step, case.args, 2)
+    got, loss = _run(fitted, case.args, 2)
+    assert_trees_close(got, want)
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-4)
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    loaded = ss.Plan.load(path)
+    assert loaded.remat == plan.remat
+    again = loaded.apply(case.train_step, mesh=mesh)
+    assert compiled_peak_bytes(again.lower(*case.args).compile()) <= budget
+    got, _ = _run(again, case.args, 2)
+    assert_trees_close(got, want)
+
+
 def _small_gpt():
     return gpt.make(optimizer=SGD, layers=2, width=32, seq=64, heads=4, vocab=64, batch=8)
 
@@ -75,21 +93,8 @@ def test_remat_only_when_memory_binds(tmp_path):
     fitted = ss.auto(case.train_step, mesh=mesh, memory_budget=budget, **OPTIONS)
     plan = fitted.plan_for(*case.args)
     assert plan.remat is not None and plan.remat.layers == (0, 1)
-    assert compiled_peak_bytes(fitted.lower(*case.args).compile()) <= budget
     assert "Remat (chosen to fit the memory budget)" in plan.summary()
-    want, want_loss = _jit_steps(case.train_step, case.args, 2)
-    got, loss = _run(fitted, case.args, 2)
-    assert_trees_close(got, want)
-    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-4)
-    # a plan file keeps the choice, and applying it recomputes the same layers
-    path = tmp_path / "plan.json"
-    plan.save(path)
-    loaded = ss.Plan.load(path)
-    assert loaded.remat == plan.remat
-    again = loaded.apply(case.train_step, mesh=mesh)
-    assert compiled_peak_bytes(again.lower(*case.args).compile()) <= budget
-    got, _ = _run(again, case.args, 2)
-    assert_trees_close(got, want)
+    _fits_equals_jit_and_round_trips(fitted, plan, case, mesh, budget, tmp_path)
 
 
 def test_microbatches_when_nothing_else_fits():
@@ -149,14 +154,4 @@ def test_microbatches_recompute_their_layers_when_neither_fits_alone(tmp_path):
     assert plan.remat is not None and plan.remat.in_microbatch and plan.remat.layers == (0, 1, 2, 3)
     assert plan.pipeline is not None and plan.pipeline.num_microbatches > 1
     assert "of each microbatch" in plan.summary()
-    assert compiled_peak_bytes(fitted.lower(*case.args).compile()) <= budget
-    want, want_loss = _jit_steps(case.train_step, case.args, 2)
-    got, loss = _run(fitted, case.args, 2)
-    assert_trees_close(got, want)
-    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-4)
-    path = tmp_path / "plan.json"
-    plan.save(path)
-    loaded = ss.Plan.load(path)
-    assert loaded.remat == plan.remat
-    got, _ = _run(loaded.apply(case.train_step, mesh=mesh), case.args, 2)
-    assert_trees_close(got, want)
+    _fits_equals_jit_and_round_trips(fitted, plan, case, mesh, budget, tmp_path)
