@@ -19,6 +19,7 @@ from shardsearch.errors import MemoryBudgetError, MicrobatchError
 from shardsearch.fallbacks import fallback_warning, with_fallback_saving
 from shardsearch.fit import Attempt, NoFit, arguments_floor, donated_args, fit, no_fit_error, step_peak
 from shardsearch.graph import OpGraph
+from shardsearch.memory.buffers import duplicating_cheap_ops
 from shardsearch.memory import carried_args
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.microbatch import split_microbatches
@@ -62,8 +63,9 @@ def search(
     log = StageLog(config.verbose)
     try:
         log("tracing")
-        return _search(fn, args, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config, log=log,
-                       donate_argnums=donate_argnums)
+        with duplicating_cheap_ops(cluster.gpu_target is not None):
+            return _search(fn, args, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
+                           log=log, donate_argnums=donate_argnums)
     finally:
         log.close()
 
