@@ -86,6 +86,30 @@ def test_data_parallel_on_gpu_overlaps_its_bf16_gradient_all_reduces():
     assert judged.exposed_comm_s < judged.comm_s
 
 
+def tied_step(w, tokens, labels):
+    def loss(w):  # one table as the input embedding (one-hot matmul) and the output projection
+        x = jax.nn.one_hot(tokens, w.shape[0], dtype=w.dtype) @ w
+        logits = jnp.einsum("bse,ve->bsv", jnp.tanh(x), w).astype(jnp.float32)
+        return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) * jax.nn.one_hot(labels, w.shape[0]), -1))
+
+    value, grad = jax.value_and_grad(loss)(w)
+    return w - 0.1 * grad, value
+
+
+@needs_plugin
+def test_a_tied_weight_gradient_is_all_reduced_once():
+    # data parallel: each use's gradient is a partial sum; XLA all-reduces their sum once
+    # (AllReduceReassociate) unless a pin stands between the output projection's gradient
+    # dot and its transpose (then both were all-reduced, twice the bytes)
+    from jax.sharding import PartitionSpec as P
+
+    w, tokens = jax.ShapeDtypeStruct((4096, 256), jnp.bfloat16), jax.ShapeDtypeStruct((8, 128), jnp.int32)
+    step = ss.auto(tied_step, mesh=target_mesh("h100-8", (8,)), cluster="h100-8",
+                   pins=(("[0]", P()), ("[1]", P("data")), ("[2]", P("data"))))
+    judged = judge_gpu(step.lower_for_cluster(w, tokens, tokens).compile(), Cluster.load("h100-8"))
+    assert sum(c.nbytes for c in judged.collectives if c.kind == "all-reduce") == pytest.approx(4096 * 256 * 2, rel=0.01)
+
+
 def test_a_cluster_without_a_gpu_target_says_which_have_one():
     step = ss.auto(mlp_step, mesh=(8,), cluster="cpu-host")
     with pytest.raises(ss.TargetError, match="h100-8"):
