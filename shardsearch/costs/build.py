@@ -23,6 +23,7 @@ from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fus
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.dot_merge import merged_dots, merged_time
 from shardsearch.costs.overlap import earlier_compute, exposed_comm, exposed_reshard, ready_at_start
+from shardsearch.costs.reassociate import merge_edges
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
 from shardsearch.memory.combine import HEAVY, off_critical_path
@@ -465,6 +466,14 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
     for out, arg in zip(graph.outputs, graph.output_aliases):
         if isinstance(out, ValueRef) and arg is not None:
             add_edge(out, graph.input_nodes[arg], None)
+    if cluster.gpu_target is not None:  # XLA's GPU AllReduceReassociate: two summed all-reduces run as one
+        comm, merges = merge_edges(graph, strategies, costs.comm, off_critical_path(graph))
+        costs = dataclasses.replace(costs, comm=comm)
+        for u, v, matrix in merges:
+            edges.append((u, v))
+            edge_costs.append(matrix)
+            edge_local.append(np.zeros_like(matrix))
+            reads.append(None)  # no value moves on it
     costs = dataclasses.replace(costs, hidden_reshards=tuple(hidden_reshards))
     return costs, follows, edges, edge_costs, edge_local, reads
 
