@@ -30,6 +30,7 @@ WRAPPED = (
     ("shardsearch.search", "build_problem", "build"),
     ("shardsearch.search", "solve", "solve"),
     ("shardsearch.search", "assemble_plan", "assemble"),
+    ("shardsearch.search", "plan_memory", "assemble"),  # a plan's peak alone (its memory analysis)
     ("shardsearch.solve.ilp", "reduce_problem", "solve: reduce"),
     ("shardsearch.solve.ilp", "tie_problem", "solve: tie"),
     ("shardsearch.solve.ilp", "prune_dominated", "solve: prune"),

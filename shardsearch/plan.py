@@ -286,6 +286,23 @@ def memory_at_peak(why, donated: bool) -> MemoryAtPeak:
                         tuple((c.kind, c.name, c.nbytes, c.cut) for c in why.top))
 
 
+def plan_layouts(graph: OpGraph, strategies: list[list[Strategy]], choice) -> tuple:
+    """(chosen strategy per node, flat argument layouts, each operator's output layouts,
+    the resharded operands) of a choice: what the plan's memory is analysed on."""
+    chosen = [strategies[i][int(c)] for i, c in enumerate(choice[:len(graph.nodes)])]
+    flat_in = tuple(chosen[n].out_specs[0] for n in graph.input_nodes)
+    node_out_specs = {n.id: chosen[n.id].out_specs for n in graph.nodes if n.kind is NodeKind.OP}
+    return chosen, flat_in, node_out_specs, _resharded_operands(graph, chosen)
+
+
+def plan_memory(graph: OpGraph, layouts: tuple, mesh: MeshShape, donated: frozenset[int]) -> tuple:
+    """``breakdown_and_peak`` of a plan's ``layouts`` (``plan_layouts``): its memory
+    figures (the peak) and what is live at the peak, ``donated`` arguments reused."""
+    _, flat_in, node_out_specs, operand_specs = layouts
+    return breakdown_and_peak(graph, flat_in, node_out_specs, mesh, node_operand_specs=operand_specs,
+                              donated=frozenset(donated))
+
+
 def assemble_plan(
     graph: OpGraph,
     strategies: list[list[Strategy]],
@@ -298,10 +315,12 @@ def assemble_plan(
     cluster: str,
     program_hash: str,
     search_s: float,
+    memory_analysed: dict | None = None,
 ) -> Plan:
+    """The Plan of ``solution``; ``memory_analysed``: ``plan_memory`` of these layouts
+    already computed, by the donated argument set (frozenset() or every carried one)."""
     choice = solution.choice  # the graph's nodes, then the copy nodes (costs.copies)
-    chosen = [strategies[i][int(c)] for i, c in enumerate(choice[:len(graph.nodes)])]
-    flat_in = tuple(chosen[n].out_specs[0] for n in graph.input_nodes)
+    chosen, flat_in, node_out_specs, operand_specs = plan_layouts(graph, strategies, choice)
     flat_out = []
     for ref, arg in zip(graph.outputs, graph.output_aliases):
         if arg is not None:  # returned in the layout its argument comes in
@@ -315,10 +334,9 @@ def assemble_plan(
     memory_s = _collective_memory_s(problem, costs, choice)
     unreduced = formulation_size(problem)
     compute = float(sum(costs.compute[i][c] for i, c in enumerate(choice))) + memory_s
-    node_out_specs = {n.id: chosen[n.id].out_specs for n in ops}
-    operand_specs = _resharded_operands(graph, chosen)
-    analysed = [breakdown_and_peak(graph, flat_in, node_out_specs, mesh, node_operand_specs=operand_specs,
-                                   donated=frozenset(donated)) for donated in ((), carried_args(graph))]
+    analysed = [(memory_analysed or {}).get(donated) or plan_memory(
+        graph, (chosen, flat_in, node_out_specs, operand_specs), mesh, donated)
+        for donated in (frozenset(), frozenset(carried_args(graph)))]
     memory = [m for m, _ in analysed]
     collectives = planned_collectives(graph, chosen, mesh)
     plan = Plan(

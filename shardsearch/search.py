@@ -24,7 +24,7 @@ from shardsearch.memory import carried_args
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.microbatch import split_microbatches
 from shardsearch.pipeline.program import micro_remat_choices, microbatched
-from shardsearch.plan import Plan, assemble_plan
+from shardsearch.plan import Plan, assemble_plan, plan_layouts, plan_memory
 from shardsearch.progress import StageLog, warn_user
 from shardsearch.remat import POLICIES as REMAT_POLICIES
 from shardsearch.remat import choices as remat_choices
@@ -125,7 +125,8 @@ def accumulated(traced: OpGraph, phash: str, whole: MemoryBudgetError, *, mesh, 
 def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster, memory_budget: float | None,
                config: SearchConfig, log=None, start: float | None = None, pipeline=None,
                cutoff: float | None = None, donated: frozenset[int] = frozenset(),
-               reshard_memo: dict | None = None, traced: OpGraph | None = None) -> Searched:
+               reshard_memo: dict | None = None, traced: OpGraph | None = None,
+               _planned: "_Candidate | None" = None) -> Searched:
     """The plan of a traced (or transformed) ``graph``; ``phash``: the traced program's
     hash, which the plan records (``plan.apply`` checks it); ``pipeline``: the plan's
     ``PipelinePlan`` when ``graph`` runs microbatches. One traced program is planned on
@@ -138,7 +139,10 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
     is never returned: the search tightens the solver's memory row until one fits
     (``shardsearch.fit``), or raises MemoryBudgetError saying what the least is.
     ``traced``: the traced step ``graph`` accumulates microbatches of (``pipeline``), so
-    each microbatch's layers can be recomputed; without it only the unsplit step's are."""
+    each microbatch's layers can be recomputed; without it only the unsplit step's are.
+    ``_planned``: the candidate of the same graph planned on this cluster with overlap
+    (this call plans it again without): its strategies, tie labels and priced tables are
+    reused."""
     t0 = time.perf_counter() if start is None else start
     log = log or StageLog(False)
     pinned = resolve_pins(config.pins, graph, mesh)
@@ -152,28 +156,39 @@ def plan_graph(graph: OpGraph, phash: str, *, mesh: MeshShape, cluster: Cluster,
         return Searched(graph, hit.with_trees(graph.in_tree, graph.out_tree))  # (its pipeline is the key's)
     deadline = t0 + config.time_limit_s
     forced = None
-    if isinstance(config.remat, str):  # every layer recomputed, as the caller asked
+    if isinstance(config.remat, str) and _planned is None:  # every layer recomputed, as the caller asked
         forced_plans = list(_remat_variants(graph, traced, pipeline, mesh, (config.remat,)))
         if forced_plans:
             forced, graph = forced_plans[0]
         elif log:
             log(f"remat={config.remat!r}: the step has no repeated layers to recompute")
     base = _Candidate(graph, forced, pinned, mesh=mesh, cluster=cluster, config=config, log=log, deadline=deadline,
-                      donated=donated, phash=phash, t0=t0, cutoff=cutoff, reshard_memo=reshard_memo)
-    chosen, cand = base.attempt(None, first=True), base
-    if memory_budget is not None and chosen.peak > memory_budget:
+                      donated=donated, phash=phash, t0=t0, cutoff=cutoff, reshard_memo=reshard_memo, reuse=_planned)
+    overlap = cluster.overlap_contention is not None
+    # XLA's scheduler keeps a step within the device's memory and gives up overlap to do
+    # so: a plan that does not fit the device is planned again with every collective in
+    # full. When the first plan is over the device but within memory_budget (no fit
+    # follows), that is known from its peak alone: the rest of it is not assembled.
+    replan = (lambda peak: peak > cluster.memory_bytes and (memory_budget is None or peak <= memory_budget)) \
+        if overlap else None
+    chosen, cand = base.attempt(None, first=True, replan_if=replan), base
+    if isinstance(chosen, float):  # its peak: over the device's memory
+        if log:
+            log(f"the best plan peaks at {chosen / 2**30:.3f} GiB per device, over the device's "
+                f"{cluster.memory_bytes / 2**30:.3f} GiB: planning again with every collective in full")
+    elif memory_budget is not None and chosen.peak > memory_budget:
         if log:
             log(f"the best plan peaks at {chosen.peak / 2**30:.3f} GiB per device, over the "
                 f"{memory_budget / 2**30:.3f} GiB budget: fitting it")
         cand, chosen = _fit(base, chosen, memory_budget, config, log, (traced, pipeline))
-    graph, strategies, ties, solver = cand.graph, cand.strategies, cand.ties, cand.solver
-    if cluster.overlap_contention is not None and chosen.peak > cluster.memory_bytes:
-        # XLA's scheduler keeps a step within the device's memory and gives up overlap to do
-        # so: a plan that does not fit the device is planned again with every collective in full
+    if overlap and (isinstance(chosen, float) or chosen.peak > cluster.memory_bytes):
+        # the same graph and strategies: only the prices change (the reshard matrices,
+        # memory rows and collectives' full times are kept in the solver's memo)
         return plan_graph(base.graph, phash, mesh=mesh,
                           cluster=dataclasses.replace(cluster, overlap_contention=None),
                           memory_budget=memory_budget, config=config, log=log, start=t0, pipeline=pipeline,
-                          cutoff=cutoff, donated=donated, traced=traced)
+                          cutoff=cutoff, donated=donated, traced=traced, _planned=base if forced is None else None)
+    graph, strategies, ties, solver = cand.graph, cand.strategies, cand.ties, cand.solver
     problem, costs, solution = chosen.extra.problem, chosen.extra.costs, chosen.extra.solution
     plan = dataclasses.replace(chosen.plan, stats=dataclasses.replace(chosen.plan.stats,
                                                                       search_s=time.perf_counter() - t0))
@@ -210,9 +225,17 @@ class _Candidate:
     its strategies, tie labels and solver, and a solve under a memory row budget."""
 
     def __init__(self, graph, remat, pinned, *, mesh, cluster, config, log, deadline, donated, phash, t0, cutoff,
-                 reshard_memo=None):
+                 reshard_memo=None, reuse: "_Candidate | None" = None):
+        """``reuse``: a candidate of the same graph and mesh on the cluster with overlap
+        (this one is without): its strategies, tie labels and build memo are taken."""
         self.graph, self.remat, self.mesh, self.cluster, self.donated = graph, remat, mesh, cluster, donated
         self.phash, self.t0, self.cutoff = phash, t0, cutoff
+        if reuse is not None:
+            assert reuse.graph is graph and reuse.mesh == mesh
+            self.strategies, self.ties = reuse.strategies, reuse.ties
+            self.solver = _Solver(graph, self.strategies.per_node, cluster, mesh, config, self.ties, log, deadline,
+                                  donated, reuse.solver.edge_memo)
+            return
         strategies = graph_strategies(graph, mesh)
         self.strategies = dataclasses.replace(strategies,
                                               per_node=pin_strategies(strategies.per_node, graph, pinned))
@@ -229,13 +252,21 @@ class _Candidate:
                               donated, reshard_memo)
 
     def attempt(self, row_budget: float | None, multiplier: float | None = None, *, least_memory: bool = False,
-                first: bool = False) -> Attempt:
+                first: bool = False, replan_if: Callable[[float], bool] | None = None) -> Attempt | float:
+        """``replan_if``: a test of the plan's peak; when it holds, the peak (bytes) is
+        returned instead, the plan not assembled."""
         problem, costs, solution = self.solver.solve(row_budget, multiplier, least_memory=least_memory,
                                                      cutoff=self.cutoff if first else None)
+        analysed = {}
+        if replan_if is not None and self.donated in (frozenset(), carried_args(self.graph)):
+            layouts = plan_layouts(self.graph, self.strategies.per_node, solution.choice)
+            analysed[self.donated] = plan_memory(self.graph, layouts, self.mesh, self.donated)
+            if replan_if(analysed[self.donated][0].peak_bytes):
+                return float(analysed[self.donated][0].peak_bytes)
         plan = assemble_plan(
             self.graph, self.strategies.per_node, self.strategies.fallback, problem, costs, solution,
             mesh=self.mesh, cluster=self.cluster.name, program_hash=self.phash,
-            search_s=time.perf_counter() - self.t0,
+            search_s=time.perf_counter() - self.t0, memory_analysed=analysed,
         )
         plan = dataclasses.replace(plan, remat=self.remat)
         used = evaluate(problem, solution.choice)

@@ -125,6 +125,9 @@ def test_a_plan_too_big_for_the_devices_is_planned_without_overlap():
                    memory_budget=1e12)
     assert over.predicted.peak_donated_bytes > small.memory_bytes
     assert over.predicted.comm_s == pytest.approx(full.predicted.comm_s)
+    # planned again on the strategies, tie labels and priced tables of the first search
+    # (search.plan_graph): the very plan a search without overlap makes
+    assert over.fingerprint() == full.fingerprint() and over.predicted == full.predicted
 
 
 def test_collective_overlap_is_a_validated_cluster_key():

@@ -103,12 +103,35 @@ _COMPUTE_DTYPES: dict = {}  # (operand dtypes, result dtypes) -> compute_dtype (
 
 
 def node_costs(
-    graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape, combined_share: float
+    graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape, combined_share: float,
+    memo: dict | None = None,
 ) -> CostTables:
     """``combined_share``: the fraction of a launch latency each off-critical-path
     all-reduce pays (XLA merges them into one; see ``combined_all_reduces``). On a cluster
     whose collectives overlap compute, those off the critical path are priced by what they
-    leave exposed (``costs.overlap``)."""
+    leave exposed (``costs.overlap``). ``memo``: a dict kept for this graph and strategies
+    on one mesh and cluster, or clusters that differ only in ``overlap_contention``: the
+    tables before overlap, per ``combined_share``, are computed once for all."""
+    key = ("node costs", combined_share)
+    if memo is None or key not in memo:
+        tables = _full_node_costs(graph, strategies, cluster, mesh, combined_share)
+        if memo is not None:
+            memo[key] = tables
+    else:
+        tables = memo[key]
+    compute, comm, local = tables
+    combined = off_critical_path(graph)
+    if cluster.overlap_contention is not None:  # gradient reductions under the rest of the backward
+        comm = exposed_comm(graph, strategies, cluster, mesh, combined, compute, comm)
+        # an asynchronous collective's reads and writes of the device's memory run beside the
+        # kernels: they are the contention its exposed time already counts, not kernel time
+        local = [np.zeros_like(lo) if i in combined else lo for i, lo in enumerate(local)]
+    return CostTables(list(compute), list(comm), list(local))
+
+
+def _full_node_costs(graph: OpGraph, strategies: list[list[Strategy]], cluster: Cluster, mesh: MeshShape,
+                     combined_share: float) -> tuple[list, list, list]:
+    """(compute, comm, local) per node, every collective in full (``node_costs``)."""
     users = graph.users()
     graph_outputs = {r.node for r in graph.outputs if isinstance(r, ValueRef)}
     combined = off_critical_path(graph)
@@ -155,12 +178,7 @@ def node_costs(
             compute.append(seen[key][0] * node.trips)
             comm.append(seen[key][1] * node.trips)
             local.append(seen[key][2] * node.trips)
-    if cluster.overlap_contention is not None:  # gradient reductions under the rest of the backward
-        comm = exposed_comm(graph, strategies, cluster, mesh, combined, compute, comm)
-        # an asynchronous collective's reads and writes of the device's memory run beside the
-        # kernels: they are the contention its exposed time already counts, not kernel time
-        local = [np.zeros_like(lo) if i in combined else lo for i, lo in enumerate(local)]
-    return CostTables(compute, comm, local)
+    return compute, comm, local
 
 
 def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshShape,
@@ -379,9 +397,10 @@ def build_problem(
     if mine is None or mine[0] is not graph or mine[1] is not strategies:
         mine = seen["graph"] = (graph, strategies, {})
     built = mine[2]
-    key = ("priced", combined_share, gather_share, follow)
+    # the memo may serve this cluster without overlap too (search.plan_graph plans again so)
+    key = ("priced", combined_share, gather_share, follow, cluster.overlap_contention)
     if key not in built:
-        built[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen, gather_share)
+        built[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen, gather_share, built)
     costs, follows, edges, edge_costs, edge_local, reads = built[key]
     costs = dataclasses.replace(costs, compute=list(costs.compute))  # _charge_fed_inputs replaces entries
     _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
@@ -411,10 +430,11 @@ def build_problem(
 
 
 def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follow: bool, combined_share: float,
-            seen: dict, gather_share: float = 1.0):
+            seen: dict, gather_share: float = 1.0, built: dict | None = None):
     """Node costs, follows and the edges with their reshard prices and what each reads:
-    (costs, follows, edge pairs, edge costs, edge local costs, reads)."""
-    costs = node_costs(graph, strategies, cluster, mesh, combined_share)
+    (costs, follows, edge pairs, edge costs, edge local costs, reads); ``built``: this
+    graph's memo (``node_costs``'s)."""
+    costs = node_costs(graph, strategies, cluster, mesh, combined_share, built)
     edges, edge_costs, edge_local, reads = [], [], [], []
     follows = {}
     memo: dict = {}  # layouts per strategy list (_layouts), follow mappings (_follow_mapping)
