@@ -38,6 +38,8 @@ def verdict_section(plan) -> list[str]:
 def pipeline_section(plan) -> list[str]:
     """Microbatches, stages and schedule in words (shardsearch.pipeline.plan_data)."""
     lines = [plan.pipeline.describe()] if plan.pipeline is not None else []
+    if plan.pipeline is not None:
+        lines += plan.pipeline.describe_copies(plan.in_paths)
     return lines + ([plan.pipeline_why] if plan.pipeline_why else [])
 
 

@@ -134,17 +134,22 @@ def test_96_layers_on_64_devices_beats_every_uniform_pipeline():
 
 @pytest.mark.parametrize("one_way", [0.5e-3, 5e-3])
 def test_once_per_step_transfers_cost_what_the_judge_replays(one_way):
-    """A tied table sent to the second of two stages as the step starts and its gradient's
-    running total sent back after the loop: the stage search's price of them is what the
-    benchmark judge's replay of the schedule adds (hidden under the first stage's first
-    forward and last backward where they fit)."""
+    """A tied table kept on both of two stages: their gradients' running totals are
+    exchanged after the loop, each way at once. The stage search's price of them is what
+    the benchmark judge's replay of the schedule adds: all of one way (the first stage's
+    partial is complete only when its last backward, the step's last work, ends; the
+    second stage's update waits for it), the other way hidden under that last backward."""
     from benchmarks.judge.pipeline import replay
     from shardsearch.pipeline.stage_search import once_exposed
 
-    f, b, x, m = [1e-3, 1.2e-3], [2e-3, 2.4e-3], 0.3e-3, 8  # forward a third of each stage
+    f, b, x, m = [1e-3, 1.2e-3], [2e-3, 2.4e-3], 0.3e-3, 8
     run = functools.partial(replay, f, b, [0.0, 0.0], [0.0, 0.0], [(x, x)], Schedule.ONE_F_ONE_B, m)
     alone = run()
     assert alone == pytest.approx(step_time([f[0] + b[0], f[1] + b[1]], [2 * x], m))
-    tied = run([(0, 1, one_way, False, True), (1, 0, one_way, True, False)])  # (src, dst, s, after loop, arg)
-    assert tied - alone == pytest.approx(float(once_exposed(2 * one_way, f[0] + b[0])), abs=1e-12)
-    assert (tied > alone) == (one_way > f[0])
+    tied = run([(1, 0, one_way, True, False), (0, 1, one_way, True, False)])  # (src, dst, s, after loop, arg)
+    assert tied - alone == pytest.approx(float(once_exposed(one_way, f[0] + b[0])), abs=1e-12)
+    assert tied - alone == pytest.approx(one_way)
+    # sent the old way (the table out before the loop, the head's partial back after it),
+    # the same table costs more wherever it is not hidden under one microbatch
+    old = run([(0, 1, one_way, False, True), (1, 0, one_way, True, False)])
+    assert old >= tied or one_way < f[0]

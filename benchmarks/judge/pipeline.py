@@ -30,13 +30,16 @@ the microbatches the schedule keeps in flight besides the one a backward reads (
 ``comm_s = total_s - compute_s`` is what communication (collectives inside the stages
 and transfers between them) adds to the step.
 
-Values moved between stages once per step (``compiled.step_transfers``: a tied embedding
-sent to the head's stage, its gradient's running total sent back for the update) are
-priced on the same links, which they hold while they cross: the reading stage starts its
-microbatches (or its POST, for a value only the update reads) when the value has arrived;
-it leaves at the step's start (an argument), when its source's PRE ends, or (read by POST)
-when its source's last backward ends. Batch inputs are fed from the host, as to a flat
-plan: not charged.
+Values moved between stages once per step (``compiled.step_transfers``: the gradient
+partials of a parameter kept on several stages, a tied embedding's, each stage's running
+total sent to the others after its loop for their copies' update; a value still sent to
+another stage before the loop) are priced on the link between the two stages, holding
+every boundary link between them while they cross (one transfer, not one per boundary):
+the reading stage starts its microbatches (or its POST, for a value only the update
+reads) when the value has arrived; it leaves at the step's start (an argument), when its
+source's PRE ends, or (read by POST) when its source's last backward ends; the two ways
+of an exchange use the two directions of the links at once. Batch inputs are fed from
+the host, as to a flat plan: not charged.
 
 A step compiled for the cluster's GPUs (``shardsearch.target``; detected from the
 programs' devices, or ``gpu=True``) has each program judged by ``judge_gpu`` on its

@@ -27,8 +27,15 @@ sharding: per microbatch for FORWARD/BACKWARD, per step for PRE/POST). A value r
 several later stages is sent to each of them straight from ``src``.
 
 Arguments: ``arg_stages[i]`` are the stages that read flat argument ``i``, its owner
-first: the stage it lives on between steps (a parameter's optimizer update runs there;
-a parameter read by several stages is sent to the others every step). A batch input is
+first: the stage it lives on between steps (a parameter's optimizer update runs there).
+
+A parameter read by several stages (a tied embedding) is kept on each of them, as
+Megatron-LM does: ``copies[n]`` lists the stages (owner first) that hold a copy of node
+``n`` and run it on their copy: the parameter and its optimizer state (INPUT nodes), and
+the once-per-step work making their next values, from the sum of the stages' gradient
+partials on. Each stage sums the same partials (its own and the others', sent once a step
+after the loop: both ways at once) and runs the same update, so the copies stay equal;
+the parameter itself never moves. A batch input is
 fed to every stage in its ``arg_stages``, one microbatch at a time. A layer-stacked
 argument of a split loop has ``arg_stages`` = every stage holding some of its layers,
 and lives sliced on its layer dim 0 across them (``layer_dims`` of its INPUT node).
@@ -83,16 +90,21 @@ class StageAssignment:
     transfers: tuple[Transfer, ...] = ()
     loop_splits: tuple[LoopSplit, ...] = ()
     layer_dims: Mapping[int, int] = dataclasses.field(default_factory=dict)  # SPLIT node -> layer dim
+    copies: Mapping[int, tuple[int, ...]] = dataclasses.field(default_factory=dict)  # node -> its stages, owner first
 
     def owner(self, arg: int) -> int | None:
         """The stage flat argument ``arg`` lives on between steps (None if no stage reads it)."""
         stages = self.arg_stages[arg]
         return stages[0] if stages else None
 
+    def arg_copies(self, arg: int, input_node: int) -> tuple[int, ...]:
+        """The stages holding a copy of flat argument ``arg`` (INPUT node ``input_node``), owner first."""
+        return self.copies.get(input_node) or tuple(self.arg_stages[arg][:1])
+
     def nodes_of(self, stage: int, kind: StageKind) -> tuple[int, ...]:
         """Nodes stage ``stage`` runs as ``kind`` (SPLIT nodes included: every stage runs them)."""
         return tuple(n for n, (s, k) in enumerate(zip(self.node_stage, self.node_kind))
-                     if k is kind and (s == stage or s == SPLIT))
+                     if k is kind and (s == stage or s == SPLIT or stage in self.copies.get(n, ())))
 
     def boundary_bytes(self) -> tuple[tuple[int, int], ...]:
         """Per boundary between stages s and s + 1: (forward, backward) bytes per microbatch

@@ -2,9 +2,9 @@
 
 ``Links``: the intra- and inter-node links of a cluster as the stage search prices
 transfers: per microbatch, an activation sent forward and its cotangent returned
-(``time``); once a step, what crosses a boundary whole (``once``: a tied embedding out
-and its gradient's running total back). ``once_exposed``: what of the once-per-step
-transfers the pipeline's fill and drain leave on the step.
+(``time``); once a step, what crosses between stages whole (``once``: the gradient
+partials of a parameter kept on several stages, a tied embedding's, exchanged after
+the loop, each way at once). ``once_exposed``: what of them the step waits for.
 """
 
 from __future__ import annotations
@@ -38,19 +38,18 @@ class Links:
         return np.where(nbytes > 0, 2.0 * (nbytes / (senders * bw) + lat), 0.0)
 
     def once(self, nbytes, senders: int, same_node: bool):
-        """``nbytes`` in all (both ways together) sent once a step: a latency each way."""
+        """``nbytes`` sent once a step each way at once (an exchange of gradient partials)."""
         (bw, lat), nbytes = self._bw_lat(same_node), np.asarray(nbytes, dtype=float)
-        return np.where(nbytes > 0, nbytes / (senders * bw) + 2.0 * lat, 0.0)
+        return np.where(nbytes > 0, nbytes / (senders * bw) + lat, 0.0)
 
 
 def once_exposed(once_s, stage_s):
-    """Seconds a boundary's once-per-step transfers (``once_s``, both ways: a tied embedding
-    out, its gradient's running total back) add to the step; ``stage_s``: the stage before
-    the cut, one microbatch's forward and backward (arrays broadcast). The parameter leaves
-    as the step starts and holds the link while that stage runs its first forward (a third
-    of ``stage_s``): the first activation goes after it. The gradient leaves when the
-    reading stage's loop ends, after the last cotangent, while that stage runs its last
-    backward (two thirds); its update waits for it. What is left of each is exposed, as
+    """Seconds the once-per-step transfers after a stage (``once_s``: the gradient partials
+    of a parameter kept on several stages, each way at once) add to the step; ``stage_s``:
+    that stage's microbatch (arrays broadcast). All of them: the first stage's partial of a
+    tied embedding is complete only when its last backward, the step's last work, ends, and
+    the other copy's update waits for it (the other way, the last stage's partial leaves
+    when its loop ends and crosses under the first stage's last backward), as
     ``benchmarks.judge.pipeline`` replays them."""
-    half, stage = np.asarray(once_s, dtype=float) / 2, np.asarray(stage_s, dtype=float)
-    return np.maximum(half - stage / 3, 0.0) + np.maximum(half - 2 * stage / 3, 0.0)
+    once = np.asarray(once_s, dtype=float)
+    return once + np.zeros_like(np.asarray(stage_s, dtype=float))

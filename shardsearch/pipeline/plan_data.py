@@ -79,6 +79,22 @@ class PipelinePlan:
                 f"predicted bubble {self.bubble:.0%}")
 
 
+    def describe_copies(self, in_paths) -> list[str]:
+        """Per parameter kept on several stages (``StageAssignment.copies``), a line in words."""
+        a = self.assignment
+        if a is None or not a.copies or not self.input_nodes:
+            return []
+        out = []
+        for i, n in enumerate(self.input_nodes):
+            stages = a.copies.get(n)
+            if stages and i < len(in_paths):
+                ss = sorted(stages)
+                on = ", ".join(map(str, ss[:-1])) + f" and {ss[-1]}"
+                out.append(f"{in_paths[i]} kept on stages {on} (read by each; their gradient partials "
+                           f"exchanged once a step, the same update run on each copy)")
+        return out
+
+
 def pipeline_to_dict(p: PipelinePlan | None, plan_to_dict: Callable) -> dict | None:
     if p is None:
         return None
@@ -90,6 +106,7 @@ def pipeline_to_dict(p: PipelinePlan | None, plan_to_dict: Callable) -> dict | N
         "unit_ranges": [list(r) for r in a.unit_ranges], "arg_stages": [list(s) for s in a.arg_stages],
         "loop_splits": [{"loop": ls.loop, "iterations": [list(r) for r in ls.iterations]} for ls in a.loop_splits],
         "layer_dims": [[n, d] for n, d in sorted(a.layer_dims.items())],
+        "copies": [[n, list(s)] for n, s in sorted(a.copies.items())],
         "transfers": [[t.value.node, t.value.index, t.src, t.dst, t.kind.value, t.nbytes] for t in a.transfers]}
     d["schedule"] = p.schedule.value if p.schedule else None
     d["transfers"] = [list(t) for t in p.transfers]
@@ -122,7 +139,8 @@ def pipeline_from_dict(d: dict | None, plan_from_dict: Callable) -> PipelinePlan
                         for t in a.get("transfers", ())),
         loop_splits=tuple(LoopSplit(int(ls["loop"]), tuple(ints(r) for r in ls["iterations"]))
                           for ls in a.get("loop_splits", ())),
-        layer_dims={int(n): int(k) for n, k in a.get("layer_dims", ())})
+        layer_dims={int(n): int(k) for n, k in a.get("layer_dims", ())},
+        copies={int(n): ints(s) for n, s in a.get("copies", ())})
     return PipelinePlan(m, int(d["batch_size"]), ints(d["batch_args"]), stages,
                         Schedule(d["schedule"]) if d.get("schedule") else None, float(d.get("bubble", 0.0)),
                         tuple(ints(t) for t in d.get("transfers", ())), assignment, ints(d.get("input_nodes", ())))

@@ -13,8 +13,12 @@ and a ``StageAssignment`` into ``Program`` s, each a graph of its own
   embedding's gradient: ``stages.assign_stages`` assigns it POST): it adds their running
   totals once per step, so each partial crosses stages once a step, not per microbatch.
 
-Once-per-step work that reads another stage's once-per-step results (a tied embedding
-sent to the head's stage, a global gradient norm) is cut into ``wave`` s: a program of
+A value kept on several stages (``StageAssignment.copies``: a tied embedding, its
+optimizer state and its update) is made by each of them on its own copy: its keys carry
+``part`` = the stage holding that copy, and the step's result is the copies put together
+(one array over those stages' submeshes). Once-per-step work that reads another stage's
+once-per-step results (the other stage's gradient partial, a global gradient norm) is
+cut into ``wave`` s: a program of
 wave w reads other stages' results of waves < w only.
 
 Programs read and make values named by ``Key`` (a value of the traced graph and its
@@ -61,7 +65,7 @@ class Key:
     ref: ValueRef  # a value of the traced graph
     form: Form
     dim: int | None = None  # SLICE / STACK: the batch dim
-    part: int | None = None  # a split loop's value (layer-stacked or carried): the stage holding this part
+    part: int | None = None  # a split loop's value (layer-stacked or carried), or a copy: the stage holding it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +102,7 @@ class StagePrograms:
     outputs: tuple[Key | LiteralValue, ...]
     arg_stage: tuple[int, ...]  # per flat argument: the stage it lives on between steps
     layers: LayerSplit | None = None  # a scan over layers split between stages
+    copies: dict = dataclasses.field(default_factory=dict)  # node -> the stages holding a copy, owner first
 
     def of(self, stage: int, kind: StageKind) -> tuple[Program, ...]:
         return tuple(p for p in self.programs if p.stage == stage and p.kind is kind)
@@ -171,8 +176,7 @@ class _Builder:
         stage, inside, wave = self.a.node_stage, set(nodes), {}
         for _ in range(2):  # a region's members share the wave of its latest member
             for n in sorted(nodes):
-                wave[n] = max([wave.get(n, 0)] + [wave[r.node] + (SPLIT not in (stage[r.node], stage[n])
-                                                                   and stage[r.node] != stage[n])
+                wave[n] = max([wave.get(n, 0)] + [wave[r.node] + self.crosses(r.node, n)
                                                   for r in self.graph.nodes[n].inputs
                                                   if isinstance(r, ValueRef) and r.node in inside])
             for r in self.graph.regions:
@@ -182,8 +186,18 @@ class _Builder:
                         wave[m] = top
         return wave
 
+    def crosses(self, src: int, dst: int) -> bool:
+        """Whether some stage running ``dst`` reads ``src`` from another stage."""
+        stage = self.a.node_stage
+        if SPLIT in (stage[src], stage[dst]):
+            return False
+        return not set(self.stages_of(dst)) <= set(self.stages_of(src))
+
     def stages_of(self, node: int) -> list[int]:
-        """The stages running ``node``: its own, or every stage of a split loop's layers."""
+        """The stages running ``node``: its own, the stages keeping copies of it, or every
+        stage of a split loop's layers."""
+        if node in self.a.copies:
+            return list(self.a.copies[node])
         s = self.a.node_stage[node]
         return sorted(self.layers.ranges) if s == SPLIT else [s]
 
@@ -233,6 +247,9 @@ class _Builder:
         raise ValueError(f"node {orig} of a split loop's layers is read whole by work outside the loop")
 
     def with_part(self, key, stage: int, split_reader: bool):
+        copies = self.a.copies.get(key.ref.node) if isinstance(key, Key) else None
+        if copies:  # the reader's own copy, or the owner's
+            return dataclasses.replace(key, part=stage if stage in copies else copies[0])
         if not isinstance(key, Key) or self.a.node_stage[key.ref.node] != SPLIT:
             return key
         return dataclasses.replace(key, part=stage if split_reader else self.chain_end(key.ref.node))
@@ -303,7 +320,9 @@ def stage_programs(graph: OpGraph, split: MicrobatchSplit, micro: MicroGraph,
     for k in outputs:
         if not isinstance(k, Key):
             continue
-        if stage_of[k.ref.node] == SPLIT and k.ref.node in b.layers.layer_dims:
+        if k.ref.node in assignment.copies:
+            needed.update(dataclasses.replace(k, part=s) for s in assignment.copies[k.ref.node])  # put together
+        elif stage_of[k.ref.node] == SPLIT and k.ref.node in b.layers.layer_dims:
             needed.update(dataclasses.replace(k, part=s) for s in b.layers.ranges)  # put together from parts
         else:
             needed.add(b.with_part(k, 0, False))
@@ -320,7 +339,7 @@ def stage_programs(graph: OpGraph, split: MicrobatchSplit, micro: MicroGraph,
         made, out_keys, reductions = [], [], []
         for n in sorted(members):
             orig_node = b.inv[n] if micro_kind else n
-            part = stage if stage_of[orig_node] == SPLIT else None
+            part = stage if stage_of[orig_node] == SPLIT or orig_node in assignment.copies else None
             for k in range(len(parent.nodes[n].outputs)):
                 orig = ValueRef(orig_node, k)
                 cands = [(Key(orig, Form.MICRO if micro_kind else Form.WHOLE, part=part), None)]
@@ -338,6 +357,6 @@ def stage_programs(graph: OpGraph, split: MicrobatchSplit, micro: MicroGraph,
                                 tuple(out_keys), tuple(reductions)))
     arg_stage = tuple(assignment.owner(i) or 0 for i in range(len(graph.input_nodes)))
     outputs = tuple(k if not isinstance(k, Key) or k.ref.node in (b.layers.layer_dims if b.layers else {})
-                    else b.with_part(k, 0, False) for k in outputs)
+                    or k.ref.node in assignment.copies else b.with_part(k, 0, False) for k in outputs)
     return StagePrograms(assignment.num_stages, micro.num_microbatches, tuple(programs), outputs, arg_stage,
-                         b.layers)
+                         b.layers, dict(assignment.copies))

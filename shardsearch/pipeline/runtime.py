@@ -16,7 +16,9 @@ Values move to the layout and submesh each program reads them in (``transfer.mov
 batch value read one microbatch at a time is laid out once per step as [M, ..., B/M, ...]
 on its reader's submesh and indexed per microbatch (no cross-device slicing). Arguments
 and results are ordinary jax.Arrays: a parameter comes back on the submesh of the stage
-that updates it, and is read from there next step without a copy.
+that updates it, and is read from there next step without a copy; a parameter kept on
+several stages (a tied embedding) comes back as one array over their submeshes, each
+stage's copy on its own devices, of which each stage reads its own (``transfer.Mover.copy_of``).
 
 In a multi-process run every process walks the same sequence and runs the programs of
 the stages it holds devices of, and takes part in the transfers into or out of them.
@@ -192,7 +194,9 @@ class _Step:
             cache = (key.ref, key.part, sharding)
             if cache not in self.moved:
                 layers = self.r.sp.layers
-                if key.part is not None and key.ref.node in self.r.input_of:  # a stage's layers of an argument
+                if key.part is not None and key.ref.node in self.r.sp.copies:  # a stage's copy of an argument
+                    self.moved[cache] = mover.copy_of(x, sharding)
+                elif key.part is not None and key.ref.node in self.r.input_of:  # a stage's layers of an argument
                     (a, b), dim = layers.ranges[key.part], layers.layer_dims[key.ref.node]
                     self.moved[cache] = mover.layers_of(x, dim, a, b, sharding)
                 else:
@@ -206,6 +210,11 @@ class _Step:
         if key.form is Form.STACK:
             pieces = [self.micro[(key.ref, key.part, i)] for i in range(self.r.sp.num_microbatches)]
             return self.r.mover.concatenate(pieces, key.dim, None)
+        copies = self.r.sp.copies.get(key.ref.node)
+        if copies and key.part is None:
+            if key.ref.node in self.r.input_of:
+                return self.value(key, None)  # an argument returned as it came
+            return self.r.mover.join_copies([self.value(dataclasses.replace(key, part=s), None) for s in copies])
         layers = self.r.sp.layers
         if layers is not None and key.part is None and key.ref.node in layers.layer_dims:
             if key.ref.node in self.r.input_of:

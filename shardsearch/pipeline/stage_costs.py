@@ -230,15 +230,19 @@ def _pins(graph: OpGraph, pins) -> tuple:
 
 
 def unit_step_bytes(graph: OpGraph, umap: UnitMap, num_units: int) -> np.ndarray:
-    """Per cut before unit j (U + 1 entries): bytes that cross it once a step, both ways: a
-    value made once a step read on another unit (a parameter read on both sides of the cut,
-    as a tied embedding is) and a partial result read once a step on another unit (that
-    embedding's gradient partial, summed at its owner). Each value counts once per cut."""
-    out = np.zeros(num_units + 1)
+    """Per candidate stage ``[i, j)`` (a (U, U + 1) array): bytes the boundary after it is
+    the first to carry once a step, each way at once: a value made once a step on a unit
+    ``lo`` in ``[i, j)`` and read on a unit ``hi >= j`` (a gradient partial that another
+    unit's once-per-step sum reads: with a parameter kept on both stages, as a tied
+    embedding is, the partials cross both ways at once, so one way counts; the transfer
+    goes straight to its reader, so it is counted at one boundary only). A parameter read
+    on several units is not sent: each stage reading it keeps a copy (``stages._copies``)."""
+    out = np.zeros((num_units, num_units + 1))
     once = (StageKind.PRE, StageKind.POST)
+    params = {graph.input_nodes[a] for a in (graph.output_aliases or ()) if a is not None}
     for ref_node, readers in graph.users().items():
         a = umap.unit[ref_node]
-        if a < 0:
+        if a < 0 or ref_node in params:
             continue
         spans: dict[int, list[int]] = {}  # output index -> [lo, hi] of the units that share it
         for c, pos in readers:
@@ -249,7 +253,7 @@ def unit_step_bytes(graph: OpGraph, umap: UnitMap, num_units: int) -> np.ndarray
             lo, hi = spans.get(k, [a, a])
             spans[k] = [min(lo, b), max(hi, b)]
         for k, (lo, hi) in spans.items():
-            out[lo + 1: hi + 1] += graph.info(ValueRef(ref_node, k)).nbytes
+            out[: lo + 1, lo + 1: hi + 1] += graph.info(ValueRef(ref_node, k)).nbytes
     return out
 
 

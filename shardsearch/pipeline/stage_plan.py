@@ -8,8 +8,8 @@ positions, submesh shape, layer units, predicted time and memory, their programs
 plans), the assignment of nodes to stages, M and the schedule. The top-level plan's
 argument / result layouts are those of the programs that read / make them on their
 stage (the owner's first); its prediction is the pipeline's (``stage_search.step_time``
-with the transfers between stages, ``boundary_times``, and what the fill and drain leave
-of the once-per-step ones, ``stage_search.once_exposed``). ``stages``: per stage, (device
+with the transfers between stages, ``boundary_times``, and the once-per-step ones,
+``stage_search.once_exposed``). ``stages``: per stage, (device
 positions in the mesh's order, submesh shape), e.g. ``pipelined.even_stages``.
 ``config.pins`` fix the layout each stage program reads a pinned argument in
 (``stage_pins``). A per-microbatch program's predicted memory counts the running totals
@@ -112,19 +112,22 @@ def boundary_times(assignment: StageAssignment, devices: Sequence[Sequence[int]]
     """Per boundary between stages s and s + 1: the seconds its transfers take per
     microbatch (forward and backward, ``stage_search.Links`` as the stage search prices
     them: stage s's devices, at most a node's, sending at once) and once a step (what
-    crosses whole: a tied embedding and its gradient partial)."""
+    crosses whole: the gradient partials of a parameter kept on several stages, each way
+    at once; a transfer goes straight from its source to its reader, so it is counted at
+    the first boundary it passes, on the link between those two stages)."""
     links, dpn = Links.of(cluster), cluster.devices_per_node
-    per_step = [0] * max(assignment.num_stages - 1, 0)
+    per_step = [[0.0, 0.0] for _ in range(max(assignment.num_stages - 1, 0))]  # per boundary: each way
     for t in assignment.transfers:
-        if t.kind in (StageKind.PRE, StageKind.POST):
-            for b in range(min(t.src, t.dst), max(t.src, t.dst)):
-                per_step[b] += t.nbytes
+        if t.kind in (StageKind.PRE, StageKind.POST) and t.src != t.dst:
+            lo, hi = min(t.src, t.dst), max(t.src, t.dst)
+            same = devices[lo][0] // dpn == devices[hi][-1] // dpn
+            per_step[lo][t.src > t.dst] += float(links.once(t.nbytes, min(len(devices[t.src]), dpn), same))
     micro, step = [], []
     for b, (fwd, bwd) in enumerate(assignment.boundary_bytes()):
         same = devices[b][-1] // dpn == devices[b + 1][0] // dpn
         senders = min(len(devices[b]), dpn)
         micro.append(float(links.time(fwd, senders, same) + links.time(bwd, senders, same)) / 2)
-        step.append(float(links.once(per_step[b], senders, same)))
+        step.append(max(per_step[b]))
     return micro, step
 
 
@@ -167,7 +170,7 @@ def plan_stages(graph, phash: str, split: MicrobatchSplit, assignment: StageAssi
     stage_s = [t + o / num_microbatches for t, o in zip(micro_s, once_s)]
     per_micro_x, per_step_x = boundary_times(assignment, [devices for devices, _ in stages], cluster)
     total = step_time(stage_s, per_micro_x, num_microbatches) + float(np.sum(
-        once_exposed(per_step_x, stage_s[:-1])))  # what the fill and drain leave of them
+        once_exposed(per_step_x, stage_s[:-1])))  # the step waits for the copies' partials
     sizes = [math.prod(shape) for _, shape in stages]
     stage_plans = tuple(
         StagePlan(devices=tuple(stages[s][0]), shape=tuple(stages[s][1]), layers=tuple(assignment.unit_ranges[s]),

@@ -10,8 +10,8 @@ on the devices right after stage ``s - 1``'s), minimizing the step time
 
 where ``x_b`` is the time to move the activations and their cotangents across boundary
 ``b`` per microbatch (a link is a pipeline stage of its own: it overlaps with compute),
-plus, once a step, what crosses each boundary whole (a tied embedding and its gradient)
-beyond what the pipeline's fill and drain hide (``once_exposed``), and each stage's
+plus, once a step, what crosses between stages whole (the gradient partials of a
+parameter kept on several stages, a tied embedding's: ``once_exposed``), and each stage's
 once-per-step work (its optimizer update) is spread over the M microbatches. A stage fits
 in memory when ``static + in_flight * activation + temp`` stays within the budget, with
 ``in_flight = min(S - s, M)`` microbatches on stage ``s`` of ``S`` under 1F1B and ``M`` under GPipe.
@@ -107,8 +107,11 @@ class StageCosts:
     # per cut before unit j (U + 1 entries; 0 and U unused): bytes per microbatch the
     # forward sends across it (its backward sends as many back)
     cut_bytes: np.ndarray
-    # per cut: bytes sent across it once per step, both ways together (a parameter read on
-    # both sides, e.g. a tied embedding, and its gradient partial coming back); None: none
+    # once per step: bytes sent each way at once (the gradient partials of a parameter kept
+    # on several stages, a tied embedding's), either per cut (U + 1 entries: every boundary
+    # at that cut pays) or (U, U + 1): per stage [i, j), what the boundary after it is the
+    # first to carry (values made in [i, j), read at or after j: a transfer goes straight
+    # to its reader, so a pipeline pays it once, not once per boundary it passes); None: none
     step_cut_bytes: np.ndarray | None = None
 
 
@@ -169,7 +172,7 @@ class _Tables:
     pm: np.ndarray  # (P,) submesh of each placement
     po: np.ndarray  # (P,) its start offset
     link: np.ndarray  # (U+1, P): link time after a stage placed at p that ends before unit j
-    once_link: np.ndarray  # (U+1, P): the same link's once-per-step transfers (``once_exposed`` of them in the sum)
+    once_link: np.ndarray  # (U, U+1, P): once-per-step transfers after stage [i, j) at p (``once_exposed`` of them)
     groups: np.ndarray  # (G, W): placements starting at each offset in ``offsets``, padded with P
     offsets: np.ndarray  # (G,) the offsets some placement starts at
     levels: int  # exact levels 1..levels-1, then one merged level
@@ -204,12 +207,14 @@ def _tables(costs: StageCosts, subs, num_devices: int, dpn: int, links: Links, m
     pm = np.array([m for _, m in places], dtype=np.int64)
     cut = np.asarray(costs.cut_bytes, dtype=float)
     step_cut = np.zeros(u + 1) if costs.step_cut_bytes is None else np.asarray(costs.step_cut_bytes, dtype=float)
-    link, once_link = np.zeros((u + 1, len(places))), np.zeros((u + 1, len(places)))
+    step_cut = np.broadcast_to(step_cut, (u, u + 1))  # per cut: every stage ending there
+    link, once_link = np.zeros((u + 1, len(places))), np.zeros((u, u + 1, len(places)))
     for p, (o, m) in enumerate(places):
         end = o + subs[m].size
         same = end % dpn != 0 and end < d  # the next stage starts inside this node
         link[:u, p] = links.time(cut[:u], min(subs[m].size, dpn), same)
-        once_link[:u, p] = links.once(step_cut[:u], min(subs[m].size, dpn), same)
+        # the copies' stages are the first and the last ones, on different nodes unless all is one node
+        once_link[:, :u, p] = links.once(step_cut[:, :u], min(subs[m].size, dpn), d <= dpn)
     offsets = np.unique(po)
     width = max(int(np.sum(po == o)) for o in offsets) if len(offsets) else 1
     groups = np.full((len(offsets), width), len(places), dtype=np.int64)
@@ -237,7 +242,7 @@ def _dp(t: _Tables, t_max: float, num_devices: int):
     cost = np.where(inside[:, :, None], np.take_along_axis(cost, ahead[:, :, None], axis=1), INF)  # (U, band, P)
     nmax = np.take_along_axis(t.nmax[:, :, t.pm], ahead[:, :, None], axis=1)
     link = np.where(t.link <= t_max, t.link, INF)  # (U+1, P)
-    once = once_exposed(t.once_link[ahead], cost)  # (U, band, P): after stage [i, j) at p
+    once = once_exposed(np.take_along_axis(t.once_link, ahead[:, :, None], axis=1), cost)  # (U, band, P)
     after = t.after
 
     def by_offset(val: np.ndarray, j: np.ndarray, rows) -> None:
@@ -305,7 +310,8 @@ def _link_time(t: _Tables, m: int, o: int, j: int, table: str = "link") -> float
 
 def _once_time(t: _Tables, i: int, j: int, m: int, o: int) -> float:
     """``once_exposed`` of the boundary after stage ``[i, j)`` on submesh ``m`` at ``o``."""
-    return float(once_exposed(_link_time(t, m, o, j, "once_link"), t.cost[i, j, m]))
+    p = np.flatnonzero((t.pm == m) & (t.po == o))[0]
+    return float(once_exposed(t.once_link[i, j, p], t.cost[i, j, m]))
 
 
 def _relaxed_devices(t: _Tables, t_max: float) -> float:

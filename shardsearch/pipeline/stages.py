@@ -17,11 +17,14 @@ How nodes find their unit (the split's phases say when a node runs):
   l's backward to the embedding). A node with neither (built from constants) goes to the
   latest unit that reads it;
 - once-per-step work before the loop (PRE: parameters, their casts and transposes) goes
-  to the first unit reading it: the owner, which sends it to the other readers once a
-  step (a tied embedding); the optimizer update (POST) to the owner of the parameter
+  to the first unit reading it (the owner); the optimizer update (POST) to the owner of the parameter
   whose new value it makes; POST work serving several owners (a gradient norm) goes with
   its largest operand (each gradient's partial sum where the gradient is); what is left
   (a step counter, optimizer moments) to the first unit reading it.
+
+A parameter read on several stages (a tied embedding; ``assign_stages``, ``_copies``) is
+kept on each of them with its optimizer state, and each runs its update on the sum of
+the stages' gradient partials (see ``pipeline.assignment``): no stage sends it to another.
 
 A scan over layers (``units.source == "scan"``): its iterations are units; the loop, its
 backward mirror (the later scan of the same length reading the loop's stacked results)
@@ -280,7 +283,8 @@ def assign_stages(graph: OpGraph, split: MicrobatchSplit, units: LayerUnits, ran
     split_stages = sorted({int(stage_of[k]) for k in range(first, stop)}) if umap.loops else []
     loop_splits = tuple(LoopSplit(li, tuple(_iterations(units, ranges, s, first, stop)
                                             for s in range(len(ranges)))) for li in umap.loops)
-    transfers = _transfers(graph, split, umap, node_stage, stage_of, num_microbatches, split_stages)
+    copies = _copies(graph, umap.kind, node_stage)
+    transfers = _transfers(graph, split, umap, node_stage, stage_of, num_microbatches, split_stages, copies)
     arg_stages = []
     for i, n in enumerate(graph.input_nodes):
         if node_stage[n] == SPLIT:
@@ -292,7 +296,58 @@ def assign_stages(graph: OpGraph, split: MicrobatchSplit, units: LayerUnits, ran
         owner = node_stage[n]
         arg_stages.append((owner,) + tuple(sorted(readers - {owner})) if readers else ())
     return StageAssignment(len(ranges), node_stage, umap.kind, tuple(tuple(r) for r in ranges), tuple(arg_stages),
-                           transfers, loop_splits, dict(umap.layer_dims))
+                           transfers, loop_splits, dict(umap.layer_dims), copies)
+
+
+def _copies(graph: OpGraph, kind, node_stage) -> dict[int, tuple[int, ...]]:
+    """node -> the stages (owner first) keeping a copy: each parameter the microbatches read on
+    several stages, and the once-per-step work making the next values of such parameters
+    only (their gradient partials' sum, their optimizer state's update, before the loop or
+    after); an optimizer state goes where its next value is made. Once-per-step work that
+    also serves other parameters (a global gradient norm) stays on its stage, and its
+    result is sent. A parameter whose update cannot be copied with it is sent, as before."""
+    users = _users(graph)
+    pre, post, loop = StageKind.PRE, StageKind.POST, (StageKind.FORWARD, StageKind.BACKWARD)
+    feeds = [False] * len(graph.nodes)  # PRE work (or an argument) the microbatches read
+    for n in reversed(range(len(graph.nodes))):
+        if kind[n] is pre:
+            feeds[n] = any(kind[c] in loop or (kind[c] is pre and feeds[c]) for c in users[n])
+    readers = {}
+    for n in graph.input_nodes:
+        if node_stage[n] >= 0 and feeds[n]:
+            on = {node_stage[c] for c in users[n] if (kind[c] in loop or feeds[c]) and node_stage[c] >= 0}
+            if on - {node_stage[n]}:
+                readers[n] = frozenset(on | {node_stage[n]})
+    if not readers:
+        return {}
+    update = [kind[n] is post or (kind[n] is pre and not feeds[n] and graph.nodes[n].kind is NodeKind.OP)
+              for n in range(len(graph.nodes))]
+    aliases = graph.output_aliases or (None,) * len(graph.outputs)
+    targets: list[set] = [set() for _ in graph.nodes]  # update work -> the arguments it helps update
+    next_value = {}  # INPUT node -> the node making its next value
+    for ref, arg in zip(graph.outputs, aliases):
+        if isinstance(ref, ValueRef) and arg is not None:
+            targets[ref.node].add(graph.input_nodes[arg])
+            next_value[graph.input_nodes[arg]] = ref.node
+    for n in reversed(range(len(graph.nodes))):
+        if update[n]:
+            for c in users[n]:
+                if update[c]:
+                    targets[n] |= targets[c]
+    stages: dict[int, frozenset] = {}
+    for n in range(len(graph.nodes)):
+        ts = {t for t in targets[n] if feeds[t]} if update[n] and node_stage[n] >= 0 else ()
+        if ts and all(t in readers for t in ts) and len({readers[t] for t in ts}) == 1:
+            stages[n] = readers[next(iter(ts))]
+    for n in readers:  # a parameter whose next value is made on one stage only is sent to the others
+        if stages.get(next_value.get(n)) != readers[n]:
+            for m in [m for m in stages if n in targets[m]]:
+                del stages[m]
+    for n, made in next_value.items():  # the parameters and their optimizer state: where their next value is
+        if made in stages:
+            stages[n] = stages[made]
+    return {n: (node_stage[n],) + tuple(sorted(on - {node_stage[n]})) for n, on in stages.items()
+            if node_stage[n] in on}
 
 
 def _iterations(units: LayerUnits, ranges, s: int, first: int, stop: int) -> tuple[int, int]:
@@ -302,8 +357,11 @@ def _iterations(units: LayerUnits, ranges, s: int, first: int, stop: int) -> tup
     return (units.units[a].iteration, units.units[b - 1].iteration + 1)
 
 
-def _transfers(graph, split, umap: UnitMap, node_stage, stage_of, m: int, split_stages) -> tuple[Transfer, ...]:
-    """Every value read on another stage than the one making it, once per (value, dst)."""
+def _transfers(graph, split, umap: UnitMap, node_stage, stage_of, m: int, split_stages,
+               copies=None) -> tuple[Transfer, ...]:
+    """Every value read on another stage than the one making it, once per (value, dst); a
+    value kept on several stages (``copies``) is read where its reader runs, if it is there."""
+    copies = copies or {}
     first, stop = umap.scan_units
     loop_of = {n: li for li in umap.loops for n in graph.loops[li].members}
     edge = {li: (int(stage_of[first]), int(stage_of[stop - 1])) for li in umap.loops}
@@ -315,6 +373,8 @@ def _transfers(graph, split, umap: UnitMap, node_stage, stage_of, m: int, split_
         return hi if loop_of[n] == umap.loops[0] else lo
 
     def read_on(c: int, r: ValueRef) -> list[int]:
+        if c in copies:
+            return list(copies[c])
         if node_stage[c] != SPLIT:
             return [node_stage[c]]
         if r.node in umap.layer_dims:
@@ -339,7 +399,7 @@ def _transfers(graph, split, umap: UnitMap, node_stage, stage_of, m: int, split_
                                                          value=f"{graph.info(r).shape}"))
                 continue
             for dst in read_on(c.id, r):
-                if dst == src:
+                if dst == src or dst in copies.get(r.node, ()):
                     continue
                 if split.phases[r.node] is Phase.PRE:
                     kind = StageKind.PRE

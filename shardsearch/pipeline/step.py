@@ -13,8 +13,8 @@ plan and runs steps with ``pipeline.runtime.PipelineRunner``.
 a forward from a backward and match each program to its plan; ``num_microbatches``, ``schedule``
 and ``transfers``: per boundary between stages s and s + 1, the bytes sent across it per
 microbatch, (forward, backward); ``step_transfers``: the values moved between stages once per
-step (``step_transfer_bytes``: a tied embedding to the head's stage, its gradient's running
-total back to the stage that updates it).
+step (``step_transfer_bytes``: a parameter's gradient partials, each to the other stages
+that keep a copy of it, a tied embedding's, after the loop).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from shardsearch.pipeline.pipelined import programs_of
 from shardsearch.pipeline.plan_data import PipelinePlan
 from shardsearch.pipeline.programs import Form, Key, StagePrograms
 from shardsearch.pipeline.runtime import PipelineRunner, compile_program
-from shardsearch.pipeline.transfer import _union_sharding
+from shardsearch.pipeline.transfer import STAGES, _union_sharding
 
 
 def stage_meshes(pipeline: PipelinePlan, mesh: Mesh) -> list[Mesh]:
@@ -44,7 +44,8 @@ def stage_meshes(pipeline: PipelinePlan, mesh: Mesh) -> list[Mesh]:
 def arg_shardings(plan, mesh: Mesh) -> list[NamedSharding]:
     """Where each argument of a pipelined plan lives between steps: on its owner stage's
     submesh, or, layer-stacked for a split loop, over the submeshes of the stages holding
-    its layers (one array, each stage's layers on its own devices)."""
+    its layers (one array, each stage's layers on its own devices), or, kept on several
+    stages (a tied embedding), over theirs (replicated on the stages' axis)."""
     p = plan.pipeline
     meshes = stage_meshes(p, mesh)
     a = p.assignment
@@ -53,7 +54,12 @@ def arg_shardings(plan, mesh: Mesh) -> list[NamedSharding]:
     for i, spec in enumerate(plan.flat_in_specs):
         part = NamedSharding(meshes[a.owner(i) or 0], to_partition_spec(spec))
         node = p.input_nodes[i] if p.input_nodes else None
-        if node in a.layer_dims and ranges:
+        copies = a.copies.get(node, ()) if node is not None else ()
+        if len({meshes[s].devices.shape for s in copies}) == 1:
+            union = Mesh(np.stack([meshes[s].devices for s in copies]), (STAGES, *mesh.axis_names),
+                         axis_types=(AxisType.Auto,) * (1 + len(mesh.axis_names)))
+            part = NamedSharding(union, to_partition_spec(spec))
+        elif node in a.layer_dims and ranges:
             stages = sorted(ranges, key=lambda s: ranges[s][0])
             joined = _union_sharding([NamedSharding(meshes[s], to_partition_spec(spec)) for s in stages],
                                      a.layer_dims[node], len(spec))
@@ -108,9 +114,9 @@ def step_transfer_bytes(sp: StagePrograms, input_nodes) -> tuple[tuple[int, int,
             if key.form is Form.SLICE and key.ref.node in arg:
                 continue  # a batch input: fed from the host to each stage that reads it, as to a flat plan
             if key.form is Form.WHOLE and key.ref.node in arg:
-                if key.part is not None:
-                    continue
-                src = sp.arg_stage[arg[key.ref.node]]
+                if key.part is not None and (key.part == p.stage or key.ref.node not in sp.copies):
+                    continue  # its own layers of a layer-stacked argument, or its own copy: a view
+                src = sp.arg_stage[arg[key.ref.node]] if key.part is None else key.part
             else:
                 source = {Form.LAST: Form.MICRO, Form.STACK: Form.MICRO, Form.SLICE: Form.WHOLE}.get(key.form, key.form)
                 src = made.get(Key(key.ref, source, part=key.part))

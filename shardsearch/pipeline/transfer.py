@@ -18,7 +18,12 @@
   ``STAGES`` first), made of the parts' own buffers; ``layers_of(x, dim, a, b, sharding)``:
   one stage's layers of such an array as an array on its submesh, again without a copy
   (or, for the user's own value, its layers ``[a, b)`` placed there). With parts of
-  unequal sizes or submeshes of other shapes, the layers are copied onto one submesh.
+  unequal sizes or submeshes of other shapes, the layers are copied onto one submesh;
+- ``join_copies(copies)``: the equal copies of a value kept on several stages (a tied
+  embedding) as one array over the union of their submeshes, replicated over the mesh
+  axis ``STAGES``, made of the copies' own buffers; ``copy_of(x, sharding)``: one stage's
+  copy of such an array, as an array on its submesh, without a copy (the user's value:
+  placed there).
 """
 
 from __future__ import annotations
@@ -179,6 +184,31 @@ class Mover:
             return jax.make_array_from_single_device_arrays(tuple(shape), target, shards, dtype=first.dtype)
         whole = NamedSharding(first.sharding.mesh, PartitionSpec())
         return self.concatenate([self.move(p, whole) for p in parts], dim, whole)
+
+    # ------------------------------------------------------------------ values kept on several stages
+    def join_copies(self, copies: list):
+        """One array of the stages' equal copies (each stays on its own devices); where
+        their submeshes or layouts differ, the first copy (the owner's)."""
+        first = copies[0]
+        meshes = [c.sharding.mesh for c in copies]
+        if len({m.devices.shape for m in meshes}) != 1 or len({tuple(c.sharding.spec) for c in copies}) != 1:
+            return first
+        union = Mesh(np.stack([m.devices for m in meshes]), (STAGES, *meshes[0].axis_names))
+        target = NamedSharding(union, first.sharding.spec)
+        shards = [s.data for c in copies for s in c.addressable_shards]
+        return jax.make_array_from_single_device_arrays(first.shape, target, shards, dtype=first.dtype)
+
+    def copy_of(self, x, sharding: NamedSharding):
+        """The copy on ``sharding``'s submesh of a value ``join_copies`` made, in ``sharding``."""
+        mesh = getattr(getattr(x, "sharding", None), "mesh", None)
+        if mesh is not None and mesh.axis_names[0] == STAGES and sharding.mesh in self.meshes \
+                and set(sharding.mesh.devices.flat) <= set(mesh.devices.flat):
+            mine = set(sharding.mesh.devices.flat)
+            view = jax.make_array_from_single_device_arrays(
+                x.shape, NamedSharding(sharding.mesh, x.sharding.spec),
+                [s.data for s in x.addressable_shards if s.device in mine], dtype=x.dtype)
+            return self.move(view, sharding)
+        return self.move(x, sharding)
 
     def layers_of(self, x, dim: int, a: int, b: int, sharding: NamedSharding):
         mesh = getattr(getattr(x, "sharding", None), "mesh", None)
