@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import time
 from typing import Any, Callable, Sequence
 
@@ -63,11 +65,27 @@ def search(
     log = StageLog(config.verbose)
     try:
         log("tracing")
-        with duplicating_cheap_ops(cluster.gpu_target is not None):
+        with duplicating_cheap_ops(cluster.gpu_target is not None), _collector_paused():
             return _search(fn, args, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
                            log=log, donate_argnums=donate_argnums)
     finally:
         log.close()
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off for the search, as it was after. The search
+    holds a few million long-lived objects (the graph, strategies, priced tables) and
+    makes little cyclic garbage, so each full collection rescans them for nothing: 3.5 of
+    20.6 s CPU for the 96-layer GPT-350M-width step (benchmarks.plan_time; peak RSS
+    1.0 GB either way). Reference counting still frees everything else at once."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _search(fn, args, *, mesh, cluster, memory_budget, config, log, donate_argnums=()) -> Searched:

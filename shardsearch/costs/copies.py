@@ -80,10 +80,11 @@ class Edges:
     memory: dict[int, np.ndarray]  # edge -> bytes of its resharded copy in the budget row
 
 
-def _groups(reads: Sequence[Read | None]) -> dict:
+def _groups(reads: Sequence[Read | None], keys: set | None = None) -> dict:
+    """Edges per value two or more of them read (of the values ``keys`` names, if given)."""
     by_value: dict = {}
     for e, r in enumerate(reads):
-        if r is not None:
+        if r is not None and (keys is None or r.key in keys):
             by_value.setdefault(r.key, []).append(e)
     return {k: es for k, es in by_value.items() if len(es) > 1}
 
@@ -108,10 +109,8 @@ def share_copies(num_nodes: int, edges: Edges, reads: Sequence[Read | None],
     zeroed: dict = {}  # (id of a matrix, columns) -> the matrix with them zeroed: repeated layers share
     penalties: dict = {}
     new_pairs, new_costs, new_local, new_memory = [], [], [], {}
-    groups = _groups(reads)
-    if wanted is not None:
-        keys = {k for k, _ in wanted}
-        groups = {k: es for k, es in groups.items() if k in keys}
+    # (a search starts with no copies wanted: nothing to group)
+    groups = _groups(reads, None if wanted is None else {k for k, _ in wanted}) if wanted is None or wanted else {}
     for key, es in groups.items():
         layouts = _shared_layouts(reads, es)
         if wanted is not None:
