@@ -18,6 +18,7 @@ from cost_model import Cluster, CollectiveKind, MeshShape, collective_cost, comp
 from cost_model.collectives import collective_local_bytes
 from cost_model.mesh import local_bytes
 from cost_model.reshard import reshard_matrices
+from shardsearch.costs.follow import follow_mapping, follow_source
 from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fusion, folded_reverses, fused_bytes,
                                       region_inputs, whole_bytes)
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
@@ -29,7 +30,6 @@ from shardsearch.memory import carried_args, forward_end, kept_for_backward, lif
 from shardsearch.memory.combine import HEAVY, off_critical_path
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
-from shardsearch.strategies.elementwise import ELEMENTWISE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,48 +318,6 @@ def _edge(graph, strategies, cluster, mesh, ref: ValueRef, dst: int, operand: in
     return seen[key]
 
 
-# Layout ops with one tensor operand: they follow it whenever every layout it can
-# come in has a matching strategy (a reshape that would lose a split does not follow).
-LAYOUT_FOLLOWERS = frozenset({"transpose"})
-
-
-def _follow_mapping(graph, strategies, costs: CostTables, node, memo: dict | None = None,
-                    ) -> tuple[int, np.ndarray] | None:
-    """An elementwise or layout op takes the layout of one operand (as Alpa does).
-
-    Elementwise: the first operand of its own shape whose producer is an operator (a
-    gradient, an activation) rather than an argument; the other operands are resharded
-    to it if needed, and that cost stays on their edges. Where several strategies take
-    the operand as it comes (a broadcast may split its new dims or not), the cheapest.
-    This removes most elementwise and layout ops from the ILP.
-    """
-    if node.kind is not NodeKind.OP or len(node.outputs) != 1:
-        return None
-    tensors = [(j, r) for j, r in enumerate(node.inputs) if isinstance(r, ValueRef)]
-    if node.primitive in ELEMENTWISE:
-        candidates = [(j, r) for j, r in tensors if graph.info(r).shape == node.outputs[0].shape]
-    elif node.primitive in LAYOUT_FOLLOWERS and len(tensors) == 1:
-        candidates = tensors
-    else:
-        return None
-    if not candidates:
-        return None
-    j, ref = next(((j, r) for j, r in candidates if graph.nodes[r.node].kind is NodeKind.OP), candidates[0])
-    total = costs.compute[node.id] + costs.comm[node.id] + costs.local[node.id]
-    memo = {} if memo is None else memo
-    # repeated layers share strategy lists and costs: one mapping for all their copies
-    key = ("follow", id(strategies[node.id]), j, id(strategies[ref.node]), ref.index, total.tobytes())
-    if key not in memo:
-        by_in: dict = {}
-        for t, s in enumerate(strategies[node.id]):
-            k = s.in_specs[j]
-            if k not in by_in or total[t] < total[by_in[k]]:
-                by_in[k] = t
-        mapping = [by_in.get(s.out_specs[ref.index]) for s in strategies[ref.node]]
-        memo[key] = None if any(m is None for m in mapping) else np.array(mapping, dtype=np.int64)
-    return None if memo[key] is None else (ref.node, memo[key])
-
-
 def _node_name(node) -> str:
     """``12:dot_general float32[16, 64, 512]``; an argument by its path (for messages)."""
     what = node.label if node.kind is NodeKind.INPUT else node.primitive
@@ -437,16 +395,21 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
     costs = node_costs(graph, strategies, cluster, mesh, combined_share, built)
     edges, edge_costs, edge_local, reads = [], [], [], []
     follows = {}
-    memo: dict = {}  # layouts per strategy list (_layouts), follow mappings (_follow_mapping)
+    memo: dict = {}  # layouts per strategy list (_layouts), follow mappings (follow_mapping)
     follows_free: dict = {}  # (edge matrix, mapping) -> whether the follower reads it for free
     overlap = cluster.overlap_contention is not None
     if overlap:  # an argument's resharding (FSDP's gathers) runs under the compute before its reader
         ready, before = ready_at_start(graph, HEAVY, carried_args(graph)), earlier_compute(graph, costs.compute)
         no_latency = cluster.with_latency_share(0.0)
     hidden_reshards = []
+    if built is not None and "edges" in built:
+        sources, edge_list = built["edges"]
+    else:
+        sources, edge_list = _edge_skeleton(graph, strategies, cluster, mesh, seen, memo)
+        if built is not None:
+            built["edges"] = sources, edge_list
 
-    def add_edge(ref: ValueRef, v: int, operand: int | None, times: int = 1) -> None:
-        priced = _edge(graph, strategies, cluster, mesh, ref, v, operand, seen, memo)
+    def add_edge(ref: ValueRef, v: int, operand: int | None, times: int, priced, dsts) -> None:
         if overlap and operand is not None and times == 1 and ref.node in ready and v not in ready \
                 and priced[0].any():
             links = priced[0] - priced[1]
@@ -454,7 +417,7 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
             # its reader's whole past: XLA's scheduler moves the light producer up with it
             hidden = exposed_reshard(links, bandwidth[0] - bandwidth[1], float(before[v]), cluster.overlap_contention,
                                      gather_share)
-            hidden_reshards.append((ref.node, v, links > 0, _dsts(strategies, v, operand, memo)))
+            hidden_reshards.append((ref.node, v, links > 0, dsts))
             priced = (hidden, np.zeros_like(hidden))  # its buffers' traffic: in the contention
         edges.append((ref.node, v))
         for out, m in zip((edge_costs, edge_local), priced):
@@ -470,22 +433,15 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
         if free:
             reads.append(None)  # v follows the producer into its layout: it never reads a copy
         else:
-            reads.append(Read((ref.node, ref.index, times), ref.node, v, _dsts(strategies, v, operand, memo)))
+            reads.append(Read((ref.node, ref.index, times), ref.node, v, dsts))
 
-    for node in graph.nodes:
-        mapping = _follow_mapping(graph, strategies, costs, node, memo) if follow else None
-        if mapping is not None:
-            follows[node.id] = mapping
-        for j, ref in enumerate(node.inputs):
-            if isinstance(ref, ValueRef):
-                trips = max(graph.nodes[ref.node].trips, node.trips)  # paid in every iteration
-                add_edge(ref, node.id, j, trips)
-    for ref, carry, times in graph.loop_backs():
-        # The next carry is resharded into the carry's layout between iterations.
-        add_edge(ref, carry, 0, times)
-    for out, arg in zip(graph.outputs, graph.output_aliases):
-        if isinstance(out, ValueRef) and arg is not None:
-            add_edge(out, graph.input_nodes[arg], None)
+    if follow:  # (an edge into a node reads only that node's own mapping: all are made first)
+        for node, source in zip(graph.nodes, sources):
+            mapping = follow_mapping(graph, strategies, costs, node, memo, source) if source is not None else None
+            if mapping is not None:
+                follows[node.id] = mapping
+    for entry in edge_list:
+        add_edge(*entry)
     if cluster.gpu_target is not None:  # XLA's GPU AllReduceReassociate: two summed all-reduces run as one
         comm, merges = merge_edges(graph, strategies, costs.comm, off_critical_path(graph))
         costs = dataclasses.replace(costs, comm=comm)
@@ -496,6 +452,32 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
             reads.append(None)  # no value moves on it
     costs = dataclasses.replace(costs, hidden_reshards=tuple(hidden_reshards))
     return costs, follows, edges, edge_costs, edge_local, reads
+
+
+def _edge_skeleton(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, seen: dict, memo: dict):
+    """What of ``_priced`` depends on the graph and strategies alone (kept per graph: a
+    rebuild at another latency share, or without overlap, reuses it): each node's
+    ``follow_source``, and every Problem edge in order as (value, reader, operand
+    position or None for a result returned into its argument, times paid, its reshard
+    prices ``_edge``, the layouts the reader needs)."""
+    edge_list = []
+
+    def add(ref: ValueRef, v: int, operand: int | None, times: int = 1) -> None:
+        edge_list.append((ref, v, operand, times, _edge(graph, strategies, cluster, mesh, ref, v, operand, seen, memo),
+                          _dsts(strategies, v, operand, memo)))
+
+    for node in graph.nodes:
+        for j, ref in enumerate(node.inputs):
+            if isinstance(ref, ValueRef):
+                trips = max(graph.nodes[ref.node].trips, node.trips)  # paid in every iteration
+                add(ref, node.id, j, trips)
+    for ref, carry, times in graph.loop_backs():
+        # The next carry is resharded into the carry's layout between iterations.
+        add(ref, carry, 0, times)
+    for out, arg in zip(graph.outputs, graph.output_aliases):
+        if isinstance(out, ValueRef) and arg is not None:
+            add(out, graph.input_nodes[arg], None)
+    return [follow_source(graph, node) for node in graph.nodes], edge_list
 
 
 def _copy_name(graph: OpGraph, copy: SharedCopy) -> str:

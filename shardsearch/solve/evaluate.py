@@ -47,23 +47,27 @@ def evaluate(problem: Problem, choice) -> CostBreakdown:
     if (~valid).sum() > 10:
         violations.append(f"... and {(~valid).sum() - 10} more out-of-range strategies")
 
+    # summed one term at a time in node and edge order (the figures the solver compares)
+    # over Python ints: a deep model has tens of thousands of nodes and edges
+    ch, ok = choice.tolist(), valid.tolist()
     node_cost = memory = 0.0
-    for i in np.flatnonzero(valid):
-        node_cost += float(problem.node_costs[i][choice[i]])
-        memory += float(problem.node_memory[i][choice[i]])
+    for i in np.flatnonzero(valid).tolist():
+        node_cost += float(problem.node_costs[i][ch[i]])
+        memory += float(problem.node_memory[i][ch[i]])
 
     edge_cost = 0.0
     edges = np.asarray(problem.edges).reshape(-1, 2)
-    for e, (u, v) in enumerate(edges):
-        if valid[u] and valid[v]:
-            edge_cost += float(problem.edge_costs[e][choice[u], choice[v]])
+    us, vs = edges[:, 0].tolist(), edges[:, 1].tolist()
+    for mat, u, v in zip(problem.edge_costs, us, vs):
+        if ok[u] and ok[v]:
+            edge_cost += float(mat[ch[u], ch[v]])
     for e, mm in sorted(problem.edge_memory.items()):
-        u, v = edges[e]
-        if valid[u] and valid[v]:
-            memory += float(mm[choice[u], choice[v]])
+        u, v = us[e], vs[e]
+        if ok[u] and ok[v]:
+            memory += float(mm[ch[u], ch[v]])
 
     for v, (u, mapping) in sorted(problem.follows.items()):
-        if valid[u] and valid[v] and choice[v] != mapping[choice[u]]:
+        if ok[u] and ok[v] and ch[v] != mapping[ch[u]]:
             violations.append(
                 f"{problem.label(v)} has strategy {choice[v]} but follows {problem.label(u)}, "
                 f"whose strategy {choice[u]} requires {int(mapping[choice[u]])}")

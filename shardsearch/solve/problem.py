@@ -88,15 +88,18 @@ class Problem:
         if len(outside):
             e = int(outside[0])
             raise ProblemError(f"edge {e} = ({edges[e][0]}, {edges[e][1]}) names a node outside 0..{n - 1}")
-        sizes = np.array([c[0] for c in shapes], dtype=np.int64)
-        finite: dict[int, bool] = {}  # repeated layers share their matrices: check each once
-        for e, ((u, v), mat) in enumerate(zip(edges, self.edge_costs)):
-            if np.shape(mat) != (sizes[u], sizes[v]):
+        sizes = [c[0] for c in shapes]
+        # repeated layers share their matrices and mappings: check each once (by id: all
+        # are held by this problem while it runs)
+        checked: dict[int, tuple] = {}
+        for e, (u, v, mat) in enumerate(zip(edges[:, 0].tolist(), edges[:, 1].tolist(), self.edge_costs)):
+            got = checked.get(id(mat))
+            if got is None:
+                got = checked[id(mat)] = (np.shape(mat), bool(np.isfinite(mat).all()))
+            if got[0] != (sizes[u], sizes[v]):
                 raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost matrix "
-                                   f"shape {np.shape(mat)}, expected {(int(sizes[u]), int(sizes[v]))}")
-            if id(mat) not in finite:
-                finite[id(mat)] = bool(np.isfinite(mat).all())
-            if not finite[id(mat)]:
+                                   f"shape {got[0]}, expected {(int(sizes[u]), int(sizes[v]))}")
+            if not got[1]:
                 raise ProblemError(f"edge {e} ({self.label(u)} -> {self.label(v)}): cost not finite")
         for e, mm in self.edge_memory.items():
             if not 0 <= e < len(edges):
@@ -104,13 +107,18 @@ class Problem:
             if np.shape(mm) != np.shape(self.edge_costs[e]) or not np.isfinite(mm).all():
                 raise ProblemError(f"edge {e}: memory matrix shape {np.shape(mm)} (finite entries) expected "
                                    f"{np.shape(self.edge_costs[e])}")
+        mappings: dict[tuple, bool] = {}
         for v, (u, mapping) in self.follows.items():
             if not (0 <= v < n and 0 <= u < n):
                 raise ProblemError(f"follows[{v}] = ({u}, ...) names a node outside 0..{n - 1}")
-            mapping = np.asarray(mapping)
-            sv = len(self.node_costs[v])
-            in_range = mapping.size == 0 or (mapping.min() >= 0 and mapping.max() < sv)
-            if mapping.shape != (len(self.node_costs[u]),) or not in_range:
+            sv = sizes[v]
+            key = (id(mapping), sizes[u], sv)
+            if key not in mappings:
+                m = np.asarray(mapping)
+                in_range = m.size == 0 or (m.min() >= 0 and m.max() < sv)
+                mappings[key] = m.shape == (sizes[u],) and bool(in_range)
+            if not mappings[key]:
+                mapping = np.asarray(mapping)
                 raise ProblemError(f"follows[{v}]: mapping {mapping.tolist()} must have one entry "
                                    f"per strategy of {self.label(u)}, each in 0..{sv - 1}")
         if self.memory_budget is not None and not np.isfinite(self.memory_budget):
