@@ -32,16 +32,8 @@ TIE = 1e-3
 pytestmark = pytest.mark.skipif(not plugin_installed(), reason='needs pip install "shardsearch[gpu-aot]"')
 
 
-# Known open (issue 16): equinox on h100-8, auto judged 251.3 us against the best standard
-# plan's 245.9 us (+2.2%) at 7a43477; not from the memory model's fusion rules (the same with
-# them off). Not strict: the solver's limits are wall-clock, so the plan varies with load.
-KNOWN_SLOWER = {"equinox": "auto judged 2.2% slower than the best standard plan on h100-8 (issue 16)"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [
-    pytest.param(m, marks=pytest.mark.xfail(reason=KNOWN_SLOWER[m], strict=False)) if m in KNOWN_SLOWER else m
-    for m in sorted(CASES)])
+@pytest.mark.parametrize("model", sorted(CASES))
 def test_auto_plan_is_judged_no_slower_than_the_standard_plans(model):
     case = case_of_test_model(model, CASES[model])
     mesh = make_mesh((2, 4))

@@ -23,6 +23,7 @@ from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fus
                                       region_inputs, whole_bytes)
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.dot_merge import merged_dots, merged_time
+from shardsearch.costs.dot_strength import strength_reduced
 from shardsearch.costs.overlap import earlier_compute, exposed_comm, exposed_reshard, ready_at_start
 from shardsearch.costs.reassociate import merge_edges
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
@@ -155,14 +156,20 @@ def _full_node_costs(graph: OpGraph, strategies: list[list[Strategy]], cluster: 
         matmul = node.kind is NodeKind.OP and node.primitive in MATMULS
         k = merged.get(node.id, 1)
         free = node.id in folded
+        # XLA's GPU compiler runs a dot that is a vector on some device as multiply + reduce
+        vector_dot = gpu and matmul and node.primitive == "dot_general"
+        shapes = tuple(tuple(graph.info(r).shape) for r in node.inputs) if vector_dot else ()
         key = (id(strats), fused, ends, starts, absorbed, node.id in combined, dtype, matmul, k, free)
         if key not in seen:
             times = []
             for s in strats if not free else ():
                 nbytes = (fused_bytes(graph, node, s, mesh, ends) if fused
                           else s.bytes_accessed - absorbed_bytes(graph, node, s, mesh, absorbed))
-                times.append(merged_time(cluster, s.flops, nbytes, dtype, k) if k > 1
-                             else compute_time(cluster, s.flops, nbytes, dtype, matmul=matmul))
+                if vector_dot and strength_reduced(node.params["dimension_numbers"], shapes, s.in_specs, mesh):
+                    times.append(compute_time(cluster, s.flops, nbytes, dtype))
+                else:
+                    times.append(merged_time(cluster, s.flops, nbytes, dtype, k) if k > 1
+                                 else compute_time(cluster, s.flops, nbytes, dtype, matmul=matmul))
             seen[key] = (np.array(times) if not free else np.zeros(len(strats)), np.array([
                 sum(collective_cost(_priced_on(c, node.id in combined, cluster, no_latency), mesh, c)
                     for c in s.collectives)
