@@ -8,6 +8,8 @@ them, appended to a JSON-lines file.
 
 ``--target gpu``: every program (each stage's too) compiled for the cluster's GPUs
 (deviceless) and judged with overlap, the bar for a GPU preset; ``cpu``: fake CPU devices.
+``--only-pipelines``: the pinned pipeline and the hand 3-D rows alone (what a change to
+the pipeline runtime or its pricing moves; the flat rows stay as they were measured).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stages", type=int, default=2, help="shardsearch's pinned number of stages")
     ap.add_argument("--target", choices=("cpu", "gpu"), default="gpu")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only-pipelines", action="store_true", help="no flat rows (shardsearch's, hand baselines)")
+    ap.add_argument("--microbatches", type=int, default=None, help="pin the pipeline's M too")
     a = ap.parse_args(argv)
     shape = tuple(int(t) for t in a.mesh.split("x"))
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the CUDA plugin loads without a GPU only so
@@ -41,8 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     from cost_model import Cluster
 
     t0 = time.process_time()
+    flat = () if a.only_pipelines else (Baseline.DATA_PARALLEL, Baseline.DP_X_TP)
     rows = run_config(a.suite, a.config, Cluster.load(a.cluster), shape, target=a.target, pipeline=a.stages,
-                      wallclock=False, baselines=(Baseline.DATA_PARALLEL, Baseline.DP_X_TP), reference=False)
+                      wallclock=False, baselines=flat, reference=False, intra_op=not a.only_pipelines,
+                      num_microbatches=a.microbatches)
     with a.out.open("a") as f:
         for r in rows:
             f.write(json.dumps(dataclasses.asdict(r)) + "\n")

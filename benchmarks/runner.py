@@ -121,6 +121,8 @@ def run_config(
     pipeline: str | int | None = "auto",
     megatron_3d: bool = True,
     reference: bool = True,
+    intra_op: bool = True,
+    num_microbatches: int | None = None,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> list[Row]:
     """``target="gpu"``: every program compiled for the cluster's GPUs (deviceless) and
@@ -128,7 +130,8 @@ def run_config(
     ``pipeline``: shardsearch's option ("auto": stages where its cost model says they pay);
     ``megatron_3d``: add the hand 3-D recipe's row on meshes larger than a node.
     ``reference=False``: no replicated program (no row for it; the ideal is the auto plan's
-    FLOPs per device at peak): on a large mesh it is the slowest compile and no contender."""
+    FLOPs per device at peak): on a large mesh it is the slowest compile and no contender.
+    ``intra_op=False``: no row for shardsearch's plan without stages beside a pipelined one."""
     workload = get_workload(suite, config)
     if target == "gpu":
         from shardsearch.target import target_mesh
@@ -153,6 +156,8 @@ def run_config(
 
     t0 = time.perf_counter()
     staged = {"pipeline": pipeline} if _pipelines() else {}
+    if staged and num_microbatches is not None:
+        staged["num_microbatches"] = num_microbatches
     step = ss.auto(workload.train_step, mesh=mesh, cluster=cluster, cache=False, **staged)  # time the search
     plan = step.plan_for(*workload.args)
     plan_s = time.perf_counter() - t0
@@ -165,7 +170,7 @@ def run_config(
     say(f"  {config} {base['mesh']}: shardsearch planned in {plan_s:.1f} s, judged {rows[-1].total_s:.4g} s"
         + (f" ({rows[-1].pipeline})" if rows[-1].pipeline else ""))
     across = mshape.size > cluster.devices_per_node
-    if rows[-1].pipeline:
+    if rows[-1].pipeline and intra_op:
         rows.append(_intra_op_row(workload, mesh, cluster, base, ideal_s, target))
         say(f"  {config} {base['mesh']}: shardsearch without pipeline judged {rows[-1].total_s:.4g} s")
     if across and megatron_3d:

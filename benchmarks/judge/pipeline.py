@@ -178,8 +178,9 @@ class JudgedPipeline:
         parts = [f"s{i} {ms(st.forward_s)}+{ms(st.backward_s)} x{self.num_microbatches}, once {ms(st.step_s)}"
                  for i, st in enumerate(self.stages)]
         parts += [f"link{i} {ms(f)}/{ms(b)} x{self.num_microbatches}" for i, (f, b) in enumerate(self.transfer_s)]
-        if self.step_transfer_s:
-            parts.append(f"once-per-step transfers {ms(sum(x[2] for x in self.step_transfer_s))}")
+        if self.step_transfer_s:  # the two ways cross at once: the longer one
+            ways = [sum(x[2] for x in self.step_transfer_s if (x[0] > x[1]) == back) for back in (False, True)]
+            parts.append(f"once-per-step transfers {ms(max(ways))} each way")
         return "; ".join(parts) + f"; bubble {self.bubble:.0%}"
 
     def describe(self) -> str:
