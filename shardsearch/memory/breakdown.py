@@ -18,7 +18,7 @@ from cost_model.mesh import MeshShape, Spec, local_bytes, replicated
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory.assign import Assignment, Home, Span, assign
 from shardsearch.memory.buffers import FUSIBLE, buffers
-from shardsearch.memory.combine import combined_buckets
+from shardsearch.memory.combine import combined_buckets, reduce_scattered
 from shardsearch.memory.liveness import (
     carried_args,
     forward_end,
@@ -77,12 +77,14 @@ def step_buffers(
     written_from: Mapping[int, int] | None = None,
     in_stack: Iterable[ValueRef] = (),
     read_until: Mapping[ValueRef, int] | None = None,
+    scattered: Mapping[int, float] | None = None,
 ) -> StepBuffers:
     """The buffers of ``graph`` run with these layouts (``memory_breakdown``'s arguments;
     ``buckets``: operators whose all-reduces XLA combines, ``combine.py``;
     ``written_from``: nodes whose buffer is live before they run, from that position,
     ``in_stack``: values written straight into such a buffer, ``read_until``: values
-    live at least until a position (a loop's operands): ``scan_starts``)."""
+    live at least until a position (a loop's operands): ``scan_starts``; ``scattered``:
+    operators that reduce-scatter their result, and the bytes of their partial sums)."""
     early = written_from or {}
     stacked = set(in_stack or ())
 
@@ -133,12 +135,28 @@ def step_buffers(
     # gradient is held unreduced until the bucket's last member is made, copied then into
     # one buffer of the whole bucket, all-reduced in place there, and sliced back out into
     # a reduced copy per gradient for its readers (the buffer lives until its last slice)
+    # A reduce-scatter's partial sums (its operand, the result unsplit) are written where
+    # the operator runs and held until the reduce-scatter: in a bucket, until the bucket's
+    # last member is made (the GPU compiler reduce-scatters a bucket's operands as one
+    # tuple, with no buffer of the whole bucket), else just there.
+    scattered = scattered or {}
     index = {v.ref: i for i, v in enumerate(bufs.lives)}
-    first_reader = _first_readers(graph, {m for b in buckets for m in b})
+    bucketed = {m for b in buckets for m in b}
+    for m in sorted(set(scattered) - bucketed):
+        temps.append(Span(m, m, scattered[m]))
+        refs.append((ValueRef(m, 0), False))
+    first_reader = _first_readers(graph, bucketed)
     for bucket in buckets:
         t_all, held, last = max(bucket), 0.0, max(bucket) + 1
         for m in bucket:
             i = index.get(ValueRef(m, 0))
+            if m in scattered:
+                if i is not None:
+                    span = temps[i]
+                    temps[i] = dataclasses.replace(span, last=t_all, nbytes=scattered[m])
+                    temps.append(Span(t_all + 1, max(span.last, t_all + 1), span.nbytes))
+                    refs.append((ValueRef(m, 0), False))
+                continue
             if i is None:
                 continue
             span = temps[i]
@@ -229,6 +247,8 @@ def scheduled_buffers(
     (``step_buffers``), per new node id the old one (None: the order is the graph's), and
     ``node_out_specs`` keyed by the new ids."""
     buckets = combined_buckets(graph, in_specs, node_out_specs, mesh, node_operand_specs)
+    scattered = {n: whole for n, (_, whole) in
+                 reduce_scattered(graph, in_specs, node_out_specs, mesh, node_operand_specs).items()}
     starts, ys, until = scan_starts(graph)
     new_graph, order = scheduled(graph, buckets)
     if order is not None:
@@ -236,11 +256,13 @@ def scheduled_buffers(
         node_out_specs = {new[k]: v for k, v in node_out_specs.items()}
         node_operand_specs = {new[k]: v for k, v in (node_operand_specs or {}).items()}
         buckets = [tuple(sorted(new[m] for m in b)) for b in buckets]
+        scattered = {new[k]: v for k, v in scattered.items()}
         starts = {new[k]: new[v] for k, v in starts.items()}
         ys = {ValueRef(new[r.node], r.index) for r in ys}
         until = {ValueRef(new[r.node], r.index): new[t] for r, t in until.items()}
     sb = step_buffers(new_graph, in_specs, node_out_specs, mesh, node_operand_specs=node_operand_specs,
-                      donated=donated, buckets=buckets, written_from=starts, in_stack=ys, read_until=until)
+                      donated=donated, buckets=buckets, written_from=starts, in_stack=ys, read_until=until,
+                      scattered=scattered)
     return new_graph, sb, order, node_out_specs
 
 
