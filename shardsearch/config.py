@@ -63,6 +63,10 @@ class SearchConfig:
     # number of stages
     pipeline: Any = "auto"
     schedule: Schedule = Schedule.ONE_F_ONE_B  # the pipeline's schedule (GPipe or 1F1B)
+    # on a cluster with a GPU target, weight gradients may be reduce-scattered so their
+    # updates run on the parameter's shard (strategies/dot.py); off by default until the
+    # fit's memory row and the gathers' latency fixed point price those plans well
+    sharded_updates: bool = False
 
     def __post_init__(self):
         # a dict or list of pairs becomes an ordered tuple, so configs stay hashable

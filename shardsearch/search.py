@@ -22,6 +22,7 @@ from shardsearch.fallbacks import fallback_warning, with_fallback_saving
 from shardsearch.fit import Attempt, NoFit, arguments_floor, donated_args, fit, no_fit_error, step_peak
 from shardsearch.graph import OpGraph
 from shardsearch.memory.buffers import duplicating_cheap_ops
+from shardsearch.memory.combine import off_critical_path
 from shardsearch.memory import carried_args
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.microbatch import split_microbatches
@@ -36,6 +37,7 @@ from shardsearch.solve import solve
 from shardsearch.solve.evaluate import evaluate
 from shardsearch.solve.lagrange import memory_only_multiplier, priced_problem
 from shardsearch.solve.problem import Problem, Solution
+from shardsearch.strategies.dot import without_reduce_scatter
 from shardsearch.strategies.per_node import graph_strategies
 from shardsearch.trace import program_hash, trace
 
@@ -255,8 +257,11 @@ class _Candidate:
                                   donated, reuse.solver.edge_memo)
             return
         strategies = graph_strategies(graph, mesh)
-        self.strategies = dataclasses.replace(strategies,
-                                              per_node=pin_strategies(strategies.per_node, graph, pinned))
+        per_node = strategies.per_node
+        # reduce-scattered weight gradients: asked for, on a GPU target (strategies/dot.py)
+        per_node = without_reduce_scatter(per_node, off_critical_path(graph) if config.sharded_updates
+                                          and cluster.gpu_target is not None else ())
+        self.strategies = dataclasses.replace(strategies, per_node=pin_strategies(per_node, graph, pinned))
         if log:
             n = sum(len(s) for s in self.strategies.per_node)
             log(f"traced {len(graph.nodes)} nodes, {n} strategies in {time.perf_counter() - t0:.2f} s"

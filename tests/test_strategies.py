@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from cost_model.collectives import CollectiveKind
 from cost_model.mesh import MeshShape, local_bytes, replicated
 from shardsearch.strategies import OpView, enumerate_specs, strategies_for
+from shardsearch.strategies.dot import without_reduce_scatter
 
 AR, RS = CollectiveKind.ALL_REDUCE, CollectiveKind.REDUCE_SCATTER
 MESH = MeshShape(("data", "model"), (2, 4))
@@ -83,17 +84,23 @@ def test_dot_data_parallel_column_and_2d():
     assert both.collectives == () and both.flops == full / 8
 
 
-def test_dot_row_split_all_reduces_and_never_reduce_scatters():
+def test_dot_row_split_all_reduces_or_reduce_scatters_onto_an_output_dim():
     op, strats = _matmul()
     ins = [((), ("model",)), (("model",), ())]
     row = find(strats, ins, ((), ()))
     assert [(c.kind, c.axes) for c in row.collectives] == [(AR, ("model",))]
     assert row.collectives[0].nbytes == 16 * 64 * 4  # local output: not split
     assert row.flops == 2.0 * 16 * 32 * 64 / 4
-    # XLA emits an output split over a contracting axis as all-reduce + slice (or a
-    # collective-permute): no strategy claims the cheaper reduce-scatter.
+    # the sums reduce-scattered onto an output dim (FSDP's weight gradients): XLA emits an
+    # all-reduce and a slice, which the GPU compiler makes one reduce-scatter; priced as
+    # the all-reduce, dropped for clusters without a GPU target
+    scattered = find(strats, ins, (("model",), ()))
+    assert "[RS(model)]" in scattered.name and scattered.collectives == row.collectives
+    assert scattered.flops == row.flops and scattered.bytes_accessed < row.bytes_accessed
+    assert not [s for s in strats if s.in_specs == tuple(ins) and s.out_specs == (((), ("data",)),)]  # other axes
     assert all(c.kind is not RS for s in strats for c in s.collectives)
-    assert not [s for s in strats if s.in_specs == tuple(ins) and s.out_specs == ((("model",), ()),)]
+    kept = without_reduce_scatter([strats])[0]
+    assert scattered not in kept and row in kept and len(kept) == 19
 
 
 def test_dot_one_dim_over_both_axes_in_both_orders():
@@ -118,7 +125,9 @@ def test_dot_batch_dim_einsum():
 def test_dot_strategy_count_and_no_duplicates():
     _, strats = _matmul()
     keys = [(s.in_specs, s.out_specs) for s in strats]
-    assert len(keys) == len(set(keys)) == 19  # one per placement of the axes on (m, n, k)
+    # one per placement of the axes on (m, n, k), and per contracting split one per output
+    # dim it can be reduce-scattered onto
+    assert len(keys) == len(set(keys)) == 19 + 12  # (12 contracting splits onto a free m or n)
     assert strats[0].name == "RxR @ RxR -> RxR" and strats[0].collectives == ()
     # A 2-D mesh keeps a 4-dim attention einsum in the tens.
     op = dot_view((8, 4, 16, 32), (8, 4, 16, 32), (((3,), (3,)), ((0, 1), (0, 1))), (8, 4, 16, 16))
@@ -369,8 +378,9 @@ def _simulate(op, fn, mesh, rng):
     for s in strats:
         out_spec = s.out_specs[0]
         pre = list(out_spec)  # the output layout before a reduce-scatter
-        for c in s.collectives:
-            if c.kind is RS:
+        on_out = {a for d in out_spec for a in d}
+        for c in s.collectives:  # (or an all-reduce sliced onto the output: strategies/dot.py)
+            if c.kind is RS or c.kind is AR and set(c.axes) <= on_out:
                 pre = [tuple(a for a in d if a not in c.axes) for d in pre]
         local = {}
         for coord in _coords(mesh):

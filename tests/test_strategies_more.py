@@ -116,7 +116,8 @@ def simulate(op, e, mesh, seed=0):
     xs = _inputs(e, np.random.default_rng(seed))
     want = _bind(e, xs, e.params)
     for s in strats:
-        scattered = {a for c in s.collectives if c.kind is RS for a in c.axes}
+        on_out = {a for spec in s.out_specs for d in spec for a in d}  # an all-reduce sliced onto it too
+        scattered = {a for c in s.collectives if c.kind is RS or set(c.axes) <= on_out for a in c.axes}
         pre = [tuple(tuple(a for a in d if a not in scattered) for d in spec) for spec in s.out_specs]
         for p, spec in zip(pre, s.out_specs):  # the scattered axes sit minor: blocks nest
             assert all(o[:len(q)] == q for q, o in zip(p, spec)), s.name
