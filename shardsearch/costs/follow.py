@@ -57,5 +57,8 @@ def follow_mapping(graph, strategies, costs, node, memo: dict | None = None, sou
             if k not in by_in or total[t] < total[by_in[k]]:
                 by_in[k] = t
         mapping = [by_in.get(s.out_specs[ref.index]) for s in strategies[ref.node]]
-        memo[key] = None if any(m is None for m in mapping) else np.array(mapping, dtype=np.int64)
+        # one array per distinct mapping (the layers' totals differ, their mappings rarely):
+        # the reductions fold each edge matrix once per (matrix, mapping) object
+        memo[key] = None if any(m is None for m in mapping) else \
+            memo.setdefault(("mapping", tuple(mapping)), np.array(mapping, dtype=np.int64))
     return None if memo[key] is None else (ref.node, memo[key])

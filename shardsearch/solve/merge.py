@@ -58,6 +58,9 @@ def resolve_follows(problem: Problem) -> tuple[list[int], list[np.ndarray | None
     n = problem.num_nodes
     root, maps = list(range(n)), [None] * n
     state = [0] * n  # 0 unseen, 1 on the current path, 2 resolved
+    # repeated layers share their mappings: compose each pair once, so their followers
+    # share the composed map too (and reduce_problem folds each edge matrix once)
+    composed: dict = {}
     for start in sorted(problem.follows):
         path, v = [], start
         while v in problem.follows and state[v] != 2:
@@ -70,7 +73,12 @@ def resolve_follows(problem: Problem) -> tuple[list[int], list[np.ndarray | None
         for p in reversed(path):  # v is resolved; walk back down the chain
             u, mapping = problem.follows[p]
             mapping = np.asarray(mapping, dtype=np.int64)
-            root[p], maps[p] = root[u], (mapping if maps[u] is None else mapping[maps[u]])
+            if maps[u] is not None:
+                key = (id(mapping), id(maps[u]))
+                if key not in composed:  # (kept with both operands: their ids stay theirs)
+                    composed[key] = (mapping, maps[u], mapping[maps[u]])
+                mapping = composed[key][2]
+            root[p], maps[p] = root[u], mapping
             state[p] = 2
     return root, maps
 
@@ -104,6 +112,7 @@ class _Graph:
     def __init__(self, costs, mems):
         self.cost, self.mem = costs, mems
         self.splits: dict = {}  # id(matrix) -> (matrix, _split of it): repeated layers share matrices
+        self.diagonals: dict = {}  # id(matrix) -> (matrix, its diagonal)
         self.adj: dict[int, dict[int, np.ndarray]] = {v: {} for v in costs}
         self.madj: dict[int, dict[int, np.ndarray]] = {v: {} for v in costs}
         self.queue: collections.deque[int] = collections.deque()
@@ -118,7 +127,7 @@ class _Graph:
         """``mm``: the edge's memory matrix, if any; ``shared``: the matrices are the
         problem's own (other edges may hold the same objects), not made by the reduction."""
         if a == b:  # self-edge: only the diagonal can be chosen
-            self.cost[a] = self.cost[a] + np.diag(m)
+            self.cost[a] = self.cost[a] + (self.diagonal(m) if shared else np.diag(m))
             if mm is not None:
                 self.mem[a] = self.mem[a] + np.diag(mm)
             return
@@ -144,6 +153,13 @@ class _Graph:
                 adj[b].pop(a, None)
         self.push(a)
         self.push(b)
+
+    def diagonal(self, m: np.ndarray) -> np.ndarray:
+        """``np.diag(m)``, once per matrix object (kept alive here, as ``split``'s)."""
+        hit = self.diagonals.get(id(m))
+        if hit is None:
+            hit = self.diagonals[id(m)] = (m, np.diag(m))
+        return hit[1]
 
     def split(self, m: np.ndarray):
         """``_split(m)``, once per matrix object (kept alive here, so its id stays unique)."""
