@@ -29,21 +29,22 @@ SGD = optax.sgd(0.1, momentum=0.9)
 MESH = MeshShape(("data", "model"), (2, 4))
 
 
-def embed_head_step(layers=4, vocab=32, width=16, batch=16, seq=8):
-    """An embedding, residual tanh layers and an untied head: first and last stages differ."""
+def embed_head_step(layers=4, vocab=32, width=16, batch=16, seq=8, tied=False):
+    """An embedding, residual tanh layers and an untied head: first and last stages differ
+    (``tied``: the head is the embedding's transpose, kept on both stages)."""
 
     def loss_fn(p, batch):
         x = p["embed"][batch["tokens"]]
         for i in range(layers):
             x = x + jnp.tanh(x @ p["layers"][i]["w"] + p["layers"][i]["b"])
-        logits = x @ p["head"]
+        logits = x @ (p["embed"].T if tied else p["head"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
 
     step = grad_step(loss_fn, SGD)
 
     k = jax.random.split(jax.random.PRNGKey(5), layers + 3)
     params = {"embed": jax.random.normal(k[0], (vocab, width)) * 0.5,
-              "head": jax.random.normal(k[1], (width, vocab)) * 0.3,
+              **({} if tied else {"head": jax.random.normal(k[1], (width, vocab)) * 0.3}),
               "layers": [{"w": jax.random.normal(k[3 + i], (width, width)) * 0.3, "b": jnp.zeros((width,))}
                          for i in range(layers)]}
     tokens = jax.random.randint(k[2], (batch, seq + 1), 0, vocab)
