@@ -112,6 +112,26 @@ def test_a_slow_link_keeps_stages_inside_nodes_or_pays_for_it():
     assert got.num_stages == 1 and got.submeshes == (Submesh(2, 2),)
 
 
+def test_a_tied_table_is_priced_once_however_many_stages_it_passes():
+    """The first and last of four units share a table (their gradient partials cross once a
+    step, straight between the two stages): 2, 3 or 4 stages pay one transfer, not one per
+    boundary in between (unit_step_bytes gives it to the first stage's boundary only)."""
+    units, subs = 4, (Submesh(1, 1),)
+    ones = np.ones((units, units + 1, 1))
+    first = np.zeros((units, units + 1))
+    first[:1, 1:] = 3e8  # a value made on unit 0, read on unit 3: stages [0, j) carry it
+    base = dict(time=ones * 1e-3, step_time=ones * 0, static_bytes=ones * 0, activation_bytes=ones * 0,
+                temp_bytes=ones * 0, cut_bytes=np.zeros(units + 1))
+    kw = dict(num_devices=4, devices_per_node=1, links=LINKS, num_microbatches=4, submeshes=subs)
+    one_way = float(LINKS.once(3e8, 1, False))
+    for bounds in [(0, 1, 4), (0, 1, 2, 4), (0, 1, 2, 3, 4)]:
+        ms = [0] * (len(bounds) - 1)
+        kw["num_devices"] = len(ms)
+        free = price_pipeline(StageCosts(**base), bounds, ms, **kw)
+        tied = price_pipeline(StageCosts(**base, step_cut_bytes=first), bounds, ms, **kw)
+        assert tied - free == pytest.approx(one_way)
+
+
 def test_96_layers_on_64_devices_beats_every_uniform_pipeline():
     # the large case (its time is measured in benchmarks/pipeline_time.py): no brute force
     # there, but the DP's pipeline must be no slower than any uniform one priced alone

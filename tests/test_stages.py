@@ -72,6 +72,15 @@ def test_two_stages_exchange_only_the_residual_stream(model):
     assert a.arg_stages[embed] == (0, 1) and a.arg_copies(embed, graph.input_nodes[embed]) == (0, 1)
     once = {(t.kind, t.src, t.dst) for t in a.transfers if t.nbytes == graph.input_info(embed).nbytes}
     assert once == {(StageKind.POST, 0, 1), (StageKind.POST, 1, 0)}
+    # the stage search prices one way of that exchange, at the boundary after the stage
+    # holding the embedding's unit only (it goes straight to the head's stage)
+    from shardsearch.pipeline.stage_costs import unit_step_bytes
+    from shardsearch.pipeline.stages import unit_map
+
+    table = graph.input_info(embed).nbytes
+    step = unit_step_bytes(graph, unit_map(graph, split, units), len(units))
+    assert table <= step[0, 1] and step[0].max() < 1.3 * table  # (and a few small values)
+    assert step[1:].max() < 0.1 * table
 
 
 def test_parameters_and_their_updates_live_on_the_stage_of_their_layer():
