@@ -223,6 +223,14 @@ def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshSha
             counted[ref.node].append(ref.index)
     arg_of = {n: i for i, n in enumerate(graph.input_nodes)}
     seen: dict = {}  # repeated layers share strategy lists: price each (list, outputs) once
+    sizes: dict = {}  # (shape, itemsize, layout) -> bytes per device: layouts repeat across lists
+
+    def nbytes(info, spec) -> float:
+        key = (info.shape, info.dtype.itemsize, spec)
+        if key not in sizes:
+            sizes[key] = local_bytes(info.shape, info.dtype.itemsize, spec, mesh)
+        return sizes[key]
+
     mem = []
     for node, strats in zip(graph.nodes, strategies):
         outs = list(counted.get(node.id, ()))
@@ -234,7 +242,7 @@ def _node_memory(graph: OpGraph, strategies: list[list[Strategy]], mesh: MeshSha
         key = (id(strats), tuple(outs))
         if key not in seen:
             seen[key] = np.array([
-                sum(local_bytes(node.outputs[k].shape, node.outputs[k].dtype.itemsize, s.out_specs[k], mesh) for k in outs)
+                sum(nbytes(node.outputs[k], s.out_specs[k]) for k in outs)
                 for s in strats
             ])
         mem.append(seen[key])
