@@ -21,6 +21,7 @@ from cost_model.reshard import reshard_matrices
 from shardsearch.costs.follow import follow_mapping, follow_source
 from shardsearch.costs.fusion import (FUSIBLE, MATMULS, absorbed_bytes, ends_fusion, folded_reverses, fused_bytes,
                                       region_inputs, whole_bytes)
+from shardsearch.costs.combined import combine_edges
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.dot_merge import merged_dots, merged_time
 from shardsearch.costs.dot_strength import strength_reduced
@@ -459,6 +460,9 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
         add_edge(*entry)
     if cluster.gpu_target is not None:  # XLA's GPU AllReduceReassociate: two summed all-reduces run as one
         comm, merges = merge_edges(graph, strategies, costs.comm, off_critical_path(graph))
+        # and XLA's combiner merges an all-reduce on the critical path with an independent one before it
+        comm, combines = combine_edges(graph, strategies, cluster, mesh, comm, off_critical_path(graph))
+        merges += combines
         costs = dataclasses.replace(costs, comm=comm)
         for u, v, matrix in merges:
             edges.append((u, v))
