@@ -102,6 +102,18 @@ def markdown(rows: Sequence[Row]) -> str:
         "needs gathers whose contention takes part of it back (FSDP pinned: compute 13.92 ms, exposed "
         "0.83). No plan closes half of this overhead under this judge.",
         "",
+        "Auto against data parallel (gpt and bert rows re-planned at 5ef1292, moe at 5ef1292, wresnet at "
+        "9f48088): the gpt and bert auto plans on one node and on two are data parallel's, judged within "
+        "0.3% of its jax.jit program (two nodes: gpt 8.284 vs 8.283 ms, bert 4.254 vs 4.256; they were "
+        "4.1% and 5.5% slower). What it was: the plan's pin between the output projection's gradient dot "
+        "and its transpose kept XLA from all-reducing the tied embedding's gradient once (two 105 MB "
+        "all-reduces across nodes where jax.jit has one: `apply.executable.implied_by_transpose`), and the "
+        "planner priced both, so for BERT it gathered the activations' gradient across nodes to "
+        "all-reduce the embedding gradient inside each node (`costs/reassociate`). Still over data "
+        "parallel: bert and wresnet on h100-8, 6.150 vs 6.131 and 1.885 vs 1.879 ms (+0.3%), not "
+        "diagnosed. The NVLink GPT auto plan is now data parallel's (14.260 vs 14.263 ms): it closes 0% "
+        "of the overhead (4% before, with a plan judged 14.211 that all-reduced the tied gradient twice).",
+        "",
         "## Auto plan against the hand plans (overlap judge)",
         "",
         "Ideal (compute alone) = the replicated program's kernel time / devices, no communication; "
