@@ -15,7 +15,7 @@ from shardsearch import cache
 from shardsearch.compare.run import price_recipes
 from shardsearch.config import SearchConfig
 from shardsearch.costs import build_problem, combined_all_reduces
-from shardsearch.costs.build import hidden_reshard_count
+from shardsearch.costs.gathers import GatherPricing, settle
 from shardsearch.costs.copies import copy_labels, shared_reads
 from shardsearch.errors import MemoryBudgetError, MicrobatchError
 from shardsearch.fallbacks import fallback_warning, with_fallback_saving
@@ -402,9 +402,10 @@ class _Solver:
         # which depends on the plan: solve with each member paying 1/k of it, where k is
         # the number the previous solution merged, until k settles (a fixed point).
         self.share = 1.0 / max(combined_all_reduces(graph, None, strategies), 1)
-        # Hidden reshards of values ready at the step's start (FSDP's gathers) merge the
-        # same way (XLA's all-gather combiner): from a whole launch each, the same fixed point.
-        self.gather_share = 1.0
+        # Reshards of values ready at the step's start (FSDP's gathers, the batch's) merge the
+        # same way (XLA's all-gather combiner, costs.gathers): from a whole launch each and
+        # every bandwidth under its own reader's past, the same fixed point.
+        self.gather_share = GatherPricing()
         # Readers that need a value in one layout share one copy (costs/copies.py): the
         # copies a plan would share are added to the problem and it is solved again, in
         # the fixed point below, until the plan shares none it is charged twice for.
@@ -423,7 +424,7 @@ class _Solver:
                              edge_memo=self.edge_memo, donated=self.donated, copies_for=self.copies_for,
                              gather_share=self.gather_share)
 
-    def rebuild(self, copies_for: frozenset, gather_share: float | None = None):
+    def rebuild(self, copies_for: frozenset, gather_share: GatherPricing | None = None):
         """The problem without a memory row, with copies for ``copies_for`` (the recipes'
         completions add their own shared reads, and settle their hidden reshards' latency
         share, this way)."""
@@ -458,9 +459,9 @@ class _Solver:
             # a tenth of one (a few microseconds at most): another solve would not move it.
             # With none at all, a dearer latency only makes every other plan dearer.
             settled = k == 0 or abs(k * self.share - 1.0) <= 0.1 or k in seen
-            # the same for the hidden reshards (priced from a whole launch each: none is settled)
-            g = hidden_reshard_count(costs, solution.choice)
-            gathers_settled = abs(max(g, 1) * self.gather_share - 1.0) <= 0.1 or g in seen_gathers
+            # the same for the combined gathers (priced from a whole launch each: none is settled)
+            gathers = settle(costs.hidden_reshards, solution.choice)
+            gathers_settled = gathers.same_price(self.gather_share) or gathers.signature() in seen_gathers
             if settled and gathers_settled and not new_copies:
                 break
             if time.perf_counter() >= self.deadline:
@@ -472,10 +473,11 @@ class _Solver:
                 if self.log:
                     self.log(f"{k} gradient all-reduces merge into one: re-pricing their latency at 1/{k} each")
             if not gathers_settled:
-                seen_gathers.add(g)
-                self.gather_share = 1.0 / max(g, 1)
+                seen_gathers.add(gathers.signature())
+                self.gather_share = gathers
                 if self.log:
-                    self.log(f"{g} gathers of values ready at the start merge: re-pricing their latency at 1/{g} each")
+                    self.log(f"{gathers.members} reshards of values ready at the start merge into {gathers.launches} "
+                             f"gathers: re-pricing their latency at {gathers.share:.3g} launches each")
             if new_copies:
                 self.copies_for |= new_copies
                 if self.log:

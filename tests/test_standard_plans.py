@@ -48,19 +48,26 @@ def test_auto_plan_is_judged_no_slower_than_the_standard_plans(model):
         assert remat == 0
 
 
+# XLA's GPU all-gather combiner is priced (costs.gathers), but a convolutional net's
+# gathers make more combined collectives than it predicts (resnet FSDP: 2 priced, 3 made,
+# each a 50 us launch on 2x4-slow: 163 us predicted, 213 judged).
+TOTAL_OFF = {("resnet", FSDP)}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", PRICED)
-def test_pinned_standard_plans_compute_is_predicted_within_ten_percent(model):
-    """The compute part: XLA's GPU compiler combines a plan's all-gathers and
-    reduce-scatters into one collective each (one latency), which the planner does not
-    price yet (mixtral FSDP on 2x4-slow: communication 1073 us predicted, 266 us judged),
-    so the totals are in benchmarks/results/standard-plans.md, not asserted here."""
+def test_pinned_standard_plans_are_predicted_within_ten_percent(model):
+    """Compute and the whole step with overlap (the collectives XLA's combiner merges at one
+    launch each, costs.gathers); the table for every model is benchmarks/results/standard-plans.md."""
     case = case_of_test_model(model, CASES[model])
     mesh, cluster = make_mesh((2, 4)), Cluster.load("2x4-slow")
     specs = case.standard_specs(MESH)
     for name in (DATA_PARALLEL, FSDP):
         plan, step, _ = searched(case, mesh, cluster, pins_of(case.args, specs[name]))
         compiled, _ = compile_gpu(step.lower_for_cluster(*case.args))
-        judged = judge_gpu(compiled, cluster).compute_s
-        assert abs(plan.predicted.compute_s / judged - 1) <= FIDELITY, (
-            f"{model} {name}: compute predicted {plan.predicted.compute_s:.4g} s, judged {judged:.4g} s")
+        judged = judge_gpu(compiled, cluster)
+        assert abs(plan.predicted.compute_s / judged.compute_s - 1) <= FIDELITY, (
+            f"{model} {name}: compute predicted {plan.predicted.compute_s:.4g} s, judged {judged.compute_s:.4g} s")
+        if (model, name) not in TOTAL_OFF:
+            assert abs(plan.predicted.total_s / judged.overlap_s - 1) <= FIDELITY, (
+                f"{model} {name}: predicted {plan.predicted.total_s:.4g} s, judged {judged.overlap_s:.4g} s")

@@ -14,7 +14,7 @@ from shardsearch.graph import NodeKind, OpGraph
 from shardsearch.memory import carried_args, memory_breakdown
 from shardsearch.solve import solve
 from shardsearch.costs import CostTables
-from shardsearch.costs.build import hidden_reshard_count
+from shardsearch.costs.gathers import GatherPricing, settle
 from shardsearch.costs.copies import copy_labels, shared_reads
 from shardsearch.solve.problem import Problem
 from shardsearch.strategies import Strategy
@@ -26,7 +26,8 @@ MIN_SOLVE_S = 1.0
 def price_recipes(graph: OpGraph, per_node: list[list[Strategy]], problem: Problem, costs: CostTables, *,
                   mesh: MeshShape, memory_budget: float | None, config, ties, log, time_left_s: float,
                   copies_for: frozenset = frozenset(),
-                  rebuild: Callable[[frozenset, float | None], tuple[Problem, CostTables]] | None = None) -> tuple[Alternative, ...]:
+                  rebuild: Callable[[frozenset, GatherPricing | None], tuple[Problem, CostTables]] | None = None
+                  ) -> tuple[Alternative, ...]:
     """``plan.alternatives()``: each recipe completed by the solver within the time the
     search has left (``time_left_s``, shared by the recipes, at least ``MIN_SOLVE_S`` each).
     As in the search, values a completion reads twice in one new layout get one shared copy
@@ -55,12 +56,13 @@ def price_recipes(graph: OpGraph, per_node: list[list[Strategy]], problem: Probl
         while True:
             choice, status = completed(current, keep, solver(tables))
             new = shared_reads(tables.reads, current.edge_costs, choice) if rebuild is not None else frozenset()
-            g = hidden_reshard_count(tables, choice)
-            resettle = rebuild is not None and g > 0 and g not in tried and (share is None or abs(g * share - 1) > 0.1)
+            gathers = settle(tables.hidden_reshards, choice)
+            resettle = rebuild is not None and gathers.members > 0 and gathers.signature() not in tried and (
+                share is None or not gathers.same_price(share))
             if not new and not resettle or time.perf_counter() >= deadline:
                 return current, choice, status
-            tried.add(g)
-            copies, share = copies | new, 1.0 / g if resettle else share
+            tried.add(gathers.signature())
+            copies, share = copies | new, gathers if resettle else share
             current, tables = rebuild(copies, share)
             costs_of[id(current)] = tables
 

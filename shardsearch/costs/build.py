@@ -25,7 +25,8 @@ from shardsearch.costs.combined import combine_edges
 from shardsearch.costs.copies import Edges, Read, SharedCopy, share_copies
 from shardsearch.costs.dot_merge import merged_dots, merged_time
 from shardsearch.costs.dot_strength import strength_reduced
-from shardsearch.costs.overlap import earlier_compute, exposed_comm, exposed_reshard, ready_at_start
+from shardsearch.costs.gathers import Combinable, GatherPricing
+from shardsearch.costs.overlap import as_one_node, earlier_compute, exposed_comm, ready_at_start
 from shardsearch.costs.reassociate import merge_edges
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory import carried_args, forward_end, kept_for_backward, lifetimes, live_at, peak_point
@@ -50,15 +51,9 @@ class CostTables:
     # several readers share (costs.copies), each with two strategies (no copy, copy).
     copies: tuple[SharedCopy, ...] = ()
     reads: tuple = ()  # per Problem edge before the copies', what it reads (costs.copies.Read) or None
-    # The edges priced as hidden reshards of values ready at the step's start (FSDP's
-    # gathers): (producer, reader, which strategy pairs move data, the reader's layouts).
+    # The edges whose reshards XLA's all-gather combiner merges (values ready at the step's
+    # start: FSDP's gathers, the batch's): ``costs.gathers.Combinable``, settled by ``gathers.settle``.
     hidden_reshards: tuple = ()
-
-
-def hidden_reshard_count(costs: CostTables, choice) -> int:
-    """How many hidden reshards a plan makes (one per value and layout): XLA's combiner
-    merges them, so each pays this share of one launch latency (the search's fixed point)."""
-    return len({(u, dsts[choice[v]]) for u, v, moves, dsts in costs.hidden_reshards if moves[choice[u], choice[v]]})
 
 
 def _priced_on(c, off_path: bool, cluster: Cluster, combined: Cluster) -> Cluster:
@@ -351,7 +346,7 @@ def build_problem(
     edge_memo: dict | None = None,
     donated: frozenset[int] = frozenset(),
     copies_for: frozenset | None = frozenset(),
-    gather_share: float = 1.0,
+    gather_share: float | GatherPricing = 1.0,
 ) -> tuple[Problem, CostTables]:
     """``edge_memo``: reshard matrices by (shape, itemsize, layouts), and the last graph's
     priced nodes and edges per ``combined_share``; pass the same dict to rebuild a problem
@@ -361,8 +356,8 @@ def build_problem(
     ``copies_for``: (value key, layout) pairs whose readers share one copy (copy nodes
     after the graph's nodes, ``costs.copies``; see ``costs.copies``); None: every pair
     two readers could share; the others are charged a reshard per reading edge.
-    ``gather_share``: the share of a launch latency each hidden reshard pays
-    (``hidden_reshard_count``)."""
+    ``gather_share``: what each reshard XLA's all-gather combiner merges pays
+    (``costs.gathers.GatherPricing``, settled by ``gathers.settle``; a float: its ``share``)."""
     seen = {} if edge_memo is None else edge_memo
     # What does not depend on copies_for or the budget is kept in the memo for this graph
     # (the last one built; kept with it, so identity is a safe test): a rebuild at another
@@ -404,7 +399,7 @@ def build_problem(
 
 
 def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follow: bool, combined_share: float,
-            seen: dict, gather_share: float = 1.0, built: dict | None = None):
+            seen: dict, gather_share: float | GatherPricing = 1.0, built: dict | None = None):
     """Node costs, follows and the edges with their reshard prices and what each reads:
     (costs, follows, edge pairs, edge costs, edge local costs, reads); ``built``: this
     graph's memo (``node_costs``'s)."""
@@ -416,7 +411,11 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
     overlap = cluster.overlap_contention is not None
     if overlap:  # an argument's resharding (FSDP's gathers) runs under the compute before its reader
         ready, before = ready_at_start(graph, HEAVY, carried_args(graph)), earlier_compute(graph, costs.compute)
+        light = ready_at_start(graph, HEAVY, set(range(len(graph.input_nodes))))  # the batch's too
         no_latency = cluster.with_latency_share(0.0)
+        estimated = as_one_node(no_latency)
+        backward_from = forward_end(graph)
+    pricing = gather_share if isinstance(gather_share, GatherPricing) else GatherPricing(share=float(gather_share))
     hidden_reshards = []
     if built is not None and "edges" in built:
         sources, edge_list = built["edges"]
@@ -426,15 +425,19 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
             built["edges"] = sources, edge_list
 
     def add_edge(ref: ValueRef, v: int, operand: int | None, times: int, priced, dsts) -> None:
-        if overlap and operand is not None and times == 1 and ref.node in ready and v not in ready \
-                and priced[0].any():
-            links = priced[0] - priced[1]
-            bandwidth = _edge(graph, strategies, no_latency, mesh, ref, v, operand, seen.setdefault("bw", {}), memo)
-            # its reader's whole past: XLA's scheduler moves the light producer up with it
-            hidden = exposed_reshard(links, bandwidth[0] - bandwidth[1], float(before[v]), cluster.overlap_contention,
-                                     gather_share)
-            hidden_reshards.append((ref.node, v, links > 0, dsts))
-            priced = (hidden, np.zeros_like(hidden))  # its buffers' traffic: in the contention
+        if overlap and operand is not None and times == 1 and ref.node in light and priced[0].any():
+            # a reshard the all-gather combiner merges with the plan's others (costs.gathers)
+            bandwidth, estimate = (_edge(graph, strategies, c, mesh, ref, v, operand, seen.setdefault(k, {}), memo)
+                                   for c, k in ((no_latency, "bw"), (estimated, "est")))
+            info, gathered = graph.info(ref), seen.setdefault("gathered", {})
+            if (info.shape, info.dtype.itemsize, dsts) not in gathered:
+                gathered[(info.shape, info.dtype.itemsize, dsts)] = np.array(
+                    [local_bytes(info.shape, info.dtype.itemsize, d, mesh) for d in dsts], dtype=float)
+            hidden_reshards.append(Combinable(
+                ref.node, v, _layouts(strategies, ref.node, "out", ref.index, memo), dsts, priced[0] > priced[1],
+                bandwidth[0] - bandwidth[1], estimate[0] - estimate[1], gathered[(info.shape, info.dtype.itemsize, dsts)],
+                float(before[v]), ref.node in ready and v not in ready, cluster.overlap_contention, v > backward_from))
+            priced = hidden_reshards[-1].priced(priced, pricing)
         edges.append((ref.node, v))
         for out, m in zip((edge_costs, edge_local), priced):
             out.append(m * times if times != 1 else m)

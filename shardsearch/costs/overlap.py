@@ -40,7 +40,7 @@ two all-reduces of 24 MB, its 4 x 32 MB ones four).
 
 An argument's resharding (FSDP's all-gather of a parameter) waits on nothing the step
 computes: XLA's latency-hiding scheduler can start it anywhere before its reader, so its
-bandwidth time hides under the compute before the reader (``exposed_reshard``; compiled for
+bandwidth time hides under the compute before the reader (``costs.gathers``; compiled for
 8 x H100, gpt-medium-bf16 with FSDP pinned: 4.0 ms of gathers and reduce-scatters, 0.80 ms
 exposed, most of it the contention; priced in full, the plan was predicted 33% slow).
 XLA starts the first layer's gathers at the top of the program with nothing to hide under,
@@ -106,17 +106,6 @@ def ready_at_start(graph: OpGraph, heavy: frozenset[str], carried: set[int]) -> 
                 node.primitive not in heavy and all(r.node in ready for r in node.inputs if isinstance(r, ValueRef)):
             ready.add(node.id)
     return ready
-
-
-def exposed_reshard(links: np.ndarray, bandwidth: np.ndarray, window_s: float, contention: float,
-                    latency_share: float = 1.0) -> np.ndarray:
-    """A reshard's link seconds (``links``, of which ``bandwidth`` is the bandwidth time)
-    when it can run under ``window_s`` of compute: ``latency_share`` of its launch latency
-    (XLA's all-gather combiner merges these independent gathers: the search settles the
-    share on the plan's count of them, as for the merged gradient all-reduces; the
-    all-reduces' own share made a pinned data-parallel step gather its batch to run
-    replicated), its bandwidth time as it is exposed."""
-    return (links - bandwidth) * latency_share + exposed_time(bandwidth, window_s, contention)
 
 
 # XLA's kDefaultAllReduceCombineThreshold (xla/service/collective_utils.h).
