@@ -23,6 +23,7 @@ from shardsearch.fit import Attempt, NoFit, arguments_floor, donated_args, fit, 
 from shardsearch.graph import OpGraph
 from shardsearch.memory.buffers import duplicating_cheap_ops
 from shardsearch.memory.combine import off_critical_path
+from shardsearch.memory.splitk import SplitK, splitting_gemms
 from shardsearch.memory import carried_args
 from shardsearch.pins import pin_strategies, resolve_pins
 from shardsearch.pipeline.microbatch import split_microbatches
@@ -67,7 +68,8 @@ def search(
     log = StageLog(config.verbose)
     try:
         log("tracing")
-        with duplicating_cheap_ops(cluster.gpu_target is not None), _collector_paused():
+        with duplicating_cheap_ops(cluster.gpu_target is not None), _collector_paused(), \
+                splitting_gemms(SplitK.for_target(cluster.gpu_target)):
             return _search(fn, args, mesh=mesh, cluster=cluster, memory_budget=memory_budget, config=config,
                            log=log, donate_argnums=donate_argnums)
     finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Mapping, Sequence
 
-from cost_model.mesh import MeshShape, Spec, local_bytes, replicated
+from cost_model.mesh import MeshShape, Spec, local_bytes, local_shape, replicated
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory.assign import Assignment, Home, Span, assign
 from shardsearch.memory.buffers import FUSIBLE, buffers
@@ -26,6 +26,7 @@ from shardsearch.memory.liveness import (
     resharded_copies,
 )
 from shardsearch.memory.schedule import scheduled
+from shardsearch.memory.splitk import SPLIT_K, dot_split, readers_of, sum_fused_into_readers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,9 +168,35 @@ def step_buffers(
         if held:
             temps.append(Span(t_all, last, held))
             refs.append((ValueRef(t_all, 0), False))
+    moved = set()
     for ref, spec, first, last in resharded_copies(graph, node_operand_specs, bufs):
         temps.append(Span(first, last, nbytes(ref, spec)))
         refs.append((ref, True))
+        moved.add(ref)
+    rule = SPLIT_K.get()
+    if rule is not None:  # a GPU target's split-K partial products (splitk.py)
+        def operand_shape(ref: ValueRef, j: int, node: int) -> tuple[int, ...]:
+            spec = (node_operand_specs or {}).get(node, {}).get(j)
+            if spec is None and graph.nodes[ref.node].kind is NodeKind.INPUT:
+                spec = in_specs[graph.input_nodes.index(ref.node)]
+            info = graph.info(ref)
+            return local_shape(info.shape, spec or out_spec(ref) or replicated(len(info.shape)), mesh)
+
+        readers = readers_of(graph)
+        held = {m for b in buckets for m in b}
+        for i, v in enumerate(bufs.lives):
+            if graph.nodes[v.ref.node].primitive != "dot_general" or temps[i].nbytes == 0:
+                continue
+            split = dot_split(graph, v.ref.node, lambda r, j, n=v.ref.node: operand_shape(r, j, n), rule)
+            if split <= 1:
+                continue
+            partials = split * temps[i].nbytes / graph.info(v.ref).dtype.itemsize * 4  # f32
+            forward = v.ref.node <= t and v.ref.node not in held
+            if forward and sum_fused_into_readers(graph, bufs, readers, v.ref, frozenset(moved)):
+                temps[i] = dataclasses.replace(temps[i], nbytes=partials)  # a forward dot summed in each reader
+            else:  # summed by the kernel right after the dot
+                temps.append(Span(temps[i].first, temps[i].first, partials))
+                refs.append((v.ref, False))
     return StepBuffers(args, tuple(homes), tuple(results), tuple(temps), tuple(refs), t, end)
 
 
