@@ -55,6 +55,7 @@ def build_jitted(
 def constrained_runner(graph: OpGraph, plan: Plan, mesh: Mesh, *, constrain: bool = True) -> Callable:
     """``flat inputs -> flat outputs`` of the graph, re-run with the plan's layouts pinned on
     every planned intermediate (to call inside ``jax.jit``)."""
+    constrain = constrain and not replicated_throughout(plan)
     node_specs = plan.node_out_specs if constrain else {}
     operand_specs = plan.node_operand_specs if constrain else {}
     implied = implied_by_transpose(graph, node_specs, operand_specs)
@@ -114,6 +115,15 @@ def constrained_runner(graph: OpGraph, plan: Plan, mesh: Mesh, *, constrain: boo
         return outs
 
     return run
+
+
+def replicated_throughout(plan: Plan) -> bool:
+    """Whether no layout the plan names splits anything. XLA's propagation from replicated
+    arguments and results then leaves every intermediate replicated by itself, and pins would
+    only move its fusion boundaries."""
+    specs = [*plan.flat_in_specs, *plan.flat_out_specs, *(s for outs in plan.node_out_specs.values() for s in outs),
+             *(s for wanted in plan.node_operand_specs.values() for s in wanted.values())]
+    return not any(used_axes(s) for s in specs)
 
 
 def implied_by_transpose(graph: OpGraph, node_specs: dict, operand_specs: dict) -> frozenset[int]:
