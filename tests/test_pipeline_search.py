@@ -115,6 +115,35 @@ def test_identical_layers_share_one_solve():
     assert counts[0] == counts[1]
 
 
+def test_a_stage_holding_a_tied_tables_copy_counts_its_memory():
+    """The tied table is kept on the embedding's and the head's stages (``stages._copies``),
+    with its momentum and update: the units price it once, on its owner (the embedding),
+    and a stage with the head but not the embedding adds the copy's bytes (its update
+    planned as the head hands values on: the table, its momentum, the two gradient
+    partials, the new values: 6 tables, each split at most 4 ways on a 1x4 submesh); a
+    stage with both holds one."""
+    from shardsearch.pipeline.stage_search import Submesh
+    from test_pipeline_runtime import embed_head_step
+
+    fn, args = embed_head_step(tied=True)
+    graph = trace(fn, args)
+    split, units = split_microbatches(graph), layer_units(graph)
+    mesh, sub = MeshShape(("data", "model"), (2, 4)), MeshShape(("data", "model"), (1, 4))
+    pricer = UnitPricer(graph, split, units, unit_map(graph, split, units), mesh=mesh,
+                        cluster=Cluster.load("2x4-slow"), config=SearchConfig(time_limit_s=5))
+    u = len(units)
+    assert set(pricer.copies().values()) == {(0, u - 1)}  # the embedding's unit owns it, the head's reads it
+    costs = pricer.stage_costs(4, [Submesh(1, 4)], [0.0] * (u + 1))
+    own = [pricer.unit_cost(i, 4, sub).static_bytes for i in range(u)]
+    [(owner, held)] = pricer.copy_bytes(4, sub)
+    table, copy = args[0]["embed"].nbytes, held.get(u - 1, 0.0)
+    assert owner == 0 and list(held) == [u - 1] and 6 * table / 4 <= copy <= 8 * table
+    assert costs.static_bytes[1, u, 0] == pytest.approx(sum(own[1:]) + copy)  # the head's stage: a copy
+    assert costs.static_bytes[u - 1, u, 0] == pytest.approx(own[-1] + copy)
+    assert costs.static_bytes[0, u, 0] == pytest.approx(sum(own))  # the owner's stage: the table once
+    assert costs.static_bytes[0, u - 1, 0] == pytest.approx(sum(own[:-1]))
+
+
 def test_auto_declines_without_pricing_stages_where_none_can_pay():
     """The default pipeline="auto" costs next to nothing where no pipeline can pay: on one
     node with fast links nothing is traced again, and across nodes the operators' rooflines

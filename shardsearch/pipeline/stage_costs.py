@@ -19,6 +19,16 @@ What a unit costs on a submesh:
 - ``activation_bytes``: what one microbatch's forward keeps for its backward;
 - ``temp_bytes``: the rest of the per-microbatch peak (its working set).
 The solves have no memory budget: the stage search checks memory per stage.
+
+A parameter read on several stages (a tied embedding) is kept on each of them with its
+optimizer state and update (``stages._copies``); the units price it once, on its owner.
+A stage holding a copy without the owner unit adds the copy's static bytes
+(``UnitPricer.copy_bytes``): its once-per-step work (the copied nodes: the update of the
+parameter and its optimizer state from the gradient partials' sum) planned as a piece of
+its own on the submesh, read as the stage's first unit reading it hands values on (the
+parameter in the layout its forward reads it in, its gradient partial in the layout its
+backward makes it in), as a unit's own parameters are priced; its peak is what the stage
+keeps besides its units' own (the parameter, its state, the partials, the new values).
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from shardsearch.pipeline.assignment import StageKind
 from shardsearch.pipeline.layers import LayerUnits
 from shardsearch.pipeline.microbatch import MicrobatchSplit, micro_graph
 from shardsearch.pipeline.stage_search import StageCosts, Submesh
-from shardsearch.pipeline.stages import UnitMap
+from shardsearch.pipeline.stages import UnitMap, _copies
 from shardsearch.pipeline.unit_graph import subgraph
 
 # the intra-op solves of units: plain, quick, no recipes compared, no disk cache
@@ -85,6 +95,9 @@ class UnitPricer:
         self._once: dict = {}
         self._hashes: dict = {}  # id(graph) -> (graph, its program hash)
         self._reshards: dict = {}  # submesh -> build_problem's memo, shared by the solves on it
+        self._handed: dict = {}  # (unit, m, submesh) -> its forward and backward pieces and their plans
+        self._unit_copies = None  # node -> the units keeping a copy of it (owner first): copies()
+        self._copy_pieces: dict = {}  # the copied nodes of a group (units) -> their SubGraph
         self.solves = 0
         per_kind = [[] for _ in units.units]
         for n, (u, k) in enumerate(zip(umap.unit, umap.kind)):
@@ -123,6 +136,7 @@ class UnitPricer:
         # in (as the stage planner hands it on: stage_plan._handover_pins)
         b_plan = self._solve(bs.graph, sub, _handover(fs, f_plan, bs) if f_plan else ()) if bwd else None
         f, b = (x.predicted if x else None for x in (f_plan, b_plan))
+        self._handed[unit, m, sub] = (fs, f_plan, bs, b_plan)
         o = self._solve(os_.graph, sub, _once_pins(micro, fs, f_plan, bs, b_plan, os_)).predicted if once else None
         if f is None and b is None and o is None:
             return UnitCost(0.0, 0.0, 0.0, 0.0, 0.0)
@@ -135,6 +149,38 @@ class UnitPricer:
             activation_bytes=act,
             temp_bytes=max(peak - act, 0.0),
         )
+
+    def copies(self) -> dict[int, tuple[int, ...]]:
+        """node -> the units keeping a copy of it (owner first), as ``stages._copies`` keeps
+        one per stage with every unit a stage: a stage holds one where it runs a unit of
+        them and not the owner."""
+        if self._unit_copies is None:
+            self._unit_copies = _copies(self.graph, self.umap.kind, self.umap.unit)
+        return self._unit_copies
+
+    def copy_bytes(self, m: int, sub: MeshShape) -> list[tuple[int, dict[int, float]]]:
+        """Per group of copies kept on the same units: (owner unit, {other unit: bytes per
+        device on ``sub`` that a stage whose first unit reading them is that one keeps}):
+        the peak of the copied nodes' once-per-step work planned read as that unit hands
+        values on (see the module notes)."""
+        out = []
+        for units in sorted(set(self.copies().values())):
+            nodes = [n for n, u in self.copies().items() if u == units and self.graph.nodes[n].kind is NodeKind.OP]
+            if not nodes or self.units.units[units[0]].iteration is not None:
+                continue  # (a scan's layer owns no copy: its stacked work is split instead)
+            if units not in self._copy_pieces:
+                self._copy_pieces[units] = subgraph(self.graph, nodes)
+            piece, held = self._copy_pieces[units], {}
+            for r in units[1:]:
+                if self.units.units[r].iteration is not None:
+                    continue
+                if (r, m, sub) not in self._handed:
+                    self.unit_cost(r, m, sub)
+                fs, f_plan, bs, b_plan = self._handed[r, m, sub]
+                pins = _once_pins(self._micro_graph(m), fs, f_plan, bs, b_plan, piece) if f_plan else ()
+                held[r] = self._solve(piece.graph, sub, pins).predicted.peak_bytes
+            out.append((units[0], held))
+        return out
 
     def _unit_pieces(self, unit: int, m: int) -> tuple:
         """(forward, backward and once-per-step nodes, and each as a SubGraph) of a unit at
@@ -189,9 +235,30 @@ class UnitPricer:
         temp = np.zeros((u, u + 1, k))
         for i in range(u):  # the largest unit's working set
             temp[i, i + 1:] = np.maximum.accumulate(table[4, i:], axis=0)
-        return StageCosts(time=span[0], step_time=span[1], static_bytes=span[2], activation_bytes=span[3],
+        static = span[2] + self._copies_held(m, submeshes)
+        return StageCosts(time=span[0], step_time=span[1], static_bytes=static, activation_bytes=span[3],
                           temp_bytes=temp, cut_bytes=np.asarray(cut_bytes, dtype=float),
                           step_cut_bytes=None if step_cut_bytes is None else np.asarray(step_cut_bytes, dtype=float))
+
+    def _copies_held(self, m: int, submeshes) -> np.ndarray:
+        """(U, U + 1, K): bytes per device of the copies a stage [i, j) on submesh k holds
+        besides its units' own: of the parameters its units read whose owner unit is
+        elsewhere, priced as its first unit reading them hands values on (``copy_bytes``)."""
+        u = len(self.units)
+        out = np.zeros((u, u + 1, len(submeshes)))
+        if not self.copies():
+            return out
+        i, j = np.arange(u)[:, None], np.arange(u + 1)[None, :]
+        for k, sub in enumerate(submeshes):
+            shape = submesh_shape(self.mesh, sub.size)
+            if shape is None:
+                continue
+            for owner, held in self.copy_bytes(m, shape):
+                kept = np.zeros((u, u + 1))
+                for r in sorted(held, reverse=True):  # the first unit reading it in [i, j) prices it
+                    kept = np.where((i <= r) & (r < j), held[r], kept)
+                out[:, :, k] += np.where((i <= owner) & (owner < j), 0.0, kept)
+        return out
 
 
 def unit_cut_bytes(units: LayerUnits, m: int) -> np.ndarray:
