@@ -64,11 +64,12 @@ def run(fractions, cluster_name: str, say=print) -> list[dict]:
     return rows
 
 
-def run_gpt39b(compile_it: bool, say=print, target: str = "gpu") -> dict:
+def run_gpt39b(compile_it: bool, say=print, target: str = "gpu", **options) -> dict:
     """GPT-39B widths (hidden 8192, 64 heads, seq 1024, vocab 51200), 12 layers, batch 32,
     SGD, on an (8, 8) mesh planned for h100-8x8-ib with a 10 GiB budget per device, compiled
     for ``target``: "gpu" (the cluster's H100s, deviceless: the bar for a GPU preset; seconds)
-    or "cpu" (the 64 fake devices: many minutes of codegen on 2 cores)."""
+    or "cpu" (the 64 fake devices: many minutes of codegen on 2 cores). ``options``: more
+    search options (``remat="nothing_saveable"``, ``sharded_updates=True``, ...)."""
     import optax
 
     import shardsearch as ss
@@ -81,7 +82,7 @@ def run_gpt39b(compile_it: bool, say=print, target: str = "gpu") -> dict:
     mesh = make_mesh((8, 8))
     t, wall = time.process_time(), time.perf_counter()
     step = ss.auto(w.train_step, mesh=mesh, cluster="h100-8x8-ib", memory_budget="10GiB", cache=False, compare=False,
-                   pipeline=None)  # the whole-mesh plan (pipeline="auto" may cut the step into stages)
+                   pipeline=None, **options)  # the whole-mesh plan (pipeline="auto" may cut the step into stages)
     plan = step.plan_for(*w.args)
     out = dict(plan_cpu_s=time.process_time() - t, plan_wall_s=time.perf_counter() - wall, remat=plan.remat,
                microbatches=plan.pipeline and plan.pipeline.num_microbatches, predicted_s=plan.predicted.total_s,
@@ -128,11 +129,17 @@ def main(argv=None) -> None:
     ap.add_argument("--compile", action="store_true", help="with --gpt39b: compile the plan too")
     ap.add_argument("--target", choices=("gpu", "cpu"), default="gpu",
                     help="with --gpt39b --compile: the cluster's GPUs (deviceless) or the fake CPU devices")
+    ap.add_argument("--remat", help="with --gpt39b: every layer recomputed with this policy")
+    ap.add_argument("--sharded-updates", action="store_true", help="with --gpt39b: SearchConfig.sharded_updates")
+    ap.add_argument("--no-accumulate", action="store_true", help="with --gpt39b: the whole batch only")
     a = ap.parse_args(argv)
     if a.gpt39b:
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=64"
         os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the CUDA plugin loads without a GPU only so
-        run_gpt39b(a.compile, target=a.target)
+        options = dict(sharded_updates=a.sharded_updates, accumulate=not a.no_accumulate)
+        if a.remat:
+            options["remat"] = a.remat
+        run_gpt39b(a.compile, target=a.target, **options)
         return
     rows = run(a.fractions, a.cluster)
     Path(a.out).write_text("# Fitting memory budgets (issue 13)\n\n" + markdown(rows, a.cluster))
