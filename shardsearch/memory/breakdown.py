@@ -18,7 +18,7 @@ from cost_model.mesh import MeshShape, Spec, local_bytes, local_shape, replicate
 from shardsearch.graph import NodeKind, OpGraph, ValueRef
 from shardsearch.memory.assign import Assignment, Home, Span, assign
 from shardsearch.memory.buffers import FUSIBLE, buffers
-from shardsearch.memory.combine import combined_buckets, reduce_scattered
+from shardsearch.memory.combine import buckets_and_scatters, reductions
 from shardsearch.memory.liveness import (
     carried_args,
     forward_end,
@@ -273,9 +273,8 @@ def scheduled_buffers(
     its gradient is ready, combined all-reduces as buckets), its buffers
     (``step_buffers``), per new node id the old one (None: the order is the graph's), and
     ``node_out_specs`` keyed by the new ids."""
-    buckets = combined_buckets(graph, in_specs, node_out_specs, mesh, node_operand_specs)
-    scattered = {n: whole for n, (_, whole) in
-                 reduce_scattered(graph, in_specs, node_out_specs, mesh, node_operand_specs).items()}
+    buckets, scattered = buckets_and_scatters(graph, *reductions(graph, in_specs, node_out_specs, mesh,
+                                                                 node_operand_specs))
     starts, ys, until = scan_starts(graph)
     new_graph, order = scheduled(graph, buckets)
     if order is not None:

@@ -77,8 +77,7 @@ def all_reduced(graph: OpGraph, in_specs: Sequence[Spec], node_out_specs: Mappin
                 mesh: MeshShape, node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None
                 ) -> dict[int, float]:
     """Per operator that all-reduces its result: the bytes per device it all-reduces."""
-    return {n: nbytes for n, (nbytes, _) in _reduced(graph, in_specs, node_out_specs, mesh, node_operand_specs,
-                                                     scatter=False).items()}
+    return reductions(graph, in_specs, node_out_specs, mesh, node_operand_specs)[0]
 
 
 def reduce_scattered(graph: OpGraph, in_specs: Sequence[Spec], node_out_specs: Mapping[int, Sequence[Spec]],
@@ -86,10 +85,13 @@ def reduce_scattered(graph: OpGraph, in_specs: Sequence[Spec], node_out_specs: M
                      ) -> dict[int, tuple[float, float]]:
     """Per operator that reduce-scatters its result: (its result's bytes per device, the
     partial sums it holds before: the result unsplit over the summed axes)."""
-    return _reduced(graph, in_specs, node_out_specs, mesh, node_operand_specs, scatter=True)
+    return reductions(graph, in_specs, node_out_specs, mesh, node_operand_specs)[1]
 
 
-def _reduced(graph, in_specs, node_out_specs, mesh, node_operand_specs, scatter: bool) -> dict:
+def reductions(graph: OpGraph, in_specs: Sequence[Spec], node_out_specs: Mapping[int, Sequence[Spec]],
+               mesh: MeshShape, node_operand_specs: Mapping[int, Mapping[int, Spec]] | None = None
+               ) -> tuple[dict[int, float], dict[int, tuple[float, float]]]:
+    """``all_reduced`` and ``reduce_scattered`` in one pass over the graph."""
     arg_of = {n: i for i, n in enumerate(graph.input_nodes)}
     operand_specs = node_operand_specs or {}
 
@@ -99,24 +101,32 @@ def _reduced(graph, in_specs, node_out_specs, mesh, node_operand_specs, scatter:
         specs = node_out_specs.get(ref.node)
         return specs[ref.index] if specs is not None else None
 
-    out: dict = {}
+    reduced: dict[int, float] = {}
+    scattered: dict[int, tuple[float, float]] = {}
     for n in graph.nodes:
         if n.kind is not NodeKind.OP or (n.primitive != "dot_general" and n.primitive not in _SUMS):
             continue
         wanted = operand_specs.get(n.id, {})
         read = [wanted.get(j, spec_of(r)) if isinstance(r, ValueRef) else None for j, r in enumerate(n.inputs)]
+        summed = _summed_axes(graph, n, read)
+        if not summed:
+            continue
         specs = node_out_specs.get(n.id)
         info = n.outputs[0]
         spec = (specs[0] if specs is not None else None) or ((),) * len(info.shape)
-        summed = _summed_axes(graph, n, read)
         on_result = {a for d in spec for a in d}
-        axes = summed & on_result if scatter else summed - on_result
-        if not axes or mesh.group_size(tuple(a for a in mesh.axis_names if a in axes)) <= 1:
-            continue
         nbytes = local_bytes(info.shape, info.dtype.itemsize, spec, mesh)
-        whole = tuple(tuple(a for a in d if a not in axes) for d in spec)
-        out[n.id] = (nbytes, local_bytes(info.shape, info.dtype.itemsize, whole, mesh)) if scatter else (nbytes, 0.0)
-    return out
+        if _over_devices(summed - on_result, mesh):
+            reduced[n.id] = nbytes
+        scatter = summed & on_result
+        if _over_devices(scatter, mesh):
+            whole = tuple(tuple(a for a in d if a not in scatter) for d in spec)
+            scattered[n.id] = (nbytes, local_bytes(info.shape, info.dtype.itemsize, whole, mesh))
+    return reduced, scattered
+
+
+def _over_devices(axes: set[str], mesh: MeshShape) -> bool:
+    return bool(axes) and mesh.group_size(tuple(a for a in mesh.axis_names if a in axes)) > 1
 
 
 def buckets_of(graph: OpGraph, nbytes: Mapping[int, float]) -> list[tuple[int, ...]]:
@@ -145,6 +155,12 @@ def combined_buckets(graph: OpGraph, in_specs: Sequence[Spec], node_out_specs: M
                      ) -> list[tuple[int, ...]]:
     """The gradient all-reduce buckets of a step run with these layouts (``buckets_of``),
     then its reduce-scatter buckets (by their results' bytes)."""
-    scattered = reduce_scattered(graph, in_specs, node_out_specs, mesh, node_operand_specs)
-    return (buckets_of(graph, all_reduced(graph, in_specs, node_out_specs, mesh, node_operand_specs))
-            + buckets_of(graph, {n: result for n, (result, _) in scattered.items()}))
+    return buckets_and_scatters(graph, *reductions(graph, in_specs, node_out_specs, mesh, node_operand_specs))[0]
+
+
+def buckets_and_scatters(graph: OpGraph, reduced: Mapping[int, float],
+                         scattered: Mapping[int, tuple[float, float]]) -> tuple[list[tuple[int, ...]], dict[int, float]]:
+    """``combined_buckets`` from ``reductions``, and per reduce-scattering operator the
+    bytes of its partial sums."""
+    buckets = buckets_of(graph, reduced) + buckets_of(graph, {n: result for n, (result, _) in scattered.items()})
+    return buckets, {n: whole for n, (_, whole) in scattered.items()}
