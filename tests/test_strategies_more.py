@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import jax.extend.random  # not imported by `import jax`: threefry_2x32 below
 import numpy as np
 import pytest
 from jax import lax
