@@ -188,15 +188,12 @@ def step_buffers(
             if graph.nodes[v.ref.node].primitive != "dot_general" or temps[i].nbytes == 0:
                 continue
             split = dot_split(graph, v.ref.node, lambda r, j, n=v.ref.node: operand_shape(r, j, n), rule)
-            if split <= 1:
-                continue
-            partials = split * temps[i].nbytes / graph.info(v.ref).dtype.itemsize * 4  # f32
+            # a forward dot whose readers each sum its partials: they are its buffer (the partials
+            # of other dots live only until the next kernel, not counted: splitk.py)
             forward = v.ref.node <= t and v.ref.node not in held
-            if forward and sum_fused_into_readers(graph, bufs, readers, v.ref, frozenset(moved)):
-                temps[i] = dataclasses.replace(temps[i], nbytes=partials)  # a forward dot summed in each reader
-            else:  # summed by the kernel right after the dot
-                temps.append(Span(temps[i].first, temps[i].first, partials))
-                refs.append((v.ref, False))
+            if split > 1 and forward and sum_fused_into_readers(graph, bufs, readers, v.ref, frozenset(moved)):
+                f32 = temps[i].nbytes / graph.info(v.ref).dtype.itemsize * 4
+                temps[i] = dataclasses.replace(temps[i], nbytes=split * f32)
     return StepBuffers(args, tuple(homes), tuple(results), tuple(temps), tuple(refs), t, end)
 
 
