@@ -52,7 +52,7 @@ ON_REQUEST = ("gpt-h2048-s1024", "gpt-h4096-s1024")
 # What was found behind the rows over 10% (2026-12-07, shown under the table for those rows)
 SPLIT_K = ("XLA's GPU compiler, compiling without a device, splits the contraction of gemms with a small "
            "output into f32 partial products (split-K: [128 x 512] @ [512 x 128] as f32[16,128,128], summed "
-           "after). Modelled since 540a4eb / 9208159 (memory/splitk.py; gpt-tiny -23.6/-28.5% -> -17.9/-13.4%, "
+           "after). Modelled since 540a4eb / 9d090b6 (memory/splitk.py; gpt-tiny -23.6/-28.5% -> -17.9/-13.4%, "
            "bert-tiny -32.2/-36.7% -> -24.8/-20.4% on the same plans). What is left: at tensors this small "
            "XLA's GPU fusion keeps the partials of more dots than the model does: gpt-tiny's compiled peak (6.0 MiB of "
            "temporaries at the forward end) is 7 partial-product buffers (both fc1s, both attention "
