@@ -369,7 +369,13 @@ def build_problem(
     # the memo may serve this cluster without overlap too (search.plan_graph plans again so)
     key = ("priced", combined_share, gather_share, follow, cluster.overlap_contention)
     if key not in built:
-        built[key] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen, gather_share, built)
+        # another gather pricing (the fixed point's next solve) re-prices only the combinable reshards
+        base = ("priced", combined_share, follow, cluster.overlap_contention)
+        if base not in built:
+            built[base] = _priced(graph, strategies, cluster, mesh, follow, combined_share, seen, gather_share, built)
+            built[key] = built[base][0]
+        else:
+            built[key] = _repriced(*built[base], gather_share)
     costs, follows, edges, edge_costs, edge_local, reads = built[key]
     costs = dataclasses.replace(costs, compute=list(costs.compute))  # _charge_fed_inputs replaces entries
     _charge_fed_inputs(graph, strategies, cluster, mesh, costs)
@@ -401,8 +407,8 @@ def build_problem(
 def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follow: bool, combined_share: float,
             seen: dict, gather_share: float | GatherPricing = 1.0, built: dict | None = None):
     """Node costs, follows and the edges with their reshard prices and what each reads:
-    (costs, follows, edge pairs, edge costs, edge local costs, reads); ``built``: this
-    graph's memo (``node_costs``'s)."""
+    (costs, follows, edge pairs, edge costs, edge local costs, reads), and the combinable
+    reshards' edges for ``_repriced``; ``built``: this graph's memo (``node_costs``'s)."""
     costs = node_costs(graph, strategies, cluster, mesh, combined_share, built)
     edges, edge_costs, edge_local, reads = [], [], [], []
     follows = {}
@@ -416,7 +422,7 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
         estimated = as_one_node(no_latency)
         backward_from = forward_end(graph)
     pricing = gather_share if isinstance(gather_share, GatherPricing) else GatherPricing(share=float(gather_share))
-    hidden_reshards = []
+    hidden_reshards, hidden_edges = [], []  # (edge index, prices in full, follow mapping, read)
     if built is not None and "edges" in built:
         sources, edge_list = built["edges"]
     else:
@@ -425,6 +431,7 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
             built["edges"] = sources, edge_list
 
     def add_edge(ref: ValueRef, v: int, operand: int | None, times: int, priced, dsts) -> None:
+        full = None
         if overlap and operand is not None and times == 1 and ref.node in light and priced[0].any():
             # a reshard the all-gather combiner merges with the plan's others (costs.gathers)
             bandwidth, estimate = (_edge(graph, strategies, c, mesh, ref, v, operand, seen.setdefault(k, {}), memo)
@@ -437,6 +444,7 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
                 ref.node, v, _layouts(strategies, ref.node, "out", ref.index, memo), dsts, priced[0] > priced[1],
                 bandwidth[0] - bandwidth[1], estimate[0] - estimate[1], gathered[(info.shape, info.dtype.itemsize, dsts)],
                 float(before[v]), ref.node in ready and v not in ready, cluster.overlap_contention, v > backward_from))
+            full = priced
             priced = hidden_reshards[-1].priced(priced, pricing)
         edges.append((ref.node, v))
         for out, m in zip((edge_costs, edge_local), priced):
@@ -449,10 +457,11 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
             if k not in follows_free:
                 follows_free[k] = not priced[0][np.arange(len(follower[1])), follower[1]].any()
             free = follows_free[k]
-        if free:
-            reads.append(None)  # v follows the producer into its layout: it never reads a copy
-        else:
-            reads.append(Read((ref.node, ref.index, times), ref.node, v, dsts))
+        read = Read((ref.node, ref.index, times), ref.node, v, dsts) if full is not None or not free else None
+        reads.append(None if free else read)  # None: v follows the producer into its layout, reads no copy
+        if full is not None:
+            hidden_edges.append((len(edges) - 1, full, follower[1] if follower is not None
+                                 and follower[0] == ref.node else None, read))
 
     if follow:  # (an edge into a node reads only that node's own mapping: all are made first)
         for node, source in zip(graph.nodes, sources):
@@ -473,6 +482,19 @@ def _priced(graph: OpGraph, strategies, cluster: Cluster, mesh: MeshShape, follo
             edge_local.append(np.zeros_like(matrix))
             reads.append(None)  # no value moves on it
     costs = dataclasses.replace(costs, hidden_reshards=tuple(hidden_reshards))
+    return (costs, follows, edges, edge_costs, edge_local, reads), hidden_edges
+
+
+def _repriced(priced: tuple, hidden_edges: list, pricing: float | GatherPricing) -> tuple:
+    """``_priced``'s tables with its combinable reshards priced by ``pricing`` instead (the
+    rest does not depend on it): the same as ``_priced`` with ``pricing``, at a fraction."""
+    costs, follows, edges, edge_costs, edge_local, reads = priced
+    pricing = pricing if isinstance(pricing, GatherPricing) else GatherPricing(share=float(pricing))
+    edge_costs, edge_local, reads = list(edge_costs), list(edge_local), list(reads)
+    for (i, full, follower, read), combinable in zip(hidden_edges, costs.hidden_reshards):
+        edge_costs[i], edge_local[i] = combinable.priced(full, pricing)
+        free = follower is not None and not edge_costs[i][np.arange(len(follower)), follower].any()
+        reads[i] = None if free else read
     return costs, follows, edges, edge_costs, edge_local, reads
 
 
